@@ -1,0 +1,14 @@
+//! Klaxon's rules, with no I/O: incidents, severities, the slash-command grammar, the
+//! timeline's hash chain and the words of every message.
+//!
+//! Nothing in here may import tokio, sqlx, axum, slack-morphism, kube or the AWS SDK, or
+//! read the clock: time comes in as an argument (STYLE.md §5).
+
+pub mod calendar;
+pub mod channel_name;
+pub mod command;
+pub mod incident;
+pub mod message;
+pub mod render;
+pub mod severity;
+pub mod timeline;

@@ -1,0 +1,105 @@
+//! Everything Klaxon says to Slack's Web API goes through [`SlackApi`].
+//!
+//! Only the outbox worker calls it (DESIGN.md: nothing is sent before it is stored), so the
+//! trait is small and speaks in plain types: channel ids, user ids, rendered Block Kit JSON.
+//! [`morphism::MorphismSlack`] implements it with slack-morphism; the base URL is
+//! configurable so tests point the real client at the emulator in `tests/support`.
+
+pub mod morphism;
+pub mod render;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// A Slack channel as far as adoption of a half-created incident channel needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// Channel id, e.g. `C0123ABCD`.
+    pub id: String,
+    /// Channel name without `#`.
+    pub name: String,
+    /// User id of whoever created the channel.
+    pub creator: Option<String>,
+    /// The channel purpose text (empty when unset).
+    pub purpose: String,
+}
+
+/// Why a Web API call did not succeed, sorted by what the outbox should do next.
+#[derive(Debug, thiserror::Error)]
+pub enum SlackError {
+    /// HTTP 429: try again after `retry_after` (Slack sends `Retry-After` in seconds).
+    #[error("rate limited by Slack (retry after {retry_after:?})")]
+    RateLimited {
+        /// The `Retry-After` Slack asked for, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// Slack answered `ok: false` with this error code (`name_taken`, `channel_not_found`...).
+    #[error("Slack API error: {code}")]
+    Api {
+        /// Slack's error code.
+        code: String,
+    },
+    /// The request did not get a usable answer (connection refused, 5xx, bad JSON...).
+    #[error("Slack transport error: {0}")]
+    Transport(String),
+}
+
+impl SlackError {
+    /// Errors that will not go away by retrying the same call.
+    ///
+    /// Transport failures, 5xx and rate limits are transient; an `ok: false` answer is
+    /// permanent except for the codes Slack documents as temporary.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            SlackError::RateLimited { .. } | SlackError::Transport(_) => false,
+            SlackError::Api { code } => !matches!(
+                code.as_str(),
+                "ratelimited" | "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout"
+            ),
+        }
+    }
+
+    /// The Slack error code, when Slack answered `ok: false`.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            SlackError::Api { code } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// The Slack Web API calls Klaxon makes.
+#[async_trait]
+pub trait SlackApi: Send + Sync {
+    /// `auth.test`: the bot's own user id (used to recognise channels the bot created).
+    async fn bot_user_id(&self) -> Result<String, SlackError>;
+
+    /// `conversations.create` (public channel). `Err(Api{code:"name_taken"})` when taken.
+    async fn create_channel(&self, name: &str) -> Result<ChannelInfo, SlackError>;
+
+    /// `conversations.list` (public, not archived, all pages) filtered by exact name.
+    async fn find_channel_by_name(&self, name: &str) -> Result<Option<ChannelInfo>, SlackError>;
+
+    /// `conversations.setPurpose`.
+    async fn set_purpose(&self, channel: &str, purpose: &str) -> Result<(), SlackError>;
+
+    /// `conversations.setTopic`.
+    async fn set_topic(&self, channel: &str, topic: &str) -> Result<(), SlackError>;
+
+    /// `conversations.invite`. Users already in the channel are not an error.
+    async fn invite(&self, channel: &str, users: &[String]) -> Result<(), SlackError>;
+
+    /// `chat.postMessage` with fallback `text` and Block Kit `blocks` (a JSON array).
+    /// Returns the message `ts`.
+    async fn post_message(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: &serde_json::Value,
+        thread_ts: Option<&str>,
+    ) -> Result<String, SlackError>;
+
+    /// `views.open` with a modal `view` (Block Kit JSON).
+    async fn open_view(&self, trigger_id: &str, view: &serde_json::Value) -> Result<(), SlackError>;
+}
