@@ -1,4 +1,7 @@
 //! Klaxon: an incident-response bot for Slack. See ARCHITECTURE.md for the data flow.
 
+pub mod clock;
+pub mod config;
 pub mod domain;
 pub mod slack;
+pub mod store;

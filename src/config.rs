@@ -1,0 +1,377 @@
+//! Configuration: one TOML file (see `deploy/klaxon.example.toml`, documented key by key)
+//! plus environment overrides, validated once at start-up.
+//!
+//! Secrets (`SLACK_SIGNING_SECRET`, `SLACK_BOT_TOKEN`) come from the environment or from a
+//! file path, live in `secrecy` types and never appear in `Debug` output or logs.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use chrono::{NaiveDate, NaiveTime, TimeDelta};
+use chrono_tz::Tz;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::domain::calendar::BusinessCalendar;
+use crate::domain::severity::{RespondWithin, Severity, SeverityPolicies};
+
+/// A configuration problem, naming the key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config key `{key}`: {problem}")]
+pub struct ConfigError {
+    /// Dotted key (`slack.incident_response_channel`) or environment variable name.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub problem: String,
+}
+
+fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), problem: problem.into() }
+}
+
+/// The file as written (every section optional except `[slack]`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    database: DatabaseSection,
+    #[serde(default)]
+    slack: SlackSection,
+    #[serde(default)]
+    team: TeamSection,
+    #[serde(default)]
+    severity: std::collections::BTreeMap<String, SeveritySection>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DatabaseSection {
+    url: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SlackSection {
+    api_url: Option<String>,
+    incident_response_channel: Option<String>,
+    signing_secret_file: Option<PathBuf>,
+    bot_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TeamSection {
+    timezone: Option<String>,
+    business_hours_start: Option<String>,
+    #[serde(default)]
+    holidays: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SeveritySection {
+    meaning: Option<String>,
+    respond_within: Option<String>,
+    rto: Option<String>,
+    rpo: Option<String>,
+    status_every: Option<String>,
+}
+
+/// Slack settings.
+#[derive(Clone)]
+pub struct SlackConfig {
+    /// Web API base URL (`https://slack.com/api`; tests use the emulator's).
+    pub api_url: String,
+    /// Channel id of `#incident-response`, where declarations are announced.
+    pub incident_response_channel: String,
+    /// Accepted signing secrets (several during rotation).
+    pub signing_secrets: Vec<SecretString>,
+    /// Bot token (`xoxb-...`).
+    pub bot_token: SecretString,
+}
+
+impl std::fmt::Debug for SlackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackConfig")
+            .field("api_url", &self.api_url)
+            .field("incident_response_channel", &self.incident_response_channel)
+            .field("signing_secrets", &format!("[{} redacted]", self.signing_secrets.len()))
+            .field("bot_token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Database URL (`sqlite://klaxon.db` by default).
+    pub database_url: String,
+    /// Slack.
+    pub slack: SlackConfig,
+    /// Team calendar and time zone.
+    pub calendar: BusinessCalendar,
+    /// Severity policies.
+    pub severities: SeverityPolicies,
+}
+
+/// Reads an environment variable; injected so tests need not touch the process env.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn duration(key: &str, text: &str) -> Result<TimeDelta, ConfigError> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| err(key, format!("`{text}` is not a duration like \"15m\" or \"4h\" ({e})")))?;
+    let d = TimeDelta::from_std(d).map_err(|_| err(key, "duration is too large"))?;
+    if d <= TimeDelta::zero() {
+        return Err(err(key, "must be longer than zero"));
+    }
+    Ok(d)
+}
+
+fn secret_from(
+    env: Env<'_>,
+    var: &str,
+    file_from_config: Option<&Path>,
+    config_key: &str,
+) -> Result<String, ConfigError> {
+    if let Some(value) = env(var) {
+        return Ok(value);
+    }
+    let file_var = format!("{var}_FILE");
+    let (path, key) = match (env(&file_var), file_from_config) {
+        (Some(p), _) => (PathBuf::from(p), file_var),
+        (None, Some(p)) => (p.to_path_buf(), config_key.to_string()),
+        (None, None) => {
+            return Err(err(var, format!("not set: export {var}, or {var}_FILE / `{config_key}` naming a file that holds it")));
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| err(&key, format!("cannot read {}: {e}", path.display())))?;
+    let text = text.trim().to_string();
+    if text.is_empty() {
+        return Err(err(&key, format!("{} is empty", path.display())));
+    }
+    Ok(text)
+}
+
+fn channel_id(key: &str, value: &str) -> Result<String, ConfigError> {
+    let ok = value.len() >= 9
+        && (value.starts_with('C') || value.starts_with('G'))
+        && value.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(err(key, format!("`{value}` is not a channel id; use the id (like C0123ABCD) from the channel's details, not its name")))
+    }
+}
+
+impl Config {
+    /// Loads `path` (or defaults when `None`), applies environment overrides and validates
+    /// everything, secrets included.
+    pub fn load(path: Option<&Path>, env: Env<'_>) -> Result<Config, ConfigError> {
+        let file: FileConfig = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| err("--config", format!("cannot read {}: {e}", path.display())))?;
+                toml::from_str(&text).map_err(|e| {
+                    let key = e.span().map_or("(file)".to_string(), |s| {
+                        let line = text[..s.start].lines().count().max(1);
+                        format!("{}:{line}", path.display())
+                    });
+                    err(key, e.message().to_string())
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        Self::from_file(file, env)
+    }
+
+    /// Parses TOML text (used by tests and `klaxon check`).
+    pub fn from_toml(text: &str, env: Env<'_>) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| err("(file)", e.message().to_string()))?;
+        Self::from_file(file, env)
+    }
+
+    fn from_file(file: FileConfig, env: Env<'_>) -> Result<Config, ConfigError> {
+        let listen_text = env("KLAXON_LISTEN").or(file.server.listen).unwrap_or_else(|| "127.0.0.1:3000".into());
+        let listen = listen_text
+            .parse()
+            .map_err(|_| err("server.listen", format!("`{listen_text}` is not an address like 127.0.0.1:3000")))?;
+
+        let database_url =
+            env("KLAXON_DATABASE_URL").or(file.database.url).unwrap_or_else(|| "sqlite://klaxon.db".into());
+        if !["sqlite:", "postgres:", "postgresql:"].iter().any(|p| database_url.starts_with(p)) {
+            return Err(err("database.url", "must start with sqlite:// or postgres://"));
+        }
+
+        let api_url = env("KLAXON_SLACK_API_URL")
+            .or(file.slack.api_url)
+            .unwrap_or_else(|| "https://slack.com/api".into())
+            .trim_end_matches('/')
+            .to_string();
+        if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+            return Err(err("slack.api_url", format!("`{api_url}` is not an http(s) URL")));
+        }
+        let channel = env("KLAXON_INCIDENT_RESPONSE_CHANNEL").or(file.slack.incident_response_channel).ok_or_else(|| {
+            err("slack.incident_response_channel", "missing: the id of #incident-response, where declarations are announced")
+        })?;
+        let incident_response_channel = channel_id("slack.incident_response_channel", &channel)?;
+
+        let secrets = secret_from(env, "SLACK_SIGNING_SECRET", file.slack.signing_secret_file.as_deref(), "slack.signing_secret_file")?;
+        // Several comma-separated secrets are accepted while rotating.
+        let signing_secrets: Vec<SecretString> =
+            secrets.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| SecretString::from(s.to_string())).collect();
+        if signing_secrets.is_empty() {
+            return Err(err("SLACK_SIGNING_SECRET", "is empty"));
+        }
+        let bot_token = secret_from(env, "SLACK_BOT_TOKEN", file.slack.bot_token_file.as_deref(), "slack.bot_token_file")?;
+        if !bot_token.starts_with("xox") {
+            return Err(err("SLACK_BOT_TOKEN", "does not look like a Slack token (expected xoxb-...)"));
+        }
+
+        let mut calendar = BusinessCalendar::default();
+        if let Some(tz) = env("KLAXON_TIMEZONE").or(file.team.timezone) {
+            calendar.tz = tz
+                .parse::<Tz>()
+                .map_err(|_| err("team.timezone", format!("`{tz}` is not an IANA time zone like Europe/London")))?;
+        }
+        if let Some(start) = file.team.business_hours_start {
+            calendar.opens_at = NaiveTime::parse_from_str(&start, "%H:%M")
+                .map_err(|_| err("team.business_hours_start", format!("`{start}` is not a time like 09:00")))?;
+        }
+        for (i, day) in file.team.holidays.iter().enumerate() {
+            let date = NaiveDate::parse_from_str(day, "%Y-%m-%d")
+                .map_err(|_| err(format!("team.holidays[{i}]"), format!("`{day}` is not a date like 2026-12-25")))?;
+            calendar.holidays.push(date);
+        }
+
+        let mut severities = SeverityPolicies::default();
+        for (name, section) in file.severity {
+            let severity = match Severity::parse(&name) {
+                Some(s) if name.starts_with("sev") => s,
+                _ => return Err(err(format!("severity.{name}"), "unknown severity; use sev1, sev2, sev3 or sev4")),
+            };
+            let key = |k: &str| format!("severity.{name}.{k}");
+            let policy = severities.get_mut(severity);
+            if let Some(m) = section.meaning {
+                policy.meaning = m;
+            }
+            if let Some(r) = section.respond_within {
+                policy.respond_within = if r == "next-business-day" {
+                    RespondWithin::NextBusinessDay
+                } else {
+                    RespondWithin::After(duration(&key("respond_within"), &r)?)
+                };
+            }
+            if let Some(r) = section.rto {
+                policy.rto = duration(&key("rto"), &r)?;
+            }
+            if let Some(r) = section.rpo {
+                policy.rpo = duration(&key("rpo"), &r)?;
+            }
+            if let Some(r) = section.status_every {
+                policy.status_every = if r == "never" { None } else { Some(duration(&key("status_every"), &r)?) };
+            }
+        }
+
+        Ok(Config {
+            listen,
+            database_url,
+            slack: SlackConfig { api_url, incident_response_channel, signing_secrets, bot_token: bot_token.into() },
+            calendar,
+            severities,
+        })
+    }
+
+    /// A one-line description safe to log.
+    pub fn describe(&self) -> String {
+        format!(
+            "listen={} database={} slack_api={} announce={} tz={} signing_secrets={}",
+            self.listen,
+            redact_url(&self.database_url),
+            self.slack.api_url,
+            self.slack.incident_response_channel,
+            self.calendar.tz,
+            self.slack.signing_secrets.len()
+        )
+    }
+}
+
+/// Hides the password in a database URL.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}://{user}:***{}", &url[..scheme_end], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Exposes a secret's text; the one place that does, so it is easy to audit.
+pub fn expose(secret: &SecretString) -> &str {
+    secret.expose_secret()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_with(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    }
+
+    const SECRETS: &[(&str, &str)] = &[("SLACK_SIGNING_SECRET", "s1,s2"), ("SLACK_BOT_TOKEN", "xoxb-test")];
+
+    #[test]
+    fn the_example_config_loads() {
+        let text = include_str!("../deploy/klaxon.example.toml");
+        let config = Config::from_toml(text, &env_with(SECRETS)).unwrap();
+        assert_eq!(config.slack.signing_secrets.len(), 2);
+        assert_eq!(config.calendar.tz, chrono_tz::Europe::London);
+        assert!(!format!("{config:?}").contains("xoxb-test"), "secrets must not reach Debug");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::from_toml("[slack]\nincident_response_channel = \"#incident-response\"", &env_with(SECRETS)).unwrap_err();
+        assert_eq!(e.key, "slack.incident_response_channel");
+        let base = "[slack]\nincident_response_channel = \"C0123ABCDE\"\n";
+        let e = Config::from_toml(&format!("{base}[team]\ntimezone = \"Mars/Olympus\""), &env_with(SECRETS)).unwrap_err();
+        assert_eq!(e.key, "team.timezone");
+        let e = Config::from_toml(&format!("{base}[severity.sev1]\nrto = \"soon\""), &env_with(SECRETS)).unwrap_err();
+        assert_eq!(e.key, "severity.sev1.rto");
+        let e = Config::from_toml(base, &env_with(&[])).unwrap_err();
+        assert_eq!(e.key, "SLACK_SIGNING_SECRET");
+        let e = Config::from_toml(&format!("{base}[slack.extra]"), &env_with(SECRETS)).unwrap_err();
+        assert!(e.problem.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn severity_overrides_apply() {
+        let text = "[slack]\nincident_response_channel = \"C0123ABCDE\"\n[severity.sev2]\nstatus_every = \"45m\"\n[severity.sev4]\nrespond_within = \"1d\"";
+        let c = Config::from_toml(text, &env_with(SECRETS)).unwrap();
+        assert_eq!(c.severities.get(Severity::Sev2).status_every, Some(TimeDelta::minutes(45)));
+        assert_eq!(c.severities.get(Severity::Sev4).respond_within, RespondWithin::After(TimeDelta::days(1)));
+    }
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://klaxon:hunter2@db:5432/k"), "postgres://klaxon:***@db:5432/k");
+        assert_eq!(redact_url("sqlite://klaxon.db"), "sqlite://klaxon.db");
+    }
+}

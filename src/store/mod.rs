@@ -1,0 +1,222 @@
+//! Persistence: incidents, their timeline, the outbox and inbound-event dedupe, on SQLite
+//! (embedded default) or PostgreSQL (production, shared by replicas).
+//!
+//! One implementation over `sqlx::Any`: the schema keeps to types both backends share
+//! (64-bit integers, text; times as UTC epoch milliseconds), SQL uses `$n` placeholders,
+//! which SQLite also accepts, and the few dialect differences are branches on
+//! [`Backend`]. That keeps one copy of every query instead of two that drift apart.
+//!
+//! Every change goes through a [`StoreTx`]: the engine appends events, saves the
+//! projection and enqueues outbox rows in ONE transaction.
+
+mod outbox;
+mod tx;
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+use crate::domain::incident::{Actor, Incident, IncidentId};
+use crate::domain::timeline::TimelineEntry;
+
+pub use outbox::{OutboxCounts, OutboxRow};
+pub use tx::StoreTx;
+
+/// Which database is behind the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file (single process).
+    Sqlite,
+    /// PostgreSQL (any number of replicas).
+    Postgres,
+}
+
+/// What can go wrong in the store. None of it is shown to Slack users.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored document did not decode (a bug or a hand edit).
+    #[error("corrupt {what} in the database: {source}")]
+    Corrupt {
+        /// Which document.
+        what: &'static str,
+        /// The decode error.
+        source: serde_json::Error,
+    },
+    /// The URL names a database Klaxon does not support.
+    #[error("unsupported database URL (expected sqlite:// or postgres://): {0}")]
+    UnsupportedUrl(String),
+}
+
+/// Result alias for the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Milliseconds since the epoch, how the schema keeps times.
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// The inverse of [`ms`].
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &'static str, json: &str) -> Result<T> {
+    serde_json::from_str(json).map_err(|source| StoreError::Corrupt { what, source })
+}
+
+/// Parses the `actor` column.
+pub(crate) fn actor_from_str(s: &str) -> Actor {
+    if s == "klaxon" { Actor::Klaxon } else { Actor::User(s.to_string()) }
+}
+
+/// The database handle: a pool plus which backend it is.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://path.db` or `postgres://...`). A SQLite file is
+    /// created when missing and put in WAL mode.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.split(':').next().unwrap_or_default().to_string()));
+        };
+        let pool = match backend {
+            Backend::Sqlite => {
+                let url = if url.contains("mode=") || url.contains(":memory:") {
+                    url.to_string()
+                } else if url.contains('?') {
+                    format!("{url}&mode=rwc")
+                } else {
+                    format!("{url}?mode=rwc")
+                };
+                // One connection: SQLite has a single writer anyway, and one connection
+                // means no SQLITE_BUSY between our own transactions (DESIGN.md: "the
+                // single writer on SQLite").
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "pragma journal_mode = wal; pragma synchronous = normal; \
+                                 pragma foreign_keys = on; pragma busy_timeout = 5000;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(AnyConnectOptions::from_str(&url)?)
+                    .await?
+            }
+            Backend::Postgres => AnyPoolOptions::new().max_connections(10).connect(url).await?,
+        };
+        Ok(Store { pool, backend })
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies pending migrations (`migrations/sqlite` or `migrations/postgres`).
+    pub async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// A cheap round trip, for `/readyz`.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Starts a transaction for one change.
+    pub async fn begin(&self) -> Result<StoreTx> {
+        Ok(StoreTx::new(self.pool.begin().await?, self.backend))
+    }
+
+    /// One incident by number.
+    pub async fn incident(&self, id: IncidentId) -> Result<Option<Incident>> {
+        let row: Option<(String,)> = sqlx::query_as("select state from incidents where id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|(s,)| decode("incident", &s)).transpose()
+    }
+
+    /// The incident whose channel is `channel_id`.
+    pub async fn incident_by_channel(&self, channel_id: &str) -> Result<Option<Incident>> {
+        let row: Option<(String,)> = sqlx::query_as("select state from incidents where channel_id = $1")
+            .bind(channel_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|(s,)| decode("incident", &s)).transpose()
+    }
+
+    /// Open incidents, oldest first.
+    pub async fn open_incidents(&self) -> Result<Vec<Incident>> {
+        let rows: Vec<(String,)> = sqlx::query_as("select state from incidents where status <> 'resolved' order by id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|(s,)| decode("incident", s)).collect()
+    }
+
+    /// Every incident number, for audits.
+    pub async fn incident_ids(&self) -> Result<Vec<IncidentId>> {
+        let rows: Vec<(i64,)> = sqlx::query_as("select id from incidents order by id").fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|(id,)| IncidentId(id)).collect())
+    }
+
+    /// An incident's timeline in order.
+    pub async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>> {
+        let rows: Vec<(i64, i64, String, String, String, String, String)> = sqlx::query_as(
+            "select seq, at_ms, actor, request_id, kind, prev_hash, hash from timeline \
+             where incident_id = $1 order by seq",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(seq, at, actor, request_id, kind, prev_hash, hash)| {
+                Ok(TimelineEntry {
+                    incident_id: id,
+                    seq,
+                    at: from_ms(at),
+                    actor: actor_from_str(&actor),
+                    request_id,
+                    kind: decode("timeline event", &kind)?,
+                    prev_hash,
+                    hash,
+                })
+            })
+            .collect()
+    }
+
+    /// Runs raw SQL; for tests that need to tamper with or inspect the database.
+    #[doc(hidden)]
+    pub async fn execute_raw(&self, sql: &str) -> Result<u64> {
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).execute(&self.pool).await?.rows_affected())
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
