@@ -1,7 +1,11 @@
 //! Klaxon: an incident-response bot for Slack. See ARCHITECTURE.md for the data flow.
 
+pub mod app;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod engine;
+pub mod http;
+pub mod outbox;
 pub mod slack;
 pub mod store;

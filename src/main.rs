@@ -1,1 +1,73 @@
-fn main(){}
+//! The `klaxon` binary: parses the command line and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Klaxon: an incident-response bot for Slack.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Config file (TOML). Defaults to ./klaxon.toml when it exists; see
+    /// deploy/klaxon.example.toml for every key.
+    #[arg(long, global = true, env = "KLAXON_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bot: HTTP endpoints for Slack plus the outbox worker.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Validate the configuration; exits non-zero naming the key and the problem.
+    Check,
+    /// Audit the timeline.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Recompute every incident's hash chain and report the first break.
+    Verify,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match klaxon::app::load_config(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("klaxon: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Check => {
+            println!("config OK: {}", config.describe());
+            Ok(())
+        }
+        Command::Serve => klaxon::app::serve(config).await,
+        Command::Migrate => klaxon::app::migrate(&config.database_url).await,
+        Command::Audit { action: AuditAction::Verify } => klaxon::app::audit_verify(&config.database_url)
+            .await
+            .map(|n| println!("timeline intact: {n} entries verified")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("klaxon: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

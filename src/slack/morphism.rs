@@ -1,1 +1,415 @@
-//! placeholder
+//! [`MorphismSlack`]: the production [`SlackApi`], built on slack-morphism's hyper client.
+//!
+//! This module owns the translation between Klaxon's plain types and slack-morphism's typed
+//! requests and responses, the bearer token (kept in a [`SecretString`], exposed only to build
+//! each request, never logged or put in an error message), the cached `auth.test` user id, and
+//! the mapping of slack-morphism's errors onto [`SlackError`].
+//!
+//! `chat.postMessage`, `views.open` and `conversations.invite` go through slack-morphism's
+//! generic `http_post` with lenient response types: once Slack has accepted a message, a reply
+//! slack-morphism cannot fully model must not turn into a retry (and a duplicate post), and
+//! `conversations.invite` sends `users` as the comma-separated string Slack documents.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use hyper_util::client::legacy::connect::HttpConnector;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use slack_morphism::errors::SlackClientError;
+use slack_morphism::prelude::*;
+use tokio::sync::OnceCell;
+
+use super::{ChannelInfo, SlackApi, SlackError};
+
+/// Channels asked for per `conversations.list` page (Slack's recommended maximum is 200).
+const LIST_PAGE_SIZE: u16 = 200;
+
+/// Give up on `conversations.list` after this many pages (200 000 channels): a cursor that
+/// never ends must not spin forever.
+const LIST_MAX_PAGES: usize = 1_000;
+
+/// Longest error text kept in a [`SlackError::Transport`].
+const MAX_ERROR_TEXT: usize = 300;
+
+/// [`SlackApi`] implemented with slack-morphism against a configurable Web API base URL.
+///
+/// `https://` URLs use rustls with the platform's native root certificates; `http://` URLs
+/// (the test emulator) use a plain TCP connector, so tests need no certificates.
+pub struct MorphismSlack {
+    api_url: String,
+    inner: Box<dyn SlackApi>,
+}
+
+impl MorphismSlack {
+    /// A client for the Web API at `api_url` (e.g. `https://slack.com/api`; slack-morphism
+    /// appends `/{method}`) authenticating with the bot token `bot_token`.
+    ///
+    /// Fails when `api_url` is neither `http://` nor `https://`, or when an `https://` URL is
+    /// given and no native root certificate can be loaded.
+    pub fn new(api_url: &str, bot_token: SecretString) -> std::io::Result<Self> {
+        let api_url = api_url.trim_end_matches('/').to_owned();
+        let inner: Box<dyn SlackApi> = if api_url.starts_with("https://") {
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_native_roots()?
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .build();
+            Box::new(Backend::new(
+                SlackClientHyperConnector::with_connector(https).with_slack_api_url(&api_url),
+                bot_token,
+            ))
+        } else if api_url.starts_with("http://") {
+            Box::new(Backend::new(
+                SlackClientHyperConnector::with_connector(HttpConnector::new())
+                    .with_slack_api_url(&api_url),
+                bot_token,
+            ))
+        } else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("Slack API URL must start with https:// or http://, got {api_url:?}"),
+            ));
+        };
+        Ok(Self { api_url, inner })
+    }
+}
+
+impl fmt::Debug for MorphismSlack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MorphismSlack")
+            .field("api_url", &self.api_url)
+            .field("bot_token", &"[redacted]")
+            .finish()
+    }
+}
+
+#[async_trait]
+impl SlackApi for MorphismSlack {
+    async fn bot_user_id(&self) -> Result<String, SlackError> {
+        self.inner.bot_user_id().await
+    }
+
+    async fn create_channel(&self, name: &str) -> Result<ChannelInfo, SlackError> {
+        self.inner.create_channel(name).await
+    }
+
+    async fn find_channel_by_name(&self, name: &str) -> Result<Option<ChannelInfo>, SlackError> {
+        self.inner.find_channel_by_name(name).await
+    }
+
+    async fn set_purpose(&self, channel: &str, purpose: &str) -> Result<(), SlackError> {
+        self.inner.set_purpose(channel, purpose).await
+    }
+
+    async fn set_topic(&self, channel: &str, topic: &str) -> Result<(), SlackError> {
+        self.inner.set_topic(channel, topic).await
+    }
+
+    async fn invite(&self, channel: &str, users: &[String]) -> Result<(), SlackError> {
+        self.inner.invite(channel, users).await
+    }
+
+    async fn post_message(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: &serde_json::Value,
+        thread_ts: Option<&str>,
+    ) -> Result<String, SlackError> {
+        self.inner
+            .post_message(channel, text, blocks, thread_ts)
+            .await
+    }
+
+    async fn open_view(
+        &self,
+        trigger_id: &str,
+        view: &serde_json::Value,
+    ) -> Result<(), SlackError> {
+        self.inner.open_view(trigger_id, view).await
+    }
+}
+
+/// The implementation, generic over the hyper connector (TLS or plain HTTP).
+struct Backend<C: SlackClientHttpConnector + Send + Sync> {
+    client: SlackClient<C>,
+    token: SecretString,
+    bot_user_id: OnceCell<String>,
+}
+
+/// `conversations.invite` body with `users` as Slack documents it: comma-separated ids.
+#[derive(Serialize)]
+struct InviteRequest<'a> {
+    channel: &'a str,
+    users: String,
+}
+
+/// The only part of the `chat.postMessage` answer Klaxon needs.
+#[derive(Deserialize)]
+struct PostMessageResponse {
+    ts: String,
+}
+
+impl<C: SlackClientHttpConnector + Send + Sync> Backend<C> {
+    fn new(connector: C, token: SecretString) -> Self {
+        Self {
+            client: SlackClient::new(connector),
+            token,
+            bot_user_id: OnceCell::new(),
+        }
+    }
+
+    /// A slack-morphism token for one call; it is dropped with the call.
+    fn api_token(&self) -> SlackApiToken {
+        SlackApiToken::new(SlackApiTokenValue::new(
+            self.token.expose_secret().to_owned(),
+        ))
+    }
+
+    /// Sorts a slack-morphism error into a [`SlackError`] whose text never holds the token.
+    fn map_error(&self, method: &str, err: SlackClientError) -> SlackError {
+        let text = match err {
+            SlackClientError::RateLimitError(e) => {
+                return SlackError::RateLimited {
+                    retry_after: e.retry_after,
+                };
+            }
+            SlackClientError::ApiError(e) => return SlackError::Api { code: e.code },
+            SlackClientError::HttpError(e) => {
+                let body = e.http_response_body.unwrap_or_default();
+                format!("{method}: HTTP {}: {}", e.status_code, body.trim())
+            }
+            SlackClientError::ProtocolError(e) => {
+                format!("{method}: unexpected response: {}", e.json_error)
+            }
+            other => format!("{method}: {other}"),
+        };
+        SlackError::Transport(self.scrub(text))
+    }
+
+    /// Removes the token (should anything ever echo it) and bounds the length.
+    fn scrub(&self, text: String) -> String {
+        let token = self.token.expose_secret();
+        let mut text = if token.is_empty() {
+            text
+        } else {
+            text.replace(token, "[redacted]")
+        };
+        if text.len() > MAX_ERROR_TEXT {
+            let mut end = MAX_ERROR_TEXT;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push('…');
+        }
+        text
+    }
+
+    async fn invite_once(&self, channel: &str, users: String) -> Result<(), SlackError> {
+        let token = self.api_token();
+        let session = self.client.open_session(&token);
+        session
+            .http_session_api
+            .http_post::<_, serde::de::IgnoredAny>(
+                "conversations.invite",
+                &InviteRequest { channel, users },
+                Some(&SLACK_TIER3_METHOD_CONFIG),
+            )
+            .await
+            .map(drop)
+            .map_err(|e| self.map_error("conversations.invite", e))
+    }
+}
+
+fn channel_info(channel: SlackChannelInfo) -> ChannelInfo {
+    ChannelInfo {
+        id: channel.id.0,
+        name: channel.name.unwrap_or_default(),
+        creator: channel.creator.map(|u| u.0),
+        purpose: channel.purpose.map(|p| p.value).unwrap_or_default(),
+    }
+}
+
+fn is_already_in_channel(result: &Result<(), SlackError>) -> bool {
+    matches!(result, Err(e) if e.code() == Some("already_in_channel"))
+}
+
+#[async_trait]
+impl<C> SlackApi for Backend<C>
+where
+    C: SlackClientHttpConnector + Send + Sync + 'static,
+{
+    async fn bot_user_id(&self) -> Result<String, SlackError> {
+        self.bot_user_id
+            .get_or_try_init(|| async {
+                let token = self.api_token();
+                let session = self.client.open_session(&token);
+                let answer = session
+                    .auth_test()
+                    .await
+                    .map_err(|e| self.map_error("auth.test", e))?;
+                Ok(answer.user_id.0)
+            })
+            .await
+            .cloned()
+    }
+
+    async fn create_channel(&self, name: &str) -> Result<ChannelInfo, SlackError> {
+        let token = self.api_token();
+        let session = self.client.open_session(&token);
+        let request =
+            SlackApiConversationsCreateRequest::new(name.to_owned()).with_is_private(false);
+        let answer = session
+            .conversations_create(&request)
+            .await
+            .map_err(|e| self.map_error("conversations.create", e))?;
+        Ok(channel_info(answer.channel))
+    }
+
+    async fn find_channel_by_name(&self, name: &str) -> Result<Option<ChannelInfo>, SlackError> {
+        let token = self.api_token();
+        let session = self.client.open_session(&token);
+        let mut cursor: Option<SlackCursorId> = None;
+        for _ in 0..LIST_MAX_PAGES {
+            let request = SlackApiConversationsListRequest::new()
+                .with_types(vec![SlackConversationType::Public])
+                .with_exclude_archived(true)
+                .with_limit(LIST_PAGE_SIZE)
+                .opt_cursor(cursor.take());
+            let page = session
+                .conversations_list(&request)
+                .await
+                .map_err(|e| self.map_error("conversations.list", e))?;
+            if let Some(found) = page
+                .channels
+                .into_iter()
+                .find(|c| c.name.as_deref() == Some(name))
+            {
+                return Ok(Some(channel_info(found)));
+            }
+            match page.response_metadata.and_then(|m| m.next_cursor) {
+                Some(next) if !next.0.is_empty() => cursor = Some(next),
+                _ => return Ok(None),
+            }
+        }
+        Err(SlackError::Transport(format!(
+            "conversations.list: no last page after {LIST_MAX_PAGES} pages"
+        )))
+    }
+
+    async fn set_purpose(&self, channel: &str, purpose: &str) -> Result<(), SlackError> {
+        let token = self.api_token();
+        let session = self.client.open_session(&token);
+        let request =
+            SlackApiConversationsSetPurposeRequest::new(channel.into(), purpose.to_owned());
+        session
+            .conversations_set_purpose(&request)
+            .await
+            .map(drop)
+            .map_err(|e| self.map_error("conversations.setPurpose", e))
+    }
+
+    async fn set_topic(&self, channel: &str, topic: &str) -> Result<(), SlackError> {
+        let token = self.api_token();
+        let session = self.client.open_session(&token);
+        let request = SlackApiConversationsSetTopicRequest::new(channel.into(), topic.to_owned());
+        session
+            .conversations_set_topic(&request)
+            .await
+            .map(drop)
+            .map_err(|e| self.map_error("conversations.setTopic", e))
+    }
+
+    /// Slack fails the whole call with `already_in_channel` when a listed user is already a
+    /// member; on that answer the users are retried one by one, ignoring the same answer.
+    async fn invite(&self, channel: &str, users: &[String]) -> Result<(), SlackError> {
+        let mut unique: Vec<&str> = Vec::with_capacity(users.len());
+        for user in users {
+            if !unique.contains(&user.as_str()) {
+                unique.push(user);
+            }
+        }
+        if unique.is_empty() {
+            return Ok(());
+        }
+        let result = self.invite_once(channel, unique.join(",")).await;
+        if !is_already_in_channel(&result) {
+            return result;
+        }
+        if unique.len() > 1 {
+            for user in unique {
+                let result = self.invite_once(channel, user.to_owned()).await;
+                if !is_already_in_channel(&result) {
+                    result?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_message(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: &serde_json::Value,
+        thread_ts: Option<&str>,
+    ) -> Result<String, SlackError> {
+        let blocks: Option<Vec<SlackBlock>> = match blocks {
+            serde_json::Value::Null => None,
+            other => {
+                let parsed: Vec<SlackBlock> =
+                    serde_json::from_value(other.clone()).map_err(|e| {
+                        tracing::warn!(error = %e, channel, "refusing to post invalid Block Kit blocks");
+                        SlackError::Api { code: "invalid_blocks".into() }
+                    })?;
+                Some(parsed).filter(|b| !b.is_empty())
+            }
+        };
+        let content = SlackMessageContent::new()
+            .with_text(text.to_owned())
+            .opt_blocks(blocks);
+        let request = SlackApiChatPostMessageRequest::new(channel.into(), content)
+            .opt_thread_ts(thread_ts.map(|ts| SlackTs::new(ts.to_owned())));
+        let token = self.api_token();
+        let session = self.client.open_session(&token);
+        let answer: PostMessageResponse = session
+            .http_session_api
+            .http_post(
+                "chat.postMessage",
+                &request,
+                Some(&CHAT_POST_MESSAGE_SPECIAL_LIMIT_RATE_CTL),
+            )
+            .await
+            .map_err(|e| self.map_error("chat.postMessage", e))?;
+        Ok(answer.ts)
+    }
+
+    async fn open_view(
+        &self,
+        trigger_id: &str,
+        view: &serde_json::Value,
+    ) -> Result<(), SlackError> {
+        let view: SlackView = serde_json::from_value(view.clone()).map_err(|e| {
+            tracing::warn!(error = %e, "refusing to open an invalid Block Kit view");
+            SlackError::Api {
+                code: "invalid_blocks".into(),
+            }
+        })?;
+        let request = SlackApiViewsOpenRequest::new(trigger_id.into(), view);
+        let token = self.api_token();
+        let session = self.client.open_session(&token);
+        session
+            .http_session_api
+            .http_post::<_, serde::de::IgnoredAny>(
+                "views.open",
+                &request,
+                Some(&SLACK_TIER4_METHOD_CONFIG),
+            )
+            .await
+            .map(drop)
+            .map_err(|e| self.map_error("views.open", e))
+    }
+}

@@ -1,0 +1,129 @@
+//! Wiring: builds the store, engine, HTTP state and outbox worker from a [`Config`], and
+//! runs them. `main.rs` only parses the command line and calls in here.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::{Notify, watch};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, Config};
+use crate::domain::timeline;
+use crate::engine::Engine;
+use crate::http::{self, AppState};
+use crate::outbox::OutboxWorker;
+use crate::slack::SlackApi;
+use crate::slack::morphism::MorphismSlack;
+use crate::store::Store;
+
+/// Everything a running Klaxon is made of.
+pub struct Services {
+    /// State for the HTTP handlers.
+    pub state: AppState,
+    /// The outbox worker (run it with [`OutboxWorker::run`] or drive `deliver_due`).
+    pub worker: OutboxWorker,
+}
+
+/// Connects to the database (migrating it) and wires the parts together.
+pub async fn build(config: &Config, clock: Arc<dyn Clock>, slack: Arc<dyn SlackApi>) -> anyhow::Result<Services> {
+    let store = Store::connect(&config.database_url)
+        .await
+        .with_context(|| format!("connecting to {}", config::redact_url(&config.database_url)))?;
+    store.migrate().await.context("running migrations")?;
+    Ok(wire(store, config, clock, slack))
+}
+
+/// Wires the parts around an already migrated store.
+pub fn wire(store: Store, config: &Config, clock: Arc<dyn Clock>, slack: Arc<dyn SlackApi>) -> Services {
+    let wake = Arc::new(Notify::new());
+    let engine = Engine::new(store, clock.clone(), config.severities.clone(), config.calendar.clone(), wake.clone());
+    let worker = OutboxWorker::new(
+        engine.clone(),
+        slack,
+        clock.clone(),
+        config.slack.incident_response_channel.clone(),
+        wake,
+    );
+    let state = AppState { engine, signing_secrets: Arc::new(config.slack.signing_secrets.clone()), clock };
+    Services { state, worker }
+}
+
+/// `klaxon serve`: HTTP server plus outbox worker until SIGTERM or Ctrl-C.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    tracing::info!(config = %config.describe(), "starting klaxon");
+    let slack = MorphismSlack::new(&config.slack.api_url, config.slack.bot_token.clone())
+        .context("building the Slack client")?;
+    let services = build(&config, Arc::new(SystemClock), Arc::new(slack)).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let worker = tokio::spawn(services.worker.run(stop_rx));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(listen = %config.listen, "listening");
+    axum::serve(listener, http::app(services.state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server")?;
+    // Let the worker finish the row it is delivering; anything left stays in the outbox
+    // for the next start.
+    let _ = stop_tx.send(true);
+    worker.await.context("outbox worker")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+/// `klaxon migrate`.
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let store = Store::connect(database_url).await.context("connecting")?;
+    store.migrate().await.context("running migrations")?;
+    println!("migrations applied to {}", config::redact_url(database_url));
+    Ok(())
+}
+
+/// `klaxon audit verify`: recomputes every incident's hash chain. Returns the number of
+/// entries checked, or the first break.
+pub async fn audit_verify(database_url: &str) -> anyhow::Result<usize> {
+    let store = Store::connect(database_url).await.context("connecting")?;
+    audit_store(&store).await
+}
+
+/// Verifies every incident's chain in `store`.
+pub async fn audit_store(store: &Store) -> anyhow::Result<usize> {
+    let mut checked = 0;
+    for id in store.incident_ids().await? {
+        let entries = store.timeline(id).await?;
+        timeline::verify(&entries)?;
+        checked += entries.len();
+    }
+    Ok(checked)
+}
+
+/// Loads the config for a CLI command: `--config`, else `./klaxon.toml` when present.
+pub fn load_config(path: Option<&Path>) -> Result<Config, config::ConfigError> {
+    let default = Path::new("klaxon.toml");
+    let path = path.or_else(|| default.exists().then_some(default));
+    Config::load(path, &config::process_env)
+}

@@ -1,0 +1,173 @@
+//! The engine: one change = load the incident, ask the domain, write everything the
+//! decision says in ONE transaction (projection, timeline, outbox), then wake the outbox.
+//!
+//! HTTP handlers and the outbox worker both come through here, so every change to an
+//! incident lands on its timeline the same way, whoever caused it.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::domain::calendar::BusinessCalendar;
+use crate::domain::incident::{self, Actor, Change, Decision, DomainError, Incident, IncidentId, Policy};
+use crate::domain::severity::{Severity, SeverityPolicies};
+use crate::outbox::Outbound;
+use crate::store::{Store, StoreError, StoreTx};
+
+/// Who asked, and through which request.
+#[derive(Clone, Debug)]
+pub struct RequestMeta {
+    /// The person (or Klaxon) making the change.
+    pub actor: Actor,
+    /// Request id recorded on the timeline.
+    pub request_id: String,
+    /// `(source, id)` of an inbound event to process at most once (Slack `event_id`).
+    pub dedupe: Option<(String, String)>,
+}
+
+impl RequestMeta {
+    /// A request by a Slack user.
+    pub fn user(user: &str, request_id: &str) -> Self {
+        Self { actor: Actor::User(user.to_string()), request_id: request_id.to_string(), dedupe: None }
+    }
+}
+
+/// Why a change did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The domain refused; the text is for the person who asked.
+    #[error(transparent)]
+    Refused(#[from] DomainError),
+    /// No such incident.
+    #[error("{0} does not exist")]
+    NotFound(IncidentId),
+    /// This inbound event was already processed.
+    #[error("already processed")]
+    Duplicate,
+    /// Storage failed (internal; never shown to users).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The result of a change.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The incident after the change.
+    pub incident: Incident,
+    /// What to tell the person who asked.
+    pub reply: String,
+}
+
+/// Applies changes. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    severities: Arc<SeverityPolicies>,
+    calendar: Arc<BusinessCalendar>,
+    outbox_wake: Arc<Notify>,
+}
+
+/// The outbox ordering key of an incident: its effects are delivered in order.
+pub fn incident_key(id: IncidentId) -> String {
+    format!("incident:{}", id.0)
+}
+
+impl Engine {
+    /// Builds an engine; `outbox_wake` is notified after every commit that enqueued work.
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        severities: SeverityPolicies,
+        calendar: BusinessCalendar,
+        outbox_wake: Arc<Notify>,
+    ) -> Self {
+        Self { store, clock, severities: Arc::new(severities), calendar: Arc::new(calendar), outbox_wake }
+    }
+
+    /// The store behind the engine (for reads).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The policy the domain decides with.
+    pub fn policy(&self) -> Policy<'_> {
+        Policy { severities: &self.severities, calendar: &self.calendar }
+    }
+
+    async fn begin(&self, meta: &RequestMeta, now: DateTime<Utc>) -> Result<StoreTx, EngineError> {
+        let mut tx = self.store.begin().await?;
+        if let Some((source, id)) = &meta.dedupe
+            && !tx.record_inbound(source, id, now).await?
+        {
+            return Err(EngineError::Duplicate);
+        }
+        Ok(tx)
+    }
+
+    async fn commit(&self, mut tx: StoreTx, meta: &RequestMeta, decision: &Decision, now: DateTime<Utc>) -> Result<(), EngineError> {
+        let id = decision.incident.id;
+        tx.save_incident(&decision.incident, now).await?;
+        tx.append_events(id, now, &meta.actor, &meta.request_id, &decision.events).await?;
+        for effect in &decision.effects {
+            let payload = Outbound::Incident { incident_id: id, effect: effect.clone() }.to_json();
+            tx.enqueue(&incident_key(id), Some(id), &payload, now).await?;
+        }
+        tx.commit().await?;
+        if !decision.effects.is_empty() {
+            self.outbox_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Declares a new incident.
+    pub async fn declare(&self, meta: &RequestMeta, severity: Severity, title: &str) -> Result<Outcome, EngineError> {
+        let now = self.clock.now();
+        let declarer = meta.actor.to_string();
+        // Validate before allocating a number, so a refused title does not burn one.
+        incident::declare(IncidentId(0), severity, title, &declarer, now, self.policy())?;
+        let mut tx = self.begin(meta, now).await?;
+        let id = tx.allocate_incident_id(now).await?;
+        let decision = incident::declare(id, severity, title, &declarer, now, self.policy())?;
+        self.commit(tx, meta, &decision, now).await?;
+        tracing::info!(incident = %id, %severity, "incident declared");
+        Ok(Outcome { incident: decision.incident, reply: decision.reply })
+    }
+
+    /// Applies `change` to incident `id`.
+    pub async fn change(&self, meta: &RequestMeta, id: IncidentId, change: Change) -> Result<Outcome, EngineError> {
+        let now = self.clock.now();
+        let mut tx = self.begin(meta, now).await?;
+        let incident = tx.lock_incident(id).await?.ok_or(EngineError::NotFound(id))?;
+        let decision = incident::apply(&incident, change, &meta.actor, now, self.policy())?;
+        self.commit(tx, meta, &decision, now).await?;
+        Ok(Outcome { incident: decision.incident, reply: decision.reply })
+    }
+
+    /// Queues an outbound call that is not an incident change (a modal, a reply), with the
+    /// request's dedupe applied.
+    pub async fn send(&self, meta: &RequestMeta, ordering_key: &str, outbound: Outbound) -> Result<(), EngineError> {
+        let now = self.clock.now();
+        let mut tx = self.begin(meta, now).await?;
+        tx.enqueue(ordering_key, None, &outbound.to_json(), now).await?;
+        tx.commit().await?;
+        self.outbox_wake.notify_one();
+        Ok(())
+    }
+
+    /// Records an inbound event as seen without acting on it; `false` if it was a repeat.
+    pub async fn mark_seen(&self, source: &str, event_id: &str) -> Result<bool, EngineError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let new = tx.record_inbound(source, event_id, now).await?;
+        tx.commit().await?;
+        Ok(new)
+    }
+}

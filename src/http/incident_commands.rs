@@ -1,0 +1,138 @@
+//! What each `/incident` subcommand does, whether it arrived as a slash command or as an
+//! @mention in a channel. Handlers parse and authenticate; this runs the command through
+//! the engine and returns the text to show the person who asked.
+
+use crate::domain::command::{self, SlashCommand};
+use crate::domain::incident::{Change, Incident};
+use crate::engine::{EngineError, RequestMeta};
+use crate::outbox::{Modal, Outbound};
+use crate::slack::render;
+
+use super::AppState;
+
+/// Where and by whom a command was given.
+#[derive(Clone, Debug)]
+pub struct Invocation {
+    /// Slack user id.
+    pub user: String,
+    /// Channel the command was typed in.
+    pub channel: String,
+    /// Present for slash commands: lets Klaxon open a form.
+    pub trigger_id: Option<String>,
+    /// Request id for the timeline and error references.
+    pub request_id: String,
+    /// Inbound event to process at most once (Events API), consumed by the first write.
+    pub dedupe: Option<(String, String)>,
+}
+
+impl Invocation {
+    fn meta(&self) -> RequestMeta {
+        RequestMeta { dedupe: self.dedupe.clone(), ..RequestMeta::user(&self.user, &self.request_id) }
+    }
+}
+
+/// The answer to the person who asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Text (Slack mrkdwn); empty when a form opens instead.
+    pub text: String,
+    /// Whether a write already recorded the invocation's dedupe key.
+    pub dedupe_consumed: bool,
+}
+
+impl Reply {
+    fn text(text: impl Into<String>) -> Self {
+        Self { text: text.into(), dedupe_consumed: false }
+    }
+    fn after_write(text: impl Into<String>) -> Self {
+        Self { text: text.into(), dedupe_consumed: true }
+    }
+}
+
+/// Runs a parsed command. `Err` is only for internal failures; refusals are replies.
+pub async fn run(state: &AppState, inv: &Invocation, cmd: SlashCommand) -> Result<Reply, EngineError> {
+    let engine = &state.engine;
+    let result = match cmd {
+        SlashCommand::Help => return Ok(Reply::text(command::help_text())),
+        SlashCommand::List => return list(state).await,
+        SlashCommand::Declare(Some((severity, title))) => {
+            engine.declare(&inv.meta(), severity, &title).await.map(|o| Reply::after_write(o.reply))
+        }
+        SlashCommand::Declare(None) => {
+            return open_form(state, inv, Modal::Declare { channel: inv.channel.clone() }, "Give a severity and a title: `declare sev1 Database is down`.").await;
+        }
+        other => {
+            let incident = match engine.store().incident_by_channel(&inv.channel).await? {
+                Some(incident) => incident,
+                None => return Ok(Reply::text(not_in_incident_channel(state, other.name()).await?)),
+            };
+            let change = match other {
+                SlashCommand::Role { role, user } => Change::AssignRole { role, user },
+                SlashCommand::Sev(s) => Change::ChangeSeverity(s),
+                SlashCommand::Status(s) => Change::SetStatus(s),
+                SlashCommand::Update(text) => Change::PostUpdate(text),
+                SlashCommand::Resolve(Some(summary)) => Change::Resolve(summary),
+                SlashCommand::Resolve(None) => {
+                    if !incident.is_open() {
+                        return Ok(Reply::text(format!("{} is already resolved.", incident.id)));
+                    }
+                    let hint = "Give a one-line summary: `resolve Failed over to the replica`.";
+                    return open_form(state, inv, Modal::Resolve { incident_id: incident.id }, hint).await;
+                }
+                SlashCommand::Help | SlashCommand::List | SlashCommand::Declare(_) => unreachable!("handled above"),
+            };
+            engine.change(&inv.meta(), incident.id, change).await.map(|o| Reply::after_write(o.reply))
+        }
+    };
+    match result {
+        Ok(reply) => Ok(reply),
+        Err(EngineError::Refused(refusal)) => Ok(Reply::text(refusal.to_string())),
+        Err(EngineError::NotFound(id)) => Ok(Reply::text(format!("{id} does not exist."))),
+        Err(e) => Err(e),
+    }
+}
+
+async fn open_form(state: &AppState, inv: &Invocation, modal: Modal, without_form: &str) -> Result<Reply, EngineError> {
+    match &inv.trigger_id {
+        Some(trigger_id) => {
+            let key = format!("modal:{trigger_id}");
+            state.engine.send(&inv.meta(), &key, Outbound::OpenModal { trigger_id: trigger_id.clone(), modal }).await?;
+            Ok(Reply::after_write(""))
+        }
+        None => Ok(Reply::text(without_form)),
+    }
+}
+
+async fn list(state: &AppState) -> Result<Reply, EngineError> {
+    let open = state.engine.store().open_incidents().await?;
+    if open.is_empty() {
+        return Ok(Reply::text("No open incidents."));
+    }
+    let mut text = format!("*{} open incident{}:*\n", open.len(), if open.len() == 1 { "" } else { "s" });
+    for incident in &open {
+        text.push_str("• ");
+        text.push_str(&render::spans(&crate::domain::render::incident_line(incident), None));
+        text.push('\n');
+    }
+    Ok(Reply::text(text))
+}
+
+/// The answer when a command that acts on one incident is used outside an incident
+/// channel; names the incident it would have meant when only one is open.
+async fn not_in_incident_channel(state: &AppState, name: &str) -> Result<String, EngineError> {
+    let open = state.engine.store().open_incidents().await?;
+    let mut text = format!("`/incident {name}` works in an incident's own channel, and this is not one.");
+    match open.as_slice() {
+        [] => text.push_str(" There are no open incidents."),
+        [only] => text.push_str(&format!(" Did you mean {}? Run it in {}.", only.id, channel_link(only))),
+        many => text.push_str(&format!(" {} incidents are open; `/incident list` shows their channels.", many.len())),
+    }
+    Ok(text)
+}
+
+fn channel_link(incident: &Incident) -> String {
+    match &incident.channel {
+        Some(c) => format!("<#{}>", c.id),
+        None => format!("#{}", incident.planned_channel_name),
+    }
+}

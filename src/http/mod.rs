@@ -1,0 +1,95 @@
+//! The HTTP surface: Slack's three endpoints behind signature verification, plus health.
+//!
+//! `app(state)` builds the whole router so tests drive it with `oneshot` and `serve` binds
+//! it to a socket (axum's `examples/testing`).
+
+pub mod commands;
+pub mod events;
+pub mod incident_commands;
+pub mod interactions;
+pub mod verify;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Router, middleware};
+use secrecy::SecretString;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::clock::Clock;
+use crate::engine::Engine;
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Applies changes.
+    pub engine: Engine,
+    /// Accepted Slack signing secrets.
+    pub signing_secrets: Arc<Vec<SecretString>>,
+    /// The clock (for the signature's time window).
+    pub clock: Arc<dyn Clock>,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request id set by `SetRequestIdLayer` (a UUID), for spans, the timeline and the
+/// "ref" users quote when something went wrong.
+pub struct RequestId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let id = parts.headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+        Ok(RequestId(id.to_string()))
+    }
+}
+
+/// Logs an internal error and returns the text users see instead: never the error itself.
+pub fn internal_error(request_id: &str, error: &dyn std::error::Error) -> String {
+    tracing::error!(%request_id, error = %error, "request failed");
+    format!("Something went wrong inside Klaxon (ref {request_id}). Nothing was changed; please try again.")
+}
+
+/// The full router.
+pub fn app(state: AppState) -> Router {
+    let slack = Router::new()
+        .route("/slack/commands", post(commands::handle))
+        .route("/slack/interactions", post(interactions::handle))
+        .route("/slack/events", post(events::handle))
+        .route_layer(middleware::from_fn_with_state(state.clone(), verify::require_slack_signature));
+    Router::new()
+        .merge(slack)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                    let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    // Only method, path and id: payloads and headers may carry tokens.
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                }))
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+        )
+}
+
+/// Ready when the database answers.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.engine.store().ping().await {
+        Ok(()) => (StatusCode::OK, "ready".to_string()),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable".to_string())
+        }
+    }
+}
