@@ -129,7 +129,7 @@ pub fn role_assigned(role: Role, user: &str, previous: Option<&str>, actor: &Act
 pub fn severity_changed(incident: &Incident, from: Severity, actor: &Actor, policy: Policy<'_>) -> Message {
     let direction = if incident.severity < from { "raised" } else { "lowered" };
     let spans = vec![
-        Span::bold(format!("{} severity {direction}: {from} -> {}", incident.id, incident.severity)),
+        Span::bold(format!("{} severity {direction}: {from} → {}", incident.id, incident.severity)),
         Span::text(format!(" ({}) by ", incident.title)),
         actor_span(actor),
         Span::text(" in "),
@@ -146,7 +146,7 @@ pub fn severity_changed(incident: &Incident, from: Severity, actor: &Actor, poli
 /// Status changed.
 pub fn status_changed(incident: &Incident, from: Status, actor: &Actor) -> Message {
     Message::paragraph(vec![
-        Span::bold(format!("Status: {from} -> {}", incident.status)),
+        Span::bold(format!("Status: {from} → {}", incident.status)),
         Span::text(" (set by "),
         actor_span(actor),
         Span::text(")."),

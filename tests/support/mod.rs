@@ -1,0 +1,208 @@
+//! Shared test harness: fresh databases on both backends, the Slack emulator, and a
+//! `TestApp` that sends signed requests into the real router.
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+
+pub mod slack_emulator;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chrono::{DateTime, Utc};
+use http_body_util::BodyExt;
+use klaxon::clock::{Clock, ManualClock};
+use klaxon::config::Config;
+use klaxon::http::verify::sign;
+use klaxon::outbox::{OutboxWorker, PassReport};
+use klaxon::slack::morphism::MorphismSlack;
+use klaxon::store::Store;
+use serde_json::Value;
+use slack_emulator::SlackEmulator;
+use tower::ServiceExt;
+
+/// The signing secret every test request is signed with.
+pub const SECRET: &str = "test-signing-secret";
+/// The configured `#incident-response` channel.
+pub const ANNOUNCE: &str = "CINCRESP01";
+/// Where the manual clock starts: Monday 23 November 2026, 10:00 UTC.
+pub const START: &str = "2026-11-23T10:00:00Z";
+
+/// Which database a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    /// A temporary SQLite file.
+    Sqlite,
+    /// A fresh schema in `KLAXON_TEST_DATABASE_URL`.
+    Postgres,
+}
+
+/// Runs an async test body once per backend: `both_backends!(name, scenario_fn)` makes
+/// `name::sqlite` and `name::postgres`. The PostgreSQL half runs when
+/// `KLAXON_TEST_DATABASE_URL` is set and FAILS if that database cannot be reached.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name(super::support::Db::Sqlite).await
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    if super::support::postgres_url().is_none() {
+                        eprintln!("KLAXON_TEST_DATABASE_URL not set: PostgreSQL half not run");
+                        return;
+                    }
+                    super::$name(super::support::Db::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+/// The PostgreSQL URL tests use, if configured.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("KLAXON_TEST_DATABASE_URL").ok().filter(|v| !v.is_empty())
+}
+
+/// A migrated, empty store on `db`. SQLite files live in a temp dir kept for the test's
+/// lifetime (leaked: a failed test leaves its database behind for inspection).
+pub async fn fresh_store(db: Db) -> Store {
+    let store = match db {
+        Db::Sqlite => {
+            let dir = tempfile::tempdir().expect("temp dir").keep();
+            Store::connect(&format!("sqlite://{}", dir.join("klaxon.db").display())).await.expect("sqlite")
+        }
+        Db::Postgres => {
+            let base = postgres_url().expect("KLAXON_TEST_DATABASE_URL");
+            let admin = Store::connect(&base)
+                .await
+                .unwrap_or_else(|e| panic!("KLAXON_TEST_DATABASE_URL is set but unreachable: {e}"));
+            let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+            admin.execute_raw(&format!("create schema {schema}")).await.expect("create schema");
+            let sep = if base.contains('?') { '&' } else { '?' };
+            Store::connect(&format!("{base}{sep}options=-c%20search_path%3D{schema}")).await.expect("postgres")
+        }
+    };
+    store.migrate().await.expect("migrations");
+    store
+}
+
+/// The instant tests start at.
+pub fn start() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(START).unwrap().with_timezone(&Utc)
+}
+
+/// A running Klaxon wired to the Slack emulator, on a manual clock.
+pub struct TestApp {
+    pub router: Router,
+    pub worker: OutboxWorker,
+    pub store: Store,
+    pub clock: Arc<ManualClock>,
+    pub slack: SlackEmulator,
+    pub config: Config,
+}
+
+/// A test's config: the example file with the emulator's URL and test secrets.
+pub fn test_config(api_url: &str, db_url: &str) -> Config {
+    let api_url = api_url.to_string();
+    let db_url = db_url.to_string();
+    let env = move |name: &str| match name {
+        "SLACK_SIGNING_SECRET" => Some(SECRET.to_string()),
+        "SLACK_BOT_TOKEN" => Some("xoxb-test-token".to_string()),
+        "KLAXON_SLACK_API_URL" => Some(api_url.clone()),
+        "KLAXON_DATABASE_URL" => Some(db_url.clone()),
+        "KLAXON_INCIDENT_RESPONSE_CHANNEL" => Some(ANNOUNCE.to_string()),
+        "KLAXON_TIMEZONE" => Some("UTC".to_string()),
+        _ => None,
+    };
+    Config::from_toml(include_str!("../../deploy/klaxon.example.toml"), &env).expect("test config")
+}
+
+impl TestApp {
+    pub async fn start(db: Db) -> TestApp {
+        let slack = SlackEmulator::start().await;
+        let store = fresh_store(db).await;
+        let config = test_config(&slack.base_url, "sqlite://unused.db");
+        let clock = Arc::new(ManualClock::new(start()));
+        let client = MorphismSlack::new(&config.slack.api_url, config.slack.bot_token.clone()).expect("slack client");
+        let services = klaxon::app::wire(store.clone(), &config, clock.clone(), Arc::new(client));
+        TestApp {
+            router: klaxon::http::app(services.state),
+            worker: services.worker,
+            store,
+            clock,
+            slack,
+            config,
+        }
+    }
+
+    /// Sends `body` to `path` signed with the test secret at the clock's time.
+    pub async fn post_signed(&self, path: &str, content_type: &str, body: &str) -> (StatusCode, String) {
+        let ts = self.clock.now().timestamp();
+        let request = Request::post(path)
+            .header("content-type", content_type)
+            .header("x-slack-request-timestamp", ts.to_string())
+            .header("x-slack-signature", sign(SECRET, ts, body.as_bytes()))
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        self.send(request).await
+    }
+
+    /// Sends any request into the router.
+    pub async fn send(&self, request: Request<Body>) -> (StatusCode, String) {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).to_string())
+    }
+
+    /// `/incident <text>` typed by `user` in `channel`; returns the ephemeral text ("" for
+    /// an empty 200).
+    pub async fn command(&self, user: &str, channel: &str, text: &str) -> String {
+        let body = serde_urlencoded::to_string([
+            ("command", "/incident"),
+            ("text", text),
+            ("user_id", user),
+            ("channel_id", channel),
+            ("team_id", "TKLAXON"),
+            ("trigger_id", "1337.42.abcd"),
+            ("response_url", "https://hooks.slack.invalid/commands/1"),
+        ])
+        .unwrap();
+        let (status, body) = self.post_signed("/slack/commands", "application/x-www-form-urlencoded", &body).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body.is_empty() {
+            return body;
+        }
+        let json: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["response_type"], "ephemeral", "{body}");
+        json["text"].as_str().unwrap().to_string()
+    }
+
+    /// Delivers everything due in the outbox.
+    pub async fn deliver(&self) -> PassReport {
+        self.worker.deliver_due().await.expect("outbox pass")
+    }
+
+    /// Declares an incident and delivers its effects; returns the incident channel id.
+    pub async fn declare(&self, user: &str, text: &str) -> String {
+        let reply = self.command(user, "CGENERAL01", &format!("declare {text}")).await;
+        assert!(reply.contains("declared"), "{reply}");
+        self.deliver().await;
+        let open = self.store.open_incidents().await.unwrap();
+        open.last().and_then(|i| i.channel.clone()).expect("channel opened").id
+    }
+
+    /// Texts of the messages the emulator received in `channel`, in order.
+    pub fn messages_in(&self, channel: &str) -> Vec<String> {
+        self.slack
+            .calls_to("chat.postMessage")
+            .into_iter()
+            .filter(|b| b["channel"] == channel)
+            .map(|b| format!("{} {}", b["text"].as_str().unwrap_or_default(), b["blocks"]))
+            .collect()
+    }
+}
