@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod engine;
