@@ -188,7 +188,7 @@ impl Config {
                     .map_err(|e| err("--config", format!("cannot read {}: {e}", path.display())))?;
                 toml::from_str(&text).map_err(|e| {
                     let key = e.span().map_or("(file)".to_string(), |s| {
-                        let line = text[..s.start].lines().count().max(1);
+                        let line = text[..s.start].matches('\n').count() + 1;
                         format!("{}:{line}", path.display())
                     });
                     err(key, e.message().to_string())

@@ -1,0 +1,123 @@
+//! The `klaxon` binary itself: `check` names bad keys, and `serve` runs end to end over
+//! real TCP with its outbox worker delivering to the Slack emulator, then stops on SIGTERM.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use klaxon::http::verify::sign;
+use support::slack_emulator::SlackEmulator;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_klaxon");
+
+fn klaxon(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).envs(env.iter().copied());
+    cmd
+}
+
+const SECRETS: &[(&str, &str)] = &[("SLACK_SIGNING_SECRET", support::SECRET), ("SLACK_BOT_TOKEN", "xoxb-cli")];
+
+#[test]
+fn check_accepts_the_example_config() {
+    let out = klaxon(&["check", "--config", "deploy/klaxon.example.toml"], SECRETS).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("config OK"), "{stdout}");
+    assert!(!stdout.contains("xoxb-cli") && !stdout.contains(support::SECRET), "secrets must not be printed");
+}
+
+#[test]
+fn check_names_the_broken_key_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[slack]\nincident_response_channel = \"C0123456789\"\n[team]\ntimezone = \"Mars/Olympus\"\n").unwrap();
+    let out = klaxon(&["check", "--config", path.to_str().unwrap()], SECRETS).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("config key `team.timezone`: `Mars/Olympus` is not an IANA time zone"), "{stderr}");
+
+    let out = klaxon(&["check", "--config", "deploy/klaxon.example.toml"], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SLACK_SIGNING_SECRET"));
+
+    std::fs::write(&path, "[slack]\nincident_response_channel = \"C0123456789\"\ncolour = \"red\"\n").unwrap();
+    let out = klaxon(&["check", "--config", path.to_str().unwrap()], SECRETS).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml:3") && stderr.contains("unknown field `colour`"), "{stderr}");
+}
+
+async fn http(port: u16, request: String) -> String {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn serve_declares_over_tcp_delivers_and_stops_on_sigterm() {
+    let slack = SlackEmulator::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("klaxon.db").display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut env = SECRETS.to_vec();
+    env.extend([
+        ("KLAXON_SLACK_API_URL", slack.base_url.as_str()),
+        ("KLAXON_DATABASE_URL", db.as_str()),
+        ("KLAXON_LISTEN", listen.as_str()),
+        ("KLAXON_INCIDENT_RESPONSE_CHANNEL", support::ANNOUNCE),
+    ]);
+    let child = klaxon(&["serve", "--config", "deploy/klaxon.example.toml"], &env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Wait (bounded) for the server to listen.
+    let mut ready = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "klaxon serve did not start listening");
+    let health = http(port, "GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".into()).await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+
+    let body = "command=%2Fincident&text=declare+sev1+Database+is+down&user_id=UALICE&channel_id=CGENERAL01";
+    let ts = chrono::Utc::now().timestamp();
+    let request = format!(
+        "POST /slack/commands HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         X-Slack-Request-Timestamp: {ts}\r\nX-Slack-Signature: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        sign(support::SECRET, ts, body.as_bytes()),
+        body.len()
+    );
+    let response = http(port, request).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("INC-1 declared"), "{response}");
+    assert!(response.to_ascii_lowercase().contains("x-request-id"), "{response}");
+
+    // The spawned worker is woken by the commit and delivers without being driven.
+    slack.wait_for_calls("conversations.create", 1).await;
+    let posts = slack.wait_for_calls("chat.postMessage", 2).await;
+    assert!(posts.iter().any(|p| p["channel"] == support::ANNOUNCE));
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let logs = String::from_utf8_lossy(&exit.stderr);
+    assert!(exit.status.success(), "{logs}");
+    assert!(logs.contains("shutdown requested"), "{logs}");
+    assert!(!logs.contains("xoxb-cli") && !logs.contains(support::SECRET), "secrets leaked into logs");
+
+    let out = klaxon(&["audit", "verify", "--config", "deploy/klaxon.example.toml"], &env).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("timeline intact: 3 entries verified"));
+}
