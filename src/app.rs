@@ -5,14 +5,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
 use crate::domain::timeline;
-use crate::engine::Engine;
+use crate::engine::{Engine, PolicySet, Wakers};
 use crate::http::{self, AppState};
-use crate::outbox::OutboxWorker;
+use crate::outbox::{OutboxWorker, Outlets};
+use crate::paging::PagerDuty;
+use crate::scheduler::Scheduler;
 use crate::slack::SlackApi;
 use crate::slack::morphism::MorphismSlack;
 use crate::store::Store;
@@ -23,6 +25,8 @@ pub struct Services {
     pub state: AppState,
     /// The outbox worker (run it with [`OutboxWorker::run`] or drive `deliver_due`).
     pub worker: OutboxWorker,
+    /// The timer scheduler (run it with [`Scheduler::run`] or drive `fire_due`).
+    pub scheduler: Scheduler,
 }
 
 /// Connects to the database (migrating it) and wires the parts together.
@@ -36,17 +40,23 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>, slack: Arc<dyn SlackA
 
 /// Wires the parts around an already migrated store.
 pub fn wire(store: Store, config: &Config, clock: Arc<dyn Clock>, slack: Arc<dyn SlackApi>) -> Services {
-    let wake = Arc::new(Notify::new());
-    let engine = Engine::new(store, clock.clone(), config.severities.clone(), config.calendar.clone(), wake.clone());
-    let worker = OutboxWorker::new(
-        engine.clone(),
+    let wakers = Wakers::default();
+    let policy = PolicySet {
+        severities: config.severities.clone(),
+        calendar: config.calendar.clone(),
+        escalation: config.escalation.clone(),
+    };
+    let engine = Engine::new(store, clock.clone(), policy, wakers.clone());
+    let outlets = Outlets {
         slack,
-        clock.clone(),
-        config.slack.incident_response_channel.clone(),
-        wake,
-    );
+        pagerduty: PagerDuty::new(&config.pagerduty_events_url),
+        announce_channel: config.slack.incident_response_channel.clone(),
+        targets: Arc::new(config.targets.clone()),
+    };
+    let worker = OutboxWorker::new(engine.clone(), outlets, clock.clone(), wakers.outbox.clone());
+    let scheduler = Scheduler::new(engine.clone(), clock.clone(), wakers.scheduler.clone());
     let state = AppState { engine, signing_secrets: Arc::new(config.slack.signing_secrets.clone()), clock };
-    Services { state, worker }
+    Services { state, worker, scheduler }
 }
 
 /// `klaxon serve`: HTTP server plus outbox worker until SIGTERM or Ctrl-C.
@@ -56,7 +66,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .context("building the Slack client")?;
     let services = build(&config, Arc::new(SystemClock), Arc::new(slack)).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let worker = tokio::spawn(services.worker.run(stop_rx));
+    let worker = tokio::spawn(services.worker.run(stop_rx.clone()));
+    let scheduler = tokio::spawn(services.scheduler.run(stop_rx));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -69,6 +80,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // for the next start.
     let _ = stop_tx.send(true);
     worker.await.context("outbox worker")?;
+    scheduler.await.context("scheduler")?;
     tracing::info!("stopped");
     Ok(())
 }

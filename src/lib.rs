@@ -8,5 +8,7 @@ pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod outbox;
+pub mod paging;
+pub mod scheduler;
 pub mod slack;
 pub mod store;

@@ -174,6 +174,7 @@ async fn roles_severity_status_update_and_resolve(db: Db) {
             EventKind::StatusChanged { .. } => "status",
             EventKind::UpdatePosted { .. } => "update",
             EventKind::Resolved { .. } => "resolved",
+            _ => "timer",
         })
         .collect();
     assert_eq!(kinds, ["declared", "role", "channel", "role", "role", "sev", "status", "update", "status", "resolved"]);

@@ -7,14 +7,12 @@ use std::sync::Arc;
 
 use chrono::TimeDelta;
 use klaxon::clock::ManualClock;
-use klaxon::domain::calendar::BusinessCalendar;
 use klaxon::domain::incident::{Actor, Change, EventKind, IncidentId};
-use klaxon::domain::severity::{Severity, SeverityPolicies};
+use klaxon::domain::severity::Severity;
 use klaxon::domain::timeline;
-use klaxon::engine::{Engine, EngineError, RequestMeta};
+use klaxon::engine::{Engine, EngineError, PolicySet, RequestMeta, Wakers};
 use klaxon::store::Store;
 use support::{Db, fresh_store, start};
-use tokio::sync::Notify;
 
 both_backends!(
     incident_numbers_are_sequential_and_refusals_burn_none,
@@ -31,9 +29,8 @@ fn engine(store: &Store) -> Engine {
     Engine::new(
         store.clone(),
         Arc::new(ManualClock::new(start())),
-        SeverityPolicies::default(),
-        BusinessCalendar::default(),
-        Arc::new(Notify::new()),
+        PolicySet::default(),
+        Wakers::default(),
     )
 }
 

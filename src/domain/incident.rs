@@ -3,7 +3,7 @@
 //!
 //! Pure: callers pass `now` and the policy in; nothing here reads a clock or does I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use super::calendar::BusinessCalendar;
 use super::channel_name;
+use super::escalation::EscalationPolicy;
 use super::message::Message;
 use super::render;
 use super::severity::{Severity, SeverityPolicies};
+use super::timers::{self, TimerKind};
 
 /// Incident number, shown as `INC-12`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -163,6 +165,13 @@ pub struct Incident {
     pub resolved_at: Option<DateTime<Utc>>,
     /// The one-line resolution summary.
     pub resolution: Option<String>,
+    /// When the last status reminder went out.
+    #[serde(default)]
+    pub last_reminder_at: Option<DateTime<Utc>>,
+    /// Keys of the once-only timers that fired (escalation steps, RTO checkpoints...), so
+    /// rescheduling after a severity change never pages the same target twice.
+    #[serde(default)]
+    pub fired_timers: BTreeSet<String>,
 }
 
 impl Incident {
@@ -249,6 +258,30 @@ pub enum EventKind {
         /// Resolution summary.
         summary: String,
     },
+    /// A status reminder was posted.
+    ReminderSent {
+        /// Seconds late, when it fired more than a minute after its due time.
+        late_by_secs: Option<i64>,
+    },
+    /// Nobody took command by the response deadline.
+    ResponseMissed {
+        /// Seconds late.
+        late_by_secs: Option<i64>,
+    },
+    /// An escalation step paged its target.
+    Escalated {
+        /// Target name.
+        target: String,
+        /// Seconds late.
+        late_by_secs: Option<i64>,
+    },
+    /// A share of the RTO elapsed and the channel was told.
+    RtoCheckpoint {
+        /// Percent of the RTO.
+        percent: u8,
+        /// Seconds late.
+        late_by_secs: Option<i64>,
+    },
 }
 
 /// Where a message goes.
@@ -259,6 +292,16 @@ pub enum Destination {
     IncidentChannel,
     /// The announcement channel (`#incident-response`), as configured at delivery.
     Announcements,
+}
+
+/// PagerDuty Events API v2 `event_action`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PageAction {
+    /// Open (or re-notify) the alert.
+    Trigger,
+    /// Close it.
+    Resolve,
 }
 
 /// Something to do outside Klaxon, written to the outbox in the same transaction as the
@@ -291,6 +334,27 @@ pub enum Effect {
         /// Where.
         destination: Destination,
         /// What.
+        message: Message,
+    },
+    /// Page an escalation target through PagerDuty (its routing key comes from config at
+    /// delivery; a target without one is skipped).
+    Page {
+        /// Trigger or resolve.
+        action: PageAction,
+        /// Escalation target name.
+        target: String,
+        /// Unique per incident and step; PagerDuty dedupes retries on it.
+        dedup_key: String,
+        /// Alert summary (<= 1024 chars).
+        summary: String,
+        /// `critical`, `error`, `warning` or `info`.
+        severity: String,
+    },
+    /// Tell an escalation target's Slack channels and user groups (from config).
+    NotifyTarget {
+        /// Target name.
+        target: String,
+        /// What to post.
         message: Message,
     },
 }
@@ -334,6 +398,13 @@ pub enum Change {
     Resolve(String),
     /// The outbox opened the channel.
     ChannelOpened(IncidentChannel),
+    /// A durable timer came due.
+    TimerFired {
+        /// Which timer.
+        kind: TimerKind,
+        /// When it was due.
+        due_at: DateTime<Utc>,
+    },
 }
 
 /// Everything the policy says that a decision needs.
@@ -343,6 +414,8 @@ pub struct Policy<'a> {
     pub severities: &'a SeverityPolicies,
     /// Team calendar.
     pub calendar: &'a BusinessCalendar,
+    /// Escalation ladders.
+    pub escalation: &'a EscalationPolicy,
 }
 
 /// The outcome of a change: the new state, what to record and what to send.
@@ -384,7 +457,7 @@ pub fn declare(
     id: IncidentId,
     severity: Severity,
     title: &str,
-    declared_by: &str,
+    declared_by: &Actor,
     now: DateTime<Utc>,
     policy: Policy<'_>,
 ) -> Result<Decision, DomainError> {
@@ -401,24 +474,28 @@ pub fn declare(
         declared_by: declared_by.to_string(),
         planned_channel_name: channel_name::planned(local_date, &title),
         channel: None,
-        roles: BTreeMap::from([(Role::Commander, declared_by.to_string())]),
+        roles: BTreeMap::new(),
         last_update: None,
         resolved_at: None,
         resolution: None,
+        last_reminder_at: None,
+        fired_timers: BTreeSet::new(),
     };
-    let events = vec![
-        EventKind::Declared { severity, title, respond_by },
-        EventKind::RoleAssigned {
-            role: Role::Commander,
-            user: declared_by.to_string(),
-            previous: None,
-        },
-    ];
+    let mut incident = incident;
+    let mut events = vec![EventKind::Declared { severity, title, respond_by }];
+    let mut invite = Vec::new();
+    // A person who declares commands until they hand over; an incident Klaxon opens
+    // itself (a PagerDuty trigger) has no commander until someone takes the role.
+    if let Actor::User(user) = declared_by {
+        incident.roles.insert(Role::Commander, user.clone());
+        events.push(EventKind::RoleAssigned { role: Role::Commander, user: user.clone(), previous: None });
+        invite.push(user.clone());
+    }
     let effects = vec![
         Effect::OpenIncidentChannel {
             name: incident.planned_channel_name.clone(),
             purpose: render::channel_purpose(&incident),
-            invite: vec![declared_by.to_string()],
+            invite,
         },
         Effect::SetTopic { topic: render::topic(&incident) },
         Effect::Post {
@@ -535,18 +612,34 @@ pub fn apply(
             next.resolved_at = Some(now);
             next.resolution = Some(summary.clone());
             let message = render::resolved(&next, actor);
+            let mut effects = vec![
+                Effect::SetTopic { topic: render::topic(&next) },
+                Effect::Post { destination: Destination::IncidentChannel, message: message.clone() },
+                Effect::Post { destination: Destination::Announcements, message },
+            ];
+            effects.extend(paged_targets(&next, policy).into_iter().map(|target| Effect::Page {
+                action: PageAction::Resolve,
+                dedup_key: dedup_key(id, &target),
+                summary: format!("{id} resolved: {}", next.title),
+                severity: page_severity(next.severity).into(),
+                target,
+            }));
             (
                 vec![
                     EventKind::StatusChanged { from, to: Status::Resolved },
                     EventKind::Resolved { summary },
                 ],
-                vec![
-                    Effect::SetTopic { topic: render::topic(&next) },
-                    Effect::Post { destination: Destination::IncidentChannel, message: message.clone() },
-                    Effect::Post { destination: Destination::Announcements, message },
-                ],
+                effects,
                 format!("{id} resolved. Thank you, {actor_mention}."),
             )
+        }
+        Change::TimerFired { kind, due_at } => {
+            let planned = timers::plan(incident, policy).into_iter().any(|t| t.kind == kind && t.due_at == due_at);
+            if !planned {
+                return Err(DomainError::Unchanged(format!("{id}: timer {kind} is no longer wanted")));
+            }
+            let (events, effects) = fire_timer(&mut next, &kind, due_at, now, policy);
+            (events, effects, String::new())
         }
         Change::ChannelOpened(channel) => {
             if incident.channel.as_ref() == Some(&channel) {
@@ -563,6 +656,89 @@ pub fn apply(
     Ok(Decision { incident: next, events, effects, reply })
 }
 
+/// PagerDuty dedup key of an escalation target's page for one incident.
+pub fn dedup_key(id: IncidentId, target: &str) -> String {
+    format!("klaxon-{}-{target}", id.0)
+}
+
+/// PagerDuty payload severity for an incident severity.
+pub fn page_severity(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Sev1 => "critical",
+        Severity::Sev2 => "error",
+        Severity::Sev3 => "warning",
+        Severity::Sev4 => "info",
+    }
+}
+
+/// Targets already paged for this incident (to resolve their alerts).
+fn paged_targets(incident: &Incident, policy: Policy<'_>) -> Vec<String> {
+    let mut targets: Vec<String> =
+        incident.fired_timers.iter().filter_map(|k| k.strip_prefix("escalation:").map(str::to_string)).collect();
+    if incident.fired_timers.contains(&TimerKind::ResponseDeadline.key())
+        && let Some(first) = policy.escalation.ladder(incident.severity).first()
+        && !targets.contains(&first.target)
+    {
+        targets.push(first.target.clone());
+    }
+    targets
+}
+
+/// What a due timer does: records it and says what to send.
+fn fire_timer(
+    next: &mut Incident,
+    kind: &TimerKind,
+    due_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    policy: Policy<'_>,
+) -> (Vec<EventKind>, Vec<Effect>) {
+    let late = timers::lateness(due_at, now);
+    let late_by_secs = late.map(|d| d.num_seconds());
+    if kind.once_per_incident() {
+        next.fired_timers.insert(kind.key());
+    }
+    let post = |message| Effect::Post { destination: Destination::IncidentChannel, message };
+    let page = |target: &str, summary: String| Effect::Page {
+        action: PageAction::Trigger,
+        target: target.to_string(),
+        dedup_key: dedup_key(next.id, target),
+        summary,
+        severity: page_severity(next.severity).into(),
+    };
+    match kind {
+        TimerKind::StatusReminder => {
+            next.last_reminder_at = Some(now);
+            (vec![EventKind::ReminderSent { late_by_secs }], vec![post(render::status_reminder(next, now, late, policy))])
+        }
+        TimerKind::ResponseDeadline => {
+            let message = render::response_missed(next, late);
+            let mut effects = vec![post(message.clone()), Effect::Post { destination: Destination::Announcements, message }];
+            if let Some(first) = policy.escalation.ladder(next.severity).first() {
+                let summary = format!("{} {}: nobody has taken command: {}", next.id, next.severity, next.title);
+                effects.push(page(&first.target, summary));
+            }
+            (vec![EventKind::ResponseMissed { late_by_secs }], effects)
+        }
+        TimerKind::Escalation { target } => {
+            let age = render::duration(now - next.declared_at);
+            let summary = format!("{} {} unmitigated for {age}: {}", next.id, next.severity, next.title);
+            let message = render::escalated(next, target, now, late);
+            (
+                vec![EventKind::Escalated { target: target.clone(), late_by_secs }],
+                vec![
+                    page(target, summary),
+                    Effect::NotifyTarget { target: target.clone(), message: message.clone() },
+                    post(message),
+                ],
+            )
+        }
+        TimerKind::RtoWatch { percent } => (
+            vec![EventKind::RtoCheckpoint { percent: *percent, late_by_secs }],
+            vec![post(render::rto_checkpoint(next, *percent, now, late, policy))],
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,13 +750,14 @@ mod tests {
     fn declared() -> Decision {
         let sev = SeverityPolicies::default();
         let cal = BusinessCalendar::default();
+        let esc = EscalationPolicy::default();
         declare(
             IncidentId(7),
             Severity::Sev1,
             "  Database   is down ",
-            "UALICE",
+            &Actor::User("UALICE".into()),
             at("2026-11-23T10:00:00Z"),
-            Policy { severities: &sev, calendar: &cal },
+            Policy { severities: &sev, calendar: &cal, escalation: &esc },
         )
         .unwrap()
     }
@@ -588,12 +765,13 @@ mod tests {
     fn change(incident: &Incident, change: Change) -> Result<Decision, DomainError> {
         let sev = SeverityPolicies::default();
         let cal = BusinessCalendar::default();
+        let esc = EscalationPolicy::default();
         apply(
             incident,
             change,
             &Actor::User("UBOB".into()),
             at("2026-11-23T10:20:00Z"),
-            Policy { severities: &sev, calendar: &cal },
+            Policy { severities: &sev, calendar: &cal, escalation: &esc },
         )
     }
 
@@ -619,9 +797,11 @@ mod tests {
     fn an_empty_title_is_refused_with_the_field() {
         let sev = SeverityPolicies::default();
         let cal = BusinessCalendar::default();
-        let err = declare(IncidentId(1), Severity::Sev2, "   ", "U", at("2026-11-23T10:00:00Z"), Policy {
+        let esc = EscalationPolicy::default();
+        let err = declare(IncidentId(1), Severity::Sev2, "   ", &Actor::User("U".into()), at("2026-11-23T10:00:00Z"), Policy {
             severities: &sev,
             calendar: &cal,
+            escalation: &esc,
         })
         .unwrap_err();
         assert_eq!(err.to_string(), "title: must not be empty");

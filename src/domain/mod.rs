@@ -7,8 +7,10 @@
 pub mod calendar;
 pub mod channel_name;
 pub mod command;
+pub mod escalation;
 pub mod incident;
 pub mod message;
 pub mod render;
 pub mod severity;
 pub mod timeline;
+pub mod timers;

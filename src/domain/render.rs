@@ -208,6 +208,103 @@ pub fn incident_line(incident: &Incident) -> Vec<Span> {
     spans
 }
 
+fn late_note(late: Option<TimeDelta>) -> Vec<Span> {
+    match late {
+        Some(late) => vec![Span::text(format!(" (sent {} late: Klaxon could not send it on time)", duration(late)))],
+        None => vec![],
+    }
+}
+
+fn mention_leads(incident: &Incident) -> Vec<Span> {
+    let mut spans = Vec::new();
+    for role in [Role::Commander, Role::Comms] {
+        if let Some(user) = incident.roles.get(&role) {
+            spans.push(Span::User(user.clone()));
+            spans.push(Span::text(" "));
+        }
+    }
+    if spans.is_empty() {
+        spans.push(Span::text("Nobody is incident commander yet. "));
+    }
+    spans
+}
+
+/// The status reminder: how long since the last update, what it said, how to post one.
+pub fn status_reminder(incident: &Incident, now: DateTime<Utc>, late: Option<TimeDelta>, policy: Policy<'_>) -> Message {
+    let every = policy.severities.get(incident.severity).status_every.map(duration).unwrap_or_default();
+    let mut spans = mention_leads(incident);
+    match &incident.last_update {
+        Some(update) => {
+            spans.push(Span::bold(format!("No status update for {}", duration(now - update.at))));
+            spans.push(Span::text(format!(" ({} expects one every {every}). Last update, by ", incident.severity)));
+            spans.push(Span::User(update.by.clone()));
+            spans.push(Span::text(" at "));
+            spans.push(Span::Time(update.at));
+            spans.push(Span::text(format!(": \"{}\"", update.text)));
+        }
+        None => {
+            spans.push(Span::bold(format!("No status update yet, {} after declaration", duration(now - incident.declared_at))));
+            spans.push(Span::text(format!(" ({} expects one every {every})", incident.severity)));
+        }
+    }
+    spans.push(Span::text(". Post one with `/incident update <what changed, what is next>`."));
+    spans.extend(late_note(late));
+    Message::paragraph(spans)
+}
+
+/// Nobody took command by the response deadline.
+pub fn response_missed(incident: &Incident, late: Option<TimeDelta>) -> Message {
+    let mut spans = vec![
+        Span::bold(format!(":rotating_light: {} {} has no incident commander", incident.id, incident.severity)),
+        Span::text(format!(" ({}) and its response deadline has passed. Take it with `/incident role commander @you` in ", incident.title)),
+        Span::IncidentChannel,
+        Span::text("."),
+    ];
+    spans.extend(late_note(late));
+    Message::paragraph(spans)
+}
+
+/// An escalation step fired.
+pub fn escalated(incident: &Incident, target: &str, now: DateTime<Utc>, late: Option<TimeDelta>) -> Message {
+    let mut spans = vec![
+        Span::bold(format!(":mega: Escalated {} to {target}", incident.id)),
+        Span::text(format!(
+            ": {} {} ({}), unmitigated for {}, status {}. Join ",
+            incident.severity,
+            incident.title,
+            incident.id,
+            duration(now - incident.declared_at),
+            incident.status
+        )),
+        Span::IncidentChannel,
+        Span::text("."),
+    ];
+    spans.extend(late_note(late));
+    Message::paragraph(spans)
+}
+
+/// A share of the RTO has elapsed; times in the team's zone and in UTC.
+pub fn rto_checkpoint(incident: &Incident, percent: u8, now: DateTime<Utc>, late: Option<TimeDelta>, policy: Policy<'_>) -> Message {
+    let rto = policy.severities.get(incident.severity).rto;
+    let deadline = incident.declared_at + rto;
+    let left = deadline - now;
+    let headline = if left > TimeDelta::zero() {
+        format!(":hourglass_flowing_sand: {percent}% of the {} RTO used: {} left", duration(rto), duration(left))
+    } else {
+        format!(":hourglass: RTO of {} reached", duration(rto))
+    };
+    let mut spans = vec![
+        Span::bold(headline),
+        Span::text(format!(
+            ". Service must be back by {} ({} UTC).",
+            policy.calendar.format_local(deadline),
+            deadline.format("%H:%M")
+        )),
+    ];
+    spans.extend(late_note(late));
+    Message::paragraph(spans)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

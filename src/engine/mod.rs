@@ -11,10 +11,12 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::domain::calendar::BusinessCalendar;
-use crate::domain::incident::{self, Actor, Change, Decision, DomainError, Incident, IncidentId, Policy};
+use crate::domain::escalation::EscalationPolicy;
+use crate::domain::incident::{self, Actor, Change, Decision, DomainError, Effect, Incident, IncidentId, Policy};
 use crate::domain::severity::{Severity, SeverityPolicies};
+use crate::domain::timers;
 use crate::outbox::Outbound;
-use crate::store::{Store, StoreError, StoreTx};
+use crate::store::{Store, StoreError, StoreTx, TimerRow};
 
 /// Who asked, and through which request.
 #[derive(Clone, Debug)]
@@ -60,31 +62,65 @@ pub struct Outcome {
     pub reply: String,
 }
 
+/// The policy an engine decides with (owned; [`Policy`] borrows from it).
+#[derive(Clone, Debug, Default)]
+pub struct PolicySet {
+    /// Severity table.
+    pub severities: SeverityPolicies,
+    /// Team calendar.
+    pub calendar: BusinessCalendar,
+    /// Escalation ladders.
+    pub escalation: EscalationPolicy,
+}
+
+/// Who to wake after a commit.
+#[derive(Clone, Debug, Default)]
+pub struct Wakers {
+    /// The outbox worker (new rows to deliver).
+    pub outbox: Arc<Notify>,
+    /// The scheduler (timers added or moved).
+    pub scheduler: Arc<Notify>,
+}
+
 /// Applies changes. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Engine {
     store: Store,
     clock: Arc<dyn Clock>,
-    severities: Arc<SeverityPolicies>,
-    calendar: Arc<BusinessCalendar>,
-    outbox_wake: Arc<Notify>,
+    policy: Arc<PolicySet>,
+    wakers: Wakers,
 }
 
-/// The outbox ordering key of an incident: its effects are delivered in order.
+/// What happened to a due timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerOutcome {
+    /// It fired: its events and effects are committed.
+    Fired,
+    /// Its purpose was gone (update posted, incident resolved...): cancelled.
+    Cancelled,
+    /// Someone else fired or cancelled it first.
+    AlreadyHandled,
+}
+
+/// The outbox ordering key of an incident: its Slack effects are delivered in order.
 pub fn incident_key(id: IncidentId) -> String {
     format!("incident:{}", id.0)
 }
 
+/// The ordering key of an effect: pages get their own lane so a Slack rate limit never
+/// holds back a PagerDuty page.
+fn ordering_key(id: IncidentId, effect: &Effect) -> String {
+    match effect {
+        Effect::Page { .. } => format!("page:{}", id.0),
+        _ => incident_key(id),
+    }
+}
+
 impl Engine {
-    /// Builds an engine; `outbox_wake` is notified after every commit that enqueued work.
-    pub fn new(
-        store: Store,
-        clock: Arc<dyn Clock>,
-        severities: SeverityPolicies,
-        calendar: BusinessCalendar,
-        outbox_wake: Arc<Notify>,
-    ) -> Self {
-        Self { store, clock, severities: Arc::new(severities), calendar: Arc::new(calendar), outbox_wake }
+    /// Builds an engine; `wakers` are notified after commits that enqueue work or move
+    /// timers.
+    pub fn new(store: Store, clock: Arc<dyn Clock>, policy: PolicySet, wakers: Wakers) -> Self {
+        Self { store, clock, policy: Arc::new(policy), wakers }
     }
 
     /// The store behind the engine (for reads).
@@ -99,7 +135,7 @@ impl Engine {
 
     /// The policy the domain decides with.
     pub fn policy(&self) -> Policy<'_> {
-        Policy { severities: &self.severities, calendar: &self.calendar }
+        Policy { severities: &self.policy.severities, calendar: &self.policy.calendar, escalation: &self.policy.escalation }
     }
 
     async fn begin(&self, meta: &RequestMeta, now: DateTime<Utc>) -> Result<StoreTx, EngineError> {
@@ -118,11 +154,15 @@ impl Engine {
         tx.append_events(id, now, &meta.actor, &meta.request_id, &decision.events).await?;
         for effect in &decision.effects {
             let payload = Outbound::Incident { incident_id: id, effect: effect.clone() }.to_json();
-            tx.enqueue(&incident_key(id), Some(id), &payload, now).await?;
+            tx.enqueue(&ordering_key(id, effect), Some(id), &payload, now).await?;
         }
+        let timers_moved = tx.sync_timers(id, &timers::plan(&decision.incident, self.policy()), now).await?;
         tx.commit().await?;
         if !decision.effects.is_empty() {
-            self.outbox_wake.notify_one();
+            self.wakers.outbox.notify_one();
+        }
+        if timers_moved {
+            self.wakers.scheduler.notify_one();
         }
         Ok(())
     }
@@ -130,12 +170,11 @@ impl Engine {
     /// Declares a new incident.
     pub async fn declare(&self, meta: &RequestMeta, severity: Severity, title: &str) -> Result<Outcome, EngineError> {
         let now = self.clock.now();
-        let declarer = meta.actor.to_string();
         // Validate before allocating a number, so a refused title does not burn one.
-        incident::declare(IncidentId(0), severity, title, &declarer, now, self.policy())?;
+        incident::declare(IncidentId(0), severity, title, &meta.actor, now, self.policy())?;
         let mut tx = self.begin(meta, now).await?;
         let id = tx.allocate_incident_id(now).await?;
-        let decision = incident::declare(id, severity, title, &declarer, now, self.policy())?;
+        let decision = incident::declare(id, severity, title, &meta.actor, now, self.policy())?;
         self.commit(tx, meta, &decision, now).await?;
         tracing::info!(incident = %id, %severity, "incident declared");
         Ok(Outcome { incident: decision.incident, reply: decision.reply })
@@ -158,8 +197,33 @@ impl Engine {
         let mut tx = self.begin(meta, now).await?;
         tx.enqueue(ordering_key, None, &outbound.to_json(), now).await?;
         tx.commit().await?;
-        self.outbox_wake.notify_one();
+        self.wakers.outbox.notify_one();
         Ok(())
+    }
+
+    /// Fires a claimed timer: marks it fired and applies what it does in ONE transaction,
+    /// so a timer's page or reminder is committed exactly once however many schedulers
+    /// race for it.
+    pub async fn fire_timer(&self, timer: &TimerRow) -> Result<TimerOutcome, EngineError> {
+        let now = self.clock.now();
+        let meta = RequestMeta { actor: Actor::Klaxon, request_id: format!("timer-{}", timer.id), dedupe: None };
+        let mut tx = self.store.begin().await?;
+        if !tx.mark_timer_fired(timer.id, now).await? {
+            return Ok(TimerOutcome::AlreadyHandled);
+        }
+        let incident = tx.lock_incident(timer.incident_id).await?.ok_or(EngineError::NotFound(timer.incident_id))?;
+        let change = Change::TimerFired { kind: timer.kind.clone(), due_at: timer.due_at };
+        match incident::apply(&incident, change, &meta.actor, now, self.policy()) {
+            Ok(decision) => {
+                self.commit(tx, &meta, &decision, now).await?;
+                Ok(TimerOutcome::Fired)
+            }
+            Err(_) => {
+                tx.cancel_timer(timer.id).await?;
+                tx.commit().await?;
+                Ok(TimerOutcome::Cancelled)
+            }
+        }
     }
 
     /// Records an inbound event as seen without acting on it; `false` if it was a repeat.

@@ -2,6 +2,7 @@
 
 use crate::domain::channel_name;
 use crate::domain::incident::{Actor, Change, Destination, Effect, Incident, IncidentChannel, IncidentId};
+use crate::paging::PageEvent;
 use crate::engine::{EngineError, RequestMeta};
 use crate::slack::{ChannelInfo, SlackError, render};
 use crate::store::OutboxRow;
@@ -18,11 +19,11 @@ impl OutboxWorker {
         match outbound {
             Outbound::Incident { incident_id, effect } => self.deliver_effect(row, incident_id, effect).await,
             Outbound::OpenModal { trigger_id, modal } => {
-                Ok(self.slack.open_view(&trigger_id, &render::modal(&modal)).await?)
+                Ok(self.outlets.slack.open_view(&trigger_id, &render::modal(&modal)).await?)
             }
             Outbound::Reply { channel, thread_ts, text } => {
                 let blocks = serde_json::json!([{ "type": "section", "text": { "type": "mrkdwn", "text": text } }]);
-                self.slack.post_message(&channel, &text, &blocks, thread_ts.as_deref()).await?;
+                self.outlets.slack.post_message(&channel, &text, &blocks, thread_ts.as_deref()).await?;
                 Ok(())
             }
         }
@@ -69,27 +70,56 @@ impl OutboxWorker {
             }
             Effect::SetTopic { topic } => {
                 let channel = Self::channel_of(&incident)?;
-                Ok(self.slack.set_topic(&channel.id, &topic).await?)
+                Ok(self.outlets.slack.set_topic(&channel.id, &topic).await?)
             }
             Effect::Invite { users } => {
                 let channel = Self::channel_of(&incident)?;
                 self.invite(&channel.id, &users).await
             }
-            Effect::Post { destination, message } => {
-                let channel_id = match destination {
-                    Destination::IncidentChannel => Self::channel_of(&incident)?.id.clone(),
-                    Destination::Announcements => self.announce_channel.clone(),
+            Effect::Page { action, target, dedup_key, summary, severity } => {
+                let Some(key) = self.outlets.targets.get(&target).and_then(|t| t.routing_key.as_ref()) else {
+                    tracing::info!(incident = %id, %target, "escalation target has no PagerDuty routing key; not paged");
+                    return Ok(());
+                };
+                let event = PageEvent { action, dedup_key: &dedup_key, summary: &summary, severity: &severity };
+                Ok(self.outlets.pagerduty.send(key, &event).await?)
+            }
+            Effect::NotifyTarget { target, message } => {
+                let Some(config) = self.outlets.targets.get(&target) else {
+                    return Ok(());
                 };
                 let incident_channel = incident.channel.as_ref().map(|c| c.id.as_str());
                 let (text, blocks) = render::message(&message, incident_channel);
-                self.slack.post_message(&channel_id, &text, &blocks, None).await?;
+                let groups: String = config.slack_usergroups.iter().map(|g| format!("<!subteam^{g}> ")).collect();
+                let text = format!("{groups}{text}");
+                let mut blocks = blocks;
+                if !groups.is_empty()
+                    && let Some(list) = blocks.as_array_mut()
+                {
+                    list.insert(0, serde_json::json!({ "type": "section", "text": { "type": "mrkdwn", "text": groups.trim_end() } }));
+                }
+                // One row posts to every channel of the target; a retry after a partial
+                // failure may repeat a post in the channels that already got it.
+                for channel in &config.slack_channels {
+                    self.outlets.slack.post_message(channel, &text, &blocks, None).await?;
+                }
+                Ok(())
+            }
+            Effect::Post { destination, message } => {
+                let channel_id = match destination {
+                    Destination::IncidentChannel => Self::channel_of(&incident)?.id.clone(),
+                    Destination::Announcements => self.outlets.announce_channel.clone(),
+                };
+                let incident_channel = incident.channel.as_ref().map(|c| c.id.as_str());
+                let (text, blocks) = render::message(&message, incident_channel);
+                self.outlets.slack.post_message(&channel_id, &text, &blocks, None).await?;
                 Ok(())
             }
         }
     }
 
     async fn bot_user_id(&self) -> Result<&str, DeliveryError> {
-        Ok(self.bot_user_id.get_or_try_init(|| self.slack.bot_user_id()).await?.as_str())
+        Ok(self.bot_user_id.get_or_try_init(|| self.outlets.slack.bot_user_id()).await?.as_str())
     }
 
     async fn invite(&self, channel: &str, users: &[String]) -> Result<(), DeliveryError> {
@@ -98,7 +128,7 @@ impl OutboxWorker {
         if users.is_empty() {
             return Ok(());
         }
-        Ok(self.slack.invite(channel, &users).await?)
+        Ok(self.outlets.slack.invite(channel, &users).await?)
     }
 
     /// Creates the incident channel, trying `-2`, `-3`... when the name is taken, but
@@ -110,21 +140,21 @@ impl OutboxWorker {
         let marker = format!("Klaxon incident {}:", incident.id);
         for n in 1..=MAX_NAME_SUFFIX {
             let name = if n == 1 { planned.to_string() } else { channel_name::with_suffix(planned, n) };
-            match self.slack.create_channel(&name).await {
+            match self.outlets.slack.create_channel(&name).await {
                 Ok(channel) => {
-                    self.slack.set_purpose(&channel.id, purpose).await?;
+                    self.outlets.slack.set_purpose(&channel.id, purpose).await?;
                     return Ok(channel);
                 }
                 Err(SlackError::Api { code }) if code == "name_taken" => {
                     // An empty purpose is a channel whose purpose call never happened (a
                     // crash right after creation); only the bot creates such channels.
-                    if let Some(existing) = self.slack.find_channel_by_name(&name).await?
+                    if let Some(existing) = self.outlets.slack.find_channel_by_name(&name).await?
                         && existing.creator.as_deref() == Some(bot.as_str())
                         && (existing.purpose.starts_with(&marker) || existing.purpose.is_empty())
                     {
                         tracing::info!(incident = %incident.id, channel = %existing.id, "adopting the channel created on an earlier attempt");
                         if existing.purpose.is_empty() {
-                            self.slack.set_purpose(&existing.id, purpose).await?;
+                            self.outlets.slack.set_purpose(&existing.id, purpose).await?;
                         }
                         return Ok(existing);
                     }

@@ -10,6 +10,7 @@
 
 mod deliver;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use tokio::sync::{Notify, OnceCell, watch};
 use crate::clock::Clock;
 use crate::domain::incident::{Effect, IncidentId};
 use crate::engine::Engine;
+use crate::paging::{PageError, PagerDuty, Target};
 use crate::slack::{SlackApi, SlackError};
 use crate::store::OutboxRow;
 
@@ -81,6 +83,9 @@ pub enum DeliveryError {
     /// Slack said no or could not be reached.
     #[error(transparent)]
     Slack(#[from] SlackError),
+    /// PagerDuty said no or could not be reached.
+    #[error(transparent)]
+    Paging(#[from] PageError),
     /// Something on our side (database, a missing channel record): retried.
     #[error("{0}")]
     Internal(String),
@@ -106,12 +111,24 @@ pub struct PassReport {
     pub failed: usize,
 }
 
+/// Where deliveries go.
+#[derive(Clone)]
+pub struct Outlets {
+    /// Slack Web API.
+    pub slack: Arc<dyn SlackApi>,
+    /// PagerDuty Events API.
+    pub pagerduty: PagerDuty,
+    /// Channel id of `#incident-response`.
+    pub announce_channel: String,
+    /// Escalation targets by name.
+    pub targets: Arc<BTreeMap<String, Target>>,
+}
+
 /// Delivers outbox rows.
 pub struct OutboxWorker {
     engine: Engine,
-    slack: Arc<dyn SlackApi>,
+    outlets: Outlets,
     clock: Arc<dyn Clock>,
-    announce_channel: String,
     wake: Arc<Notify>,
     bot_user_id: OnceCell<String>,
 }
@@ -123,15 +140,9 @@ pub fn backoff(attempts: i64) -> TimeDelta {
 }
 
 impl OutboxWorker {
-    /// A worker delivering through `slack`, announcing in `announce_channel`.
-    pub fn new(
-        engine: Engine,
-        slack: Arc<dyn SlackApi>,
-        clock: Arc<dyn Clock>,
-        announce_channel: String,
-        wake: Arc<Notify>,
-    ) -> Self {
-        Self { engine, slack, clock, announce_channel, wake, bot_user_id: OnceCell::new() }
+    /// A worker delivering to `outlets`, woken by `wake`.
+    pub fn new(engine: Engine, outlets: Outlets, clock: Arc<dyn Clock>, wake: Arc<Notify>) -> Self {
+        Self { engine, outlets, clock, wake, bot_user_id: OnceCell::new() }
     }
 
     /// Delivers every row that is due now, in order, until none is left due. Returns
@@ -162,6 +173,7 @@ impl OutboxWorker {
             Err(e) => {
                 let permanent = match &e {
                     DeliveryError::Slack(s) => s.is_permanent(),
+                    DeliveryError::Paging(p) => p.is_permanent(),
                     DeliveryError::Internal(_) => false,
                     DeliveryError::Permanent(_) => true,
                 };
@@ -172,7 +184,8 @@ impl OutboxWorker {
                     report.failed += 1;
                 } else {
                     let wait = match &e {
-                        DeliveryError::Slack(SlackError::RateLimited { retry_after: Some(after) }) => {
+                        DeliveryError::Slack(SlackError::RateLimited { retry_after: Some(after) })
+                        | DeliveryError::Paging(PageError::Retry { retry_after: Some(after), .. }) => {
                             TimeDelta::from_std(*after).unwrap_or(TimeDelta::seconds(60))
                         }
                         _ => backoff(row.attempts),

@@ -10,6 +10,7 @@
 //! projection and enqueues outbox rows in ONE transaction.
 
 mod outbox;
+mod timers;
 mod tx;
 
 use std::str::FromStr;
@@ -22,6 +23,7 @@ use crate::domain::incident::{Actor, Incident, IncidentId};
 use crate::domain::timeline::TimelineEntry;
 
 pub use outbox::{OutboxCounts, OutboxRow};
+pub use timers::TimerRow;
 pub use tx::StoreTx;
 
 /// Which database is behind the pool.

@@ -9,7 +9,7 @@ use crate::domain::timeline::{GENESIS, TimelineEntry};
 
 /// One open transaction.
 pub struct StoreTx {
-    tx: Transaction<'static, Any>,
+    pub(super) tx: Transaction<'static, Any>,
     backend: Backend,
 }
 

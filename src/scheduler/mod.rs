@@ -1,0 +1,89 @@
+//! The scheduler: fires durable timers (rows in `timers`) when they come due.
+//!
+//! It sleeps until the earliest due time, or until the engine says a nearer timer was
+//! written, claims due rows with a lease (`for update skip locked` on PostgreSQL, so any
+//! number of replicas share the work), and feeds each into the engine, which marks it
+//! fired and writes its events and outbox rows in one transaction. After downtime, every
+//! overdue timer fires once, saying how late it is; one whose purpose is gone is cancelled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use tokio::sync::{Notify, watch};
+
+use crate::clock::Clock;
+use crate::engine::{Engine, EngineError, TimerOutcome};
+
+/// How long a claimed timer is reserved for one firing.
+pub const LEASE: TimeDelta = TimeDelta::seconds(60);
+/// Timers claimed per round trip.
+const BATCH: i64 = 100;
+
+/// What one pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FireReport {
+    /// Timers that fired.
+    pub fired: usize,
+    /// Timers whose purpose was gone.
+    pub cancelled: usize,
+    /// Timers another scheduler handled first.
+    pub skipped: usize,
+}
+
+/// Fires due timers.
+pub struct Scheduler {
+    engine: Engine,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+}
+
+impl Scheduler {
+    /// A scheduler for `engine`, woken by `wake` (the engine's scheduler waker).
+    pub fn new(engine: Engine, clock: Arc<dyn Clock>, wake: Arc<Notify>) -> Self {
+        Self { engine, clock, wake }
+    }
+
+    /// Fires every timer due now. Errors only when the database fails.
+    pub async fn fire_due(&self) -> Result<FireReport, EngineError> {
+        let mut report = FireReport::default();
+        loop {
+            let now = self.clock.now();
+            let due = self.engine.store().claim_timers(now, now + LEASE, BATCH).await?;
+            if due.is_empty() {
+                return Ok(report);
+            }
+            for timer in due {
+                match self.engine.fire_timer(&timer).await {
+                    Ok(TimerOutcome::Fired) => report.fired += 1,
+                    Ok(TimerOutcome::Cancelled) => report.cancelled += 1,
+                    Ok(TimerOutcome::AlreadyHandled) => report.skipped += 1,
+                    // The lease runs out and the timer is tried again.
+                    Err(e) => tracing::error!(timer_id = timer.id, incident = %timer.incident_id, error = %e, "timer failed to fire"),
+                }
+            }
+        }
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.fire_due().await {
+                tracing::error!(error = %e, "scheduler pass failed; retrying shortly");
+            }
+            let idle = Duration::from_secs(60);
+            let next = self.engine.store().next_timer_due().await.ok().flatten();
+            let sleep_for = next
+                .map(|t| (t - self.clock.now()).to_std().unwrap_or(Duration::ZERO).min(idle))
+                .unwrap_or(idle);
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep_for) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+}
