@@ -12,3 +12,4 @@ pub mod paging;
 pub mod scheduler;
 pub mod slack;
 pub mod store;
+pub mod tls;

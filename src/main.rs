@@ -41,6 +41,7 @@ enum AuditAction {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    klaxon::tls::install_crypto_provider();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

@@ -717,9 +717,6 @@ async fn previews_change_nothing() {
 }
 
 #[tokio::test]
-#[ignore = "kube's rustls connector panics until the crate installs a rustls CryptoProvider \
-            (both ring and aws-lc-rs are enabled): add `rustls` (ring) to Cargo.toml and call \
-            `rustls::crypto::ring::default_provider().install_default()` at startup"]
 async fn from_kubeconfig_uses_the_current_context() {
     let standin = KubeStandin::start();
     create_pod(

@@ -672,6 +672,23 @@ async fn unknown_instance_errors_carry_the_api_code() {
 }
 
 #[tokio::test]
+async fn mutating_calls_are_sent_once_even_on_a_server_error() {
+    let w = world().await;
+    // moto answers PromoteReadReplica for an unknown instance with a bare HTTP 500, which
+    // the SDK's standard retry policy would repeat; Klaxon must not.
+    let err = w
+        .exec
+        .execute(
+            Action::RdsPromoteReplica,
+            &params(&[("instance", "no-such-db")]),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ExecError::Api { .. }), "{err:?}");
+    assert_eq!(w.sent.actions(), ["PromoteReadReplica"]);
+}
+
+#[tokio::test]
 async fn no_answer_is_a_transport_error() {
     let port = {
         let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();

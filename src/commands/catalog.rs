@@ -304,7 +304,7 @@ impl CommandSpec {
     /// One line for `klaxon commands list`.
     pub fn list_line(&self) -> String {
         format!(
-            "{:<24} {:<6} {}  {}",
+            "{:<24} {:<6} {:<11}  {}",
             self.name,
             self.risk,
             approvals_text(self.approvals),
@@ -317,10 +317,7 @@ impl CommandSpec {
         let mut out = vec![format!("{}: {}", self.name, self.summary)];
         out.push(format!("  action:     {}", self.action));
         out.push(format!("  risk:       {}", self.risk));
-        out.push(format!(
-            "  approvals:  {} besides the requester",
-            approvals_text(self.approvals)
-        ));
+        out.push(format!("  approvals:  {}", self.approvals_line()));
         out.push(format!(
             "  expires:    {} after the request",
             humantime::format_duration(self.expires_in)
@@ -332,6 +329,13 @@ impl CommandSpec {
             out.extend(self.describe_param(name, &self.params[name]));
         }
         out.join("\n")
+    }
+
+    fn approvals_line(&self) -> String {
+        match self.approvals {
+            0 => "none (read-only: runs on request)".to_string(),
+            n => format!("{} besides the requester", approvals_text(n)),
+        }
     }
 
     fn requesters_text(&self) -> String {
@@ -1476,7 +1480,7 @@ pattern = "[a-z-]+"
         catalog.commands.insert(spec.name.clone(), spec);
         assert_eq!(
             catalog.list_lines(),
-            ["k8s-scale                high   1 approval  Scale a deployment"]
+            ["k8s-scale                high   1 approval   Scale a deployment"]
         );
         assert_eq!(catalog.describe("nope"), None);
         let text = catalog.describe("k8s-scale").unwrap();

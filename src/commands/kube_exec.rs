@@ -53,6 +53,7 @@ impl KubeExecutor {
 
     /// Builds the client from `config` with kube-rs's default retry layer disabled.
     pub fn from_config(mut config: Config) -> Result<Self, kube::Error> {
+        crate::tls::install_crypto_provider();
         config.default_retry = false;
         Client::try_from(config).map(Self::new)
     }
@@ -93,10 +94,10 @@ impl Executor for KubeExecutor {
 
     async fn preview(&self, action: Action, params: &Params) -> Result<Preview, ExecError> {
         match action {
-            Action::K8sPods => Ok(preview_pods(params)?),
+            Action::K8sPods => preview_pods(params),
             Action::K8sScale => self.preview_scale(params).await,
             Action::K8sRolloutRestart => self.preview_restart(params).await,
-            Action::K8sRolloutStatus => Ok(preview_rollout_status(params)?),
+            Action::K8sRolloutStatus => preview_rollout_status(params),
             Action::K8sSetImage => self.preview_set_image(params).await,
             Action::K8sCordon => self.preview_cordon(params, true).await,
             Action::K8sUncordon => self.preview_cordon(params, false).await,

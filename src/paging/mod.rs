@@ -92,6 +92,7 @@ fn clip(text: &str, max: usize) -> String {
 impl PagerDuty {
     /// A client posting to `events_url` (`https://events.pagerduty.com/v2/enqueue`).
     pub fn new(events_url: &str) -> Self {
+        crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()

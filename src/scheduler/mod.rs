@@ -44,6 +44,11 @@ impl Scheduler {
         Self { engine, clock, wake }
     }
 
+    /// The engine timers are fired through.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Fires every timer due now. Errors only when the database fails.
     pub async fn fire_due(&self) -> Result<FireReport, EngineError> {
         let mut report = FireReport::default();

@@ -49,6 +49,7 @@ impl MorphismSlack {
     /// given and no native root certificate can be loaded.
     pub fn new(api_url: &str, bot_token: SecretString) -> std::io::Result<Self> {
         let api_url = api_url.trim_end_matches('/').to_owned();
+        crate::tls::install_crypto_provider();
         let inner: Box<dyn SlackApi> = if api_url.starts_with("https://") {
             let https = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_native_roots()?

@@ -152,7 +152,18 @@ impl Store {
 
     /// Starts a transaction for one change.
     pub async fn begin(&self) -> Result<StoreTx> {
-        Ok(StoreTx::new(self.pool.begin().await?, self.backend))
+        Ok(StoreTx::new(self.begin_raw().await?, self.backend))
+    }
+
+    /// A raw write transaction. On SQLite it takes the write lock up front (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads and then writes can fail at once
+    /// with "database is locked" when another connection (a second process on the same
+    /// file) wrote in between, instead of waiting out the busy timeout.
+    pub(crate) async fn begin_raw(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("begin immediate").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 
     /// One incident by number.

@@ -91,7 +91,7 @@ impl Store {
     /// locked with `for update skip locked`, so replicas split the work instead of queueing
     /// on each other; the lease keeps a crashed replica's timers from being lost.
     pub async fn claim_timers(&self, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: i64) -> Result<Vec<TimerRow>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_raw().await?;
         let select = match self.backend() {
             Backend::Postgres => {
                 "select id, incident_id, kind, due_at_ms from timers \

@@ -2,6 +2,7 @@
 //! `TestApp` that sends signed requests into the real router.
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
+pub mod pagerduty;
 pub mod slack_emulator;
 
 use std::sync::Arc;
@@ -15,9 +16,11 @@ use klaxon::clock::{Clock, ManualClock};
 use klaxon::config::Config;
 use klaxon::http::verify::sign;
 use klaxon::outbox::{OutboxWorker, PassReport};
+use klaxon::scheduler::{FireReport, Scheduler};
 use klaxon::slack::morphism::MorphismSlack;
 use klaxon::store::Store;
 use serde_json::Value;
+use pagerduty::PagerDutyReceiver;
 use slack_emulator::SlackEmulator;
 use tower::ServiceExt;
 
@@ -70,10 +73,16 @@ pub fn postgres_url() -> Option<String> {
 /// A migrated, empty store on `db`. SQLite files live in a temp dir kept for the test's
 /// lifetime (leaked: a failed test leaves its database behind for inspection).
 pub async fn fresh_store(db: Db) -> Store {
-    let store = match db {
+    fresh_store_with_url(db).await.0
+}
+
+/// [`fresh_store`] plus the URL that reaches the same database (for a second replica).
+pub async fn fresh_store_with_url(db: Db) -> (Store, String) {
+    let (store, url) = match db {
         Db::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir").keep();
-            Store::connect(&format!("sqlite://{}", dir.join("klaxon.db").display())).await.expect("sqlite")
+            let url = format!("sqlite://{}", dir.join("klaxon.db").display());
+            (Store::connect(&url).await.expect("sqlite"), url)
         }
         Db::Postgres => {
             let base = postgres_url().expect("KLAXON_TEST_DATABASE_URL");
@@ -83,11 +92,17 @@ pub async fn fresh_store(db: Db) -> Store {
             let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
             admin.execute_raw(&format!("create schema {schema}")).await.expect("create schema");
             let sep = if base.contains('?') { '&' } else { '?' };
-            Store::connect(&format!("{base}{sep}options=-c%20search_path%3D{schema}")).await.expect("postgres")
+            let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+            (Store::connect(&url).await.expect("postgres"), url)
         }
     };
     store.migrate().await.expect("migrations");
-    store
+    (store, url)
+}
+
+/// The 32-character routing key configured for escalation target `target`.
+pub fn routing_key(target: &str) -> String {
+    format!("{target:x<32}").chars().take(32).collect()
 }
 
 /// The instant tests start at.
@@ -102,20 +117,34 @@ pub struct TestApp {
     pub store: Store,
     pub clock: Arc<ManualClock>,
     pub slack: SlackEmulator,
+    pub pagerduty: PagerDutyReceiver,
+    pub scheduler: Scheduler,
     pub config: Config,
 }
 
 /// A test's config: the example file with the emulator's URL and test secrets.
 pub fn test_config(api_url: &str, db_url: &str) -> Config {
+    test_config_with(api_url, db_url, "http://127.0.0.1:9/v2/enqueue", "UTC")
+}
+
+/// [`test_config`] with a PagerDuty receiver (routing keys for every default target) and
+/// a team time zone.
+pub fn test_config_with(api_url: &str, db_url: &str, pagerduty_url: &str, timezone: &str) -> Config {
     let api_url = api_url.to_string();
     let db_url = db_url.to_string();
+    let pagerduty_url = pagerduty_url.to_string();
+    let timezone = timezone.to_string();
     let env = move |name: &str| match name {
+        "KLAXON_PAGERDUTY_EVENTS_URL" => Some(pagerduty_url.clone()),
+        "KLAXON_TIMEZONE" => Some(timezone.clone()),
+        _ if name.starts_with("KLAXON_PAGERDUTY_KEY_") => {
+            Some(routing_key(&name["KLAXON_PAGERDUTY_KEY_".len()..].to_ascii_lowercase()))
+        }
         "SLACK_SIGNING_SECRET" => Some(SECRET.to_string()),
         "SLACK_BOT_TOKEN" => Some("xoxb-test-token".to_string()),
         "KLAXON_SLACK_API_URL" => Some(api_url.clone()),
         "KLAXON_DATABASE_URL" => Some(db_url.clone()),
         "KLAXON_INCIDENT_RESPONSE_CHANNEL" => Some(ANNOUNCE.to_string()),
-        "KLAXON_TIMEZONE" => Some("UTC".to_string()),
         _ => None,
     };
     Config::from_toml(include_str!("../../deploy/klaxon.example.toml"), &env).expect("test config")
@@ -123,18 +152,25 @@ pub fn test_config(api_url: &str, db_url: &str) -> Config {
 
 impl TestApp {
     pub async fn start(db: Db) -> TestApp {
+        Self::start_with(fresh_store(db).await, "UTC", start()).await
+    }
+
+    /// A Klaxon on an existing store, in `timezone`, with the clock at `at`.
+    pub async fn start_with(store: Store, timezone: &str, at: DateTime<Utc>) -> TestApp {
         let slack = SlackEmulator::start().await;
-        let store = fresh_store(db).await;
-        let config = test_config(&slack.base_url, "sqlite://unused.db");
-        let clock = Arc::new(ManualClock::new(start()));
+        let pagerduty = PagerDutyReceiver::start().await;
+        let config = test_config_with(&slack.base_url, "sqlite://unused.db", &pagerduty.url, timezone);
+        let clock = Arc::new(ManualClock::new(at));
         let client = MorphismSlack::new(&config.slack.api_url, config.slack.bot_token.clone()).expect("slack client");
         let services = klaxon::app::wire(store.clone(), &config, clock.clone(), Arc::new(client));
         TestApp {
             router: klaxon::http::app(services.state),
             worker: services.worker,
+            scheduler: services.scheduler,
             store,
             clock,
             slack,
+            pagerduty,
             config,
         }
     }
@@ -185,6 +221,27 @@ impl TestApp {
     /// Delivers everything due in the outbox.
     pub async fn deliver(&self) -> PassReport {
         self.worker.deliver_due().await.expect("outbox pass")
+    }
+
+    /// Fires every timer due now.
+    pub async fn fire(&self) -> FireReport {
+        self.scheduler.fire_due().await.expect("scheduler pass")
+    }
+
+    /// Simulated time: jumps the clock from timer to timer up to `until`, firing timers
+    /// and delivering the outbox at each stop, as the real loops would.
+    pub async fn run_until(&self, until: DateTime<Utc>) {
+        loop {
+            self.fire().await;
+            self.deliver().await;
+            match self.store.next_timer_due().await.unwrap() {
+                Some(next) if next <= until && next > self.clock.now() => self.clock.set(next),
+                _ => break,
+            }
+        }
+        self.clock.set(until);
+        self.fire().await;
+        self.deliver().await;
     }
 
     /// Declares an incident and delivers its effects; returns the incident channel id.

@@ -165,14 +165,17 @@ fn spawn(binary: &PathBuf, port: u16, log: &PathBuf) -> Child {
         })
 }
 
+/// One recorded request: its decoded form fields, in order.
+pub type Form = Vec<(String, String)>;
+
 /// Records the form body of every request a client sends (RDS uses the AWS query
 /// protocol: `Action=FailoverDBCluster&DBClusterIdentifier=...`).
 #[derive(Clone, Debug, Default)]
-pub struct Recorder(Arc<Mutex<Vec<Vec<(String, String)>>>>);
+pub struct Recorder(Arc<Mutex<Vec<Form>>>);
 
 impl Recorder {
     /// Every request so far, as decoded form fields in order.
-    pub fn requests(&self) -> Vec<Vec<(String, String)>> {
+    pub fn requests(&self) -> Vec<Form> {
         self.0.lock().expect("recorder lock").clone()
     }
 
@@ -185,7 +188,7 @@ impl Recorder {
     }
 
     /// The last request whose `Action` is `action`.
-    pub fn last(&self, action: &str) -> Option<Vec<(String, String)>> {
+    pub fn last(&self, action: &str) -> Option<Form> {
         self.requests()
             .into_iter()
             .rev()
@@ -218,7 +221,7 @@ impl Intercept for Recorder {
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let body = context.request().body().bytes().unwrap_or_default();
-        let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body)?;
+        let form: Form = serde_urlencoded::from_bytes(body)?;
         self.0.lock().expect("recorder lock").push(form);
         Ok(())
     }
