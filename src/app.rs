@@ -12,7 +12,11 @@ use crate::config::{self, Config};
 use crate::domain::timeline;
 use crate::engine::{Engine, PolicySet, Wakers};
 use crate::http::{self, AppState};
-use crate::outbox::{OutboxWorker, Outlets};
+use crate::commands::Executor;
+use crate::commands::catalog::{self, Catalog, CatalogErrors};
+use crate::commands::kube_exec::KubeExecutor;
+use crate::commands::rds::RdsExecutor;
+use crate::outbox::{OutboxWorker, Outlets, Recovery};
 use crate::paging::PagerDuty;
 use crate::scheduler::Scheduler;
 use crate::slack::SlackApi;
@@ -38,8 +42,20 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>, slack: Arc<dyn SlackA
     Ok(wire(store, config, clock, slack))
 }
 
-/// Wires the parts around an already migrated store.
+/// Wires the parts around an already migrated store, without recovery commands.
 pub fn wire(store: Store, config: &Config, clock: Arc<dyn Clock>, slack: Arc<dyn SlackApi>) -> Services {
+    wire_with(store, config, clock, slack, Recovery { dry_run: config.recovery.dry_run, ..Recovery::default() })
+}
+
+/// Wires the parts around an already migrated store, with a recovery catalog and
+/// executors.
+pub fn wire_with(
+    store: Store,
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    slack: Arc<dyn SlackApi>,
+    recovery: Recovery,
+) -> Services {
     let wakers = Wakers::default();
     let policy = PolicySet {
         severities: config.severities.clone(),
@@ -52,10 +68,16 @@ pub fn wire(store: Store, config: &Config, clock: Arc<dyn Clock>, slack: Arc<dyn
         pagerduty: PagerDuty::new(&config.pagerduty_events_url),
         announce_channel: config.slack.incident_response_channel.clone(),
         targets: Arc::new(config.targets.clone()),
+        recovery: recovery.clone(),
     };
     let worker = OutboxWorker::new(engine.clone(), outlets, clock.clone(), wakers.outbox.clone());
     let scheduler = Scheduler::new(engine.clone(), clock.clone(), wakers.scheduler.clone());
-    let state = AppState { engine, signing_secrets: Arc::new(config.slack.signing_secrets.clone()), clock };
+    let state = AppState {
+        engine,
+        signing_secrets: Arc::new(config.slack.signing_secrets.clone()),
+        clock,
+        catalog: recovery.catalog,
+    };
     Services { state, worker, scheduler }
 }
 
@@ -64,7 +86,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(config = %config.describe(), "starting klaxon");
     let slack = MorphismSlack::new(&config.slack.api_url, config.slack.bot_token.clone())
         .context("building the Slack client")?;
-    let services = build(&config, Arc::new(SystemClock), Arc::new(slack)).await?;
+    let catalog = load_catalog(&config).map_err(|e| anyhow::anyhow!("the command catalog is broken:\n{e}"))?;
+    let recovery = Recovery { catalog: Arc::new(catalog), executors: executors(&config).await, dry_run: config.recovery.dry_run };
+    let store = Store::connect(&config.database_url)
+        .await
+        .with_context(|| format!("connecting to {}", config::redact_url(&config.database_url)))?;
+    store.migrate().await.context("running migrations")?;
+    let services = wire_with(store, &config, Arc::new(SystemClock), Arc::new(slack), recovery);
     let (stop_tx, stop_rx) = watch::channel(false);
     let worker = tokio::spawn(services.worker.run(stop_rx.clone()));
     let scheduler = tokio::spawn(services.scheduler.run(stop_rx));
@@ -105,6 +133,29 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutdown requested");
+}
+
+/// Loads the approved command catalog named by the config.
+pub fn load_catalog(config: &Config) -> Result<Catalog, CatalogErrors> {
+    catalog::load_dir(&config.recovery.catalog_dir)
+}
+
+/// Builds the RDS executor, and the Kubernetes one when configured and reachable (a
+/// missing kubeconfig only disables the Kubernetes commands, loudly).
+pub async fn executors(config: &Config) -> Vec<Arc<dyn Executor>> {
+    let mut executors: Vec<Arc<dyn Executor>> = vec![Arc::new(
+        RdsExecutor::from_env(&config.recovery.aws_region, config.recovery.aws_endpoint_url.as_deref()).await,
+    )];
+    if config.recovery.kubernetes {
+        match KubeExecutor::from_default().await {
+            Ok(kube) => executors.push(Arc::new(kube)),
+            Err(e) => tracing::warn!(error = %e, "no Kubernetes configuration: k8s-* commands will fail their preview"),
+        }
+    }
+    if config.recovery.dry_run {
+        tracing::warn!("recovery.execution = dry-run: every recovery command stops at its preview");
+    }
+    executors
 }
 
 /// `klaxon migrate`.

@@ -48,7 +48,19 @@ struct FileConfig {
     #[serde(default)]
     pagerduty: PagerDutySection,
     #[serde(default)]
+    recovery: RecoverySection,
+    #[serde(default)]
     escalation: EscalationSection,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RecoverySection {
+    execution: Option<String>,
+    catalog_dir: Option<PathBuf>,
+    aws_region: Option<String>,
+    aws_endpoint_url: Option<String>,
+    kubernetes: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -166,6 +178,23 @@ pub struct Config {
     pub targets: std::collections::BTreeMap<String, Target>,
     /// PagerDuty Events API v2 URL.
     pub pagerduty_events_url: String,
+    /// Recovery commands.
+    pub recovery: RecoveryConfig,
+}
+
+/// How recovery commands run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveryConfig {
+    /// The kill switch: `execution = "dry-run"` stops every run at its preview.
+    pub dry_run: bool,
+    /// Folder of approved command files.
+    pub catalog_dir: PathBuf,
+    /// AWS region for RDS.
+    pub aws_region: String,
+    /// RDS endpoint override (tests: moto).
+    pub aws_endpoint_url: Option<String>,
+    /// Whether to build a Kubernetes client (kubeconfig or in-cluster).
+    pub kubernetes: bool,
 }
 
 /// Reads an environment variable; injected so tests need not touch the process env.
@@ -339,7 +368,25 @@ impl Config {
             return Err(err("pagerduty.events_url", format!("`{pagerduty_events_url}` is not an http(s) URL")));
         }
 
+        let execution = env("KLAXON_EXECUTION").or(file.recovery.execution).unwrap_or_else(|| "live".into());
+        let dry_run = match execution.as_str() {
+            "live" => false,
+            "dry-run" => true,
+            other => return Err(err("recovery.execution", format!("`{other}` is not \"live\" or \"dry-run\""))),
+        };
+        let recovery = RecoveryConfig {
+            dry_run,
+            catalog_dir: env("KLAXON_CATALOG_DIR")
+                .map(PathBuf::from)
+                .or(file.recovery.catalog_dir)
+                .unwrap_or_else(|| PathBuf::from("commands")),
+            aws_region: env("AWS_REGION").or(file.recovery.aws_region).unwrap_or_else(|| "us-east-1".into()),
+            aws_endpoint_url: env("KLAXON_AWS_ENDPOINT_URL").or(file.recovery.aws_endpoint_url),
+            kubernetes: file.recovery.kubernetes.unwrap_or(true),
+        };
+
         Ok(Config {
+            recovery,
             escalation,
             targets,
             pagerduty_events_url,

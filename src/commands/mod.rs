@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod kube_exec;
 pub mod params;
+pub mod render;
 pub mod rds;
 
 use std::collections::BTreeMap;

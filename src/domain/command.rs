@@ -8,6 +8,7 @@
 //! /incident status <investigating|identified|monitoring>
 //! /incident update <text...>
 //! /incident resolve [<summary...>]          (no summary: a form asks for one)
+//! /incident run [<command> key=value ...]   (no command: lists the approved ones)
 //! /incident list
 //! /incident help
 //! ```
@@ -38,6 +39,13 @@ pub enum SlashCommand {
     Update(String),
     /// Resolve; `None` opens a form asking for the summary.
     Resolve(Option<String>),
+    /// Run an approved recovery command; `None` lists the catalog.
+    Run {
+        /// Catalog command name.
+        command: Option<String>,
+        /// The `key=value` arguments, unparsed (the catalog knows their types).
+        args: String,
+    },
     /// List open incidents.
     List,
     /// Show help.
@@ -54,6 +62,7 @@ impl SlashCommand {
                 | SlashCommand::Status(_)
                 | SlashCommand::Update(_)
                 | SlashCommand::Resolve(_)
+                | SlashCommand::Run { command: Some(_), .. }
         )
     }
 
@@ -66,6 +75,7 @@ impl SlashCommand {
             SlashCommand::Status(_) => "status",
             SlashCommand::Update(_) => "update",
             SlashCommand::Resolve(_) => "resolve",
+            SlashCommand::Run { .. } => "run",
             SlashCommand::List => "list",
             SlashCommand::Help => "help",
         }
@@ -106,6 +116,11 @@ pub const USAGES: &[Usage] = &[
         name: "resolve",
         syntax: "resolve [<one-line summary>]",
         about: "Resolve the incident (no summary: a form asks for one).",
+    },
+    Usage {
+        name: "run",
+        syntax: "run <command> [key=value ...]",
+        about: "Run an approved recovery command after a second person approves (in the incident channel; no command: list them).",
     },
     Usage { name: "list", syntax: "list", about: "List open incidents (only you see the answer)." },
     Usage { name: "help", syntax: "help", about: "Show this help." },
@@ -234,6 +249,13 @@ pub fn parse(text: &str) -> Result<SlashCommand, ParseError> {
             }
         }
         "resolve" => Ok(SlashCommand::Resolve((!rest.is_empty()).then(|| rest.to_string()))),
+        "run" => {
+            let (command, args) = match rest.split_once(char::is_whitespace) {
+                Some((command, args)) => (Some(command.to_string()), args.trim().to_string()),
+                None => ((!rest.is_empty()).then(|| rest.to_string()), String::new()),
+            };
+            Ok(SlashCommand::Run { command, args })
+        }
         other => Err(ParseError {
             problem: format!("`{other}` is not an /incident command."),
             usage: None,

@@ -275,6 +275,47 @@ pub enum EventKind {
         /// Seconds late.
         late_by_secs: Option<i64>,
     },
+    /// Someone asked for a recovery command.
+    RunRequested {
+        /// Run number.
+        run_id: i64,
+        /// Catalog command.
+        command: String,
+        /// Parameters as given (validated), `key=value` separated by spaces.
+        params: String,
+    },
+    /// A run's preview is ready and it moved on (pending approval, dry run, failed...).
+    RunPrepared {
+        /// Run number.
+        run_id: i64,
+        /// The state it moved to.
+        state: super::approval::RunState,
+    },
+    /// Someone pressed Approve or Deny (refused clicks included).
+    RunClicked {
+        /// Run number.
+        run_id: i64,
+        /// `approve` or `deny`.
+        click: String,
+        /// What it did: `recorded`, `approved`, `denied` or `refused: <reason>`.
+        outcome: String,
+    },
+    /// A worker started executing a run.
+    RunStarted {
+        /// Run number.
+        run_id: i64,
+    },
+    /// A run finished (succeeded, failed or outcome unknown).
+    RunFinished {
+        /// Run number.
+        run_id: i64,
+        /// Final state.
+        state: super::approval::RunState,
+        /// One-line summary of the result or error.
+        summary: String,
+        /// The API's request id, when there was one.
+        request_id: Option<String>,
+    },
     /// A share of the RTO elapsed and the channel was told.
     RtoCheckpoint {
         /// Percent of the RTO.

@@ -69,6 +69,29 @@ pub enum Block {
         /// Context spans.
         spans: Vec<Span>,
     },
+    /// Preformatted text (an SDK call, a list of changes).
+    Code {
+        /// The text, shown verbatim.
+        text: String,
+    },
+    /// Buttons.
+    Actions {
+        /// The buttons, left to right.
+        buttons: Vec<Button>,
+    },
+}
+
+/// A button; `action_id` and `value` come back when it is pressed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Button {
+    /// Label.
+    pub text: String,
+    /// Which action.
+    pub action_id: String,
+    /// Payload (e.g. a run number).
+    pub value: String,
+    /// Styled as dangerous (red) rather than primary.
+    pub danger: bool,
 }
 
 /// A whole message: `fallback` is what notifications and screen readers show.

@@ -18,6 +18,9 @@ use crate::domain::timers;
 use crate::outbox::Outbound;
 use crate::store::{Store, StoreError, StoreTx, TimerRow};
 
+mod runs;
+pub use runs::{Finished, Prepared, run_key};
+
 /// Who asked, and through which request.
 #[derive(Clone, Debug)]
 pub struct RequestMeta {

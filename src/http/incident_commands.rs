@@ -2,8 +2,10 @@
 //! @mention in a channel. Handlers parse and authenticate; this runs the command through
 //! the engine and returns the text to show the person who asked.
 
+use crate::commands::{params, render as run_render};
 use crate::domain::command::{self, SlashCommand};
-use crate::domain::incident::{Change, Incident};
+use crate::domain::incident::{Change, Incident, Role};
+use crate::store::NewRun;
 use crate::engine::{EngineError, RequestMeta};
 use crate::outbox::{Modal, Outbound};
 use crate::slack::render;
@@ -55,6 +57,7 @@ pub async fn run(state: &AppState, inv: &Invocation, cmd: SlashCommand) -> Resul
     let result = match cmd {
         SlashCommand::Help => return Ok(Reply::text(command::help_text())),
         SlashCommand::List => return list(state).await,
+        SlashCommand::Run { command: None, .. } => return Ok(Reply::text(catalog_list(state))),
         SlashCommand::Declare(Some((severity, title))) => {
             engine.declare(&inv.meta(), severity, &title).await.map(|o| Reply::after_write(o.reply))
         }
@@ -79,7 +82,15 @@ pub async fn run(state: &AppState, inv: &Invocation, cmd: SlashCommand) -> Resul
                     let hint = "Give a one-line summary: `resolve Failed over to the replica`.";
                     return open_form(state, inv, Modal::Resolve { incident_id: incident.id }, hint).await;
                 }
-                SlashCommand::Help | SlashCommand::List | SlashCommand::Declare(_) => unreachable!("handled above"),
+                SlashCommand::Run { command: Some(name), args } => {
+                    return match request_run(state, inv, &incident, &name, &args).await {
+                        Err(EngineError::Refused(refusal)) => Ok(Reply::text(refusal.to_string())),
+                        other => other,
+                    };
+                }
+                SlashCommand::Help | SlashCommand::List | SlashCommand::Declare(_) | SlashCommand::Run { command: None, .. } => {
+                    unreachable!("handled above")
+                }
             };
             engine.change(&inv.meta(), incident.id, change).await.map(|o| Reply::after_write(o.reply))
         }
@@ -90,6 +101,62 @@ pub async fn run(state: &AppState, inv: &Invocation, cmd: SlashCommand) -> Resul
         Err(EngineError::NotFound(id)) => Ok(Reply::text(format!("{id} does not exist."))),
         Err(e) => Err(e),
     }
+}
+
+fn catalog_list(state: &AppState) -> String {
+    let lines = state.catalog.list_lines();
+    if lines.is_empty() {
+        return "No recovery commands are approved (the catalog is empty).".into();
+    }
+    let mut text = String::from("*Approved recovery commands* — `/incident run <command> key=value ...` in an incident channel:\n");
+    for line in lines {
+        text.push_str(&format!("• {line}\n"));
+    }
+    text
+}
+
+/// The roles `user` holds in `incident`.
+pub fn roles_of(incident: &Incident, user: &str) -> Vec<Role> {
+    incident.roles.iter().filter(|(_, holder)| holder.as_str() == user).map(|(role, _)| *role).collect()
+}
+
+/// `/incident run <command> key=value ...`: validates against the catalog, then stores
+/// the run; its preview and approval request follow through the outbox.
+async fn request_run(state: &AppState, inv: &Invocation, incident: &Incident, name: &str, args: &str) -> Result<Reply, EngineError> {
+    let Some(spec) = state.catalog.get(name) else {
+        let known: Vec<&str> = state.catalog.iter().map(|s| s.name.as_str()).collect();
+        return Ok(Reply::text(format!("`{name}` is not an approved command. Approved: {}.", known.join(", "))));
+    };
+    // User groups are not resolved yet (that needs usergroups.users.list): users and
+    // incident roles decide.
+    if !spec.may_request(&inv.user, &[], &roles_of(incident, &inv.user)) {
+        return Ok(Reply::text(format!("You may not request `{name}`: requesters are {}.", spec.requesters.describe())));
+    }
+    let parsed = params::parse_args(args).and_then(|args| params::validate(spec, &args));
+    let params = match parsed {
+        Ok(p) => p,
+        Err(e) => return Ok(Reply::text(format!("{e}\nUsage: `/incident run {name} {}`", usage_of(spec)))),
+    };
+    let params_json = serde_json::to_string(&params).expect("params serialize");
+    let expires_in = chrono::TimeDelta::from_std(spec.expires_in).unwrap_or(chrono::TimeDelta::minutes(15));
+    let run = NewRun {
+        incident_id: incident.id,
+        command: &spec.name,
+        action: spec.action.as_str(),
+        params: &params_json,
+        requester: &inv.user,
+        required: spec.approvals,
+        expires_at: state.engine.now() + expires_in,
+    };
+    let run_id = state.engine.request_run(&inv.meta(), &run, &run_render::params_line(&params)).await?;
+    Ok(Reply::after_write(format!(
+        "Run #{run_id} `{name}` requested: the preview{} follows in this channel.",
+        if spec.approvals > 0 { " and approval request" } else { "" }
+    )))
+}
+
+fn usage_of(spec: &crate::commands::catalog::CommandSpec) -> String {
+    spec.param_names().iter().map(|n| format!("{n}=…")).collect::<Vec<_>>().join(" ")
 }
 
 async fn open_form(state: &AppState, inv: &Invocation, modal: Modal, without_form: &str) -> Result<Reply, EngineError> {

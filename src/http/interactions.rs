@@ -12,7 +12,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{AppState, RequestId, internal_error};
+use super::incident_commands::roles_of;
+use crate::commands::render::{self as run_render, APPROVE_ACTION, DENY_ACTION};
+use crate::domain::approval::{Click, ClickOutcome};
 use crate::domain::incident::{Change, DomainError, IncidentId};
+use crate::outbox::Outbound;
 use crate::domain::severity::Severity;
 use crate::engine::{EngineError, RequestMeta};
 use crate::slack::render::{DECLARE_CALLBACK, RESOLVE_CALLBACK};
@@ -29,6 +33,22 @@ struct Payload {
     user: PayloadUser,
     #[serde(default)]
     view: Option<View>,
+    #[serde(default)]
+    actions: Vec<ActionClick>,
+    #[serde(default)]
+    channel: Option<PayloadChannel>,
+}
+
+#[derive(Deserialize)]
+struct ActionClick {
+    action_id: String,
+    #[serde(default)]
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct PayloadChannel {
+    id: String,
 }
 
 #[derive(Deserialize)]
@@ -75,8 +95,10 @@ pub async fn handle(State(state): State<AppState>, RequestId(request_id): Reques
         Ok(p) => p,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("malformed interaction payload: {e}")).into_response(),
     };
+    if payload.kind == "block_actions" {
+        return button(&state, &request_id, &payload).await;
+    }
     let Some(view) = payload.view.filter(|_| payload.kind == "view_submission") else {
-        // Buttons arrive with later features; acknowledge so Slack shows no error.
         tracing::info!(kind = %payload.kind, "interaction without a handler acknowledged");
         return StatusCode::OK.into_response();
     };
@@ -115,4 +137,57 @@ pub async fn handle(State(state): State<AppState>, RequestId(request_id): Reques
             field_errors(&[(block, internal_error(&request_id, &e))])
         }
     }
+}
+
+/// Approve / Deny on a recovery run. The channel sees approvals and denials; a refused
+/// click is explained to the clicker alone (and recorded on the timeline either way).
+async fn button(state: &AppState, request_id: &str, payload: &Payload) -> Response {
+    let Some(action) = payload.actions.first() else {
+        return (StatusCode::BAD_REQUEST, "block_actions without an action").into_response();
+    };
+    let click = match action.action_id.as_str() {
+        APPROVE_ACTION => Click::Approve,
+        DENY_ACTION => Click::Deny,
+        other => {
+            tracing::warn!(action_id = %other, "unknown button");
+            return (StatusCode::BAD_REQUEST, format!("unknown button `{other}`")).into_response();
+        }
+    };
+    let Ok(run_id) = action.value.parse::<i64>() else {
+        return (StatusCode::BAD_REQUEST, "button without a run number").into_response();
+    };
+    let user = payload.user.id.clone();
+    let result = async {
+        let store = state.engine.store();
+        let Some(run) = store.run(run_id).await? else {
+            return Ok(Some(format!("Run #{run_id} does not exist.")));
+        };
+        let incident = store.incident(run.incident_id).await?.ok_or(EngineError::NotFound(run.incident_id))?;
+        let (may_approve, policy) = match state.catalog.get(&run.command) {
+            Some(spec) => (spec.may_approve(&user, &[], &roles_of(&incident, &user)), spec.approvers.describe()),
+            None => (false, "nobody: the command is no longer in the catalog".to_string()),
+        };
+        let meta = RequestMeta::user(&user, request_id);
+        let outcome = state
+            .engine
+            .click_run(&meta, run_id, click, may_approve, &policy, |outcome, run| run_render::click(outcome, run, &user))
+            .await?;
+        Ok::<_, EngineError>(match outcome {
+            ClickOutcome::Refused(reason) => Some(format!("Run #{run_id}: {reason}.")),
+            _ => None,
+        })
+    }
+    .await;
+    let text = match result {
+        Ok(None) => return StatusCode::OK.into_response(),
+        Ok(Some(text)) => text,
+        Err(e) => internal_error(request_id, &e),
+    };
+    if let Some(channel) = &payload.channel {
+        let out = Outbound::Ephemeral { channel: channel.id.clone(), user: user.clone(), text };
+        if let Err(e) = state.engine.send(&RequestMeta::user(&user, request_id), &format!("channel:{}", channel.id), out).await {
+            return (StatusCode::INTERNAL_SERVER_ERROR, internal_error(request_id, &e)).into_response();
+        }
+    }
+    StatusCode::OK.into_response()
 }

@@ -35,6 +35,8 @@ pub struct AppState {
     pub signing_secrets: Arc<Vec<SecretString>>,
     /// The clock (for the signature's time window).
     pub clock: Arc<dyn Clock>,
+    /// Approved recovery commands.
+    pub catalog: Arc<crate::commands::catalog::Catalog>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

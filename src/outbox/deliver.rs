@@ -21,6 +21,9 @@ impl OutboxWorker {
             Outbound::OpenModal { trigger_id, modal } => {
                 Ok(self.outlets.slack.open_view(&trigger_id, &render::modal(&modal)).await?)
             }
+            Outbound::PrepareRun { run_id } => self.prepare_run(run_id).await,
+            Outbound::ExecuteRun { run_id } => self.execute_run(run_id).await,
+            Outbound::Ephemeral { channel, user, text } => Ok(self.outlets.slack.post_ephemeral(&channel, &user, &text).await?),
             Outbound::Reply { channel, thread_ts, text } => {
                 let blocks = serde_json::json!([{ "type": "section", "text": { "type": "mrkdwn", "text": text } }]);
                 self.outlets.slack.post_message(&channel, &text, &blocks, thread_ts.as_deref()).await?;

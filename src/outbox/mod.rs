@@ -9,6 +9,9 @@
 //!   that kept failing are marked `failed`, logged and kept in the table: never dropped.
 
 mod deliver;
+mod runs;
+
+pub use runs::{EXECUTION_LEASE, Recovery};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,6 +61,26 @@ pub enum Outbound {
         trigger_id: String,
         /// Which form.
         modal: Modal,
+    },
+    /// Compute a recovery run's preview, then ask for approval (or run it at once when it
+    /// needs none, or stop in dry-run mode).
+    PrepareRun {
+        /// Run number.
+        run_id: i64,
+    },
+    /// Execute an approved run, once.
+    ExecuteRun {
+        /// Run number.
+        run_id: i64,
+    },
+    /// A message only `user` sees (`chat.postEphemeral`), e.g. why a click was refused.
+    Ephemeral {
+        /// Channel id.
+        channel: String,
+        /// User id.
+        user: String,
+        /// Text (Slack mrkdwn).
+        text: String,
     },
     /// A plain-text reply in a channel or thread (answers to @mentions).
     Reply {
@@ -122,6 +145,8 @@ pub struct Outlets {
     pub announce_channel: String,
     /// Escalation targets by name.
     pub targets: Arc<BTreeMap<String, Target>>,
+    /// Recovery command catalog and executors.
+    pub recovery: Recovery,
 }
 
 /// Delivers outbox rows.
@@ -149,6 +174,7 @@ impl OutboxWorker {
     /// what happened; errors only when the database itself fails.
     pub async fn deliver_due(&self) -> Result<PassReport, crate::store::StoreError> {
         let mut report = PassReport::default();
+        self.recover_interrupted_runs().await?;
         loop {
             let now = self.clock.now();
             let rows = self.engine.store().claim_outbox(now, now + LEASE, 50).await?;

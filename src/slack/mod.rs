@@ -100,6 +100,9 @@ pub trait SlackApi: Send + Sync {
         thread_ts: Option<&str>,
     ) -> Result<String, SlackError>;
 
+    /// `chat.postEphemeral`: `text` visible only to `user` in `channel`.
+    async fn post_ephemeral(&self, channel: &str, user: &str, text: &str) -> Result<(), SlackError>;
+
     /// `views.open` with a modal `view` (Block Kit JSON).
     async fn open_view(&self, trigger_id: &str, view: &serde_json::Value) -> Result<(), SlackError>;
 }

@@ -124,6 +124,10 @@ impl SlackApi for MorphismSlack {
             .await
     }
 
+    async fn post_ephemeral(&self, channel: &str, user: &str, text: &str) -> Result<(), SlackError> {
+        self.inner.post_ephemeral(channel, user, text).await
+    }
+
     async fn open_view(
         &self,
         trigger_id: &str,
@@ -386,6 +390,18 @@ where
             .await
             .map_err(|e| self.map_error("chat.postMessage", e))?;
         Ok(answer.ts)
+    }
+
+    async fn post_ephemeral(&self, channel: &str, user: &str, text: &str) -> Result<(), SlackError> {
+        let request = serde_json::json!({ "channel": channel, "user": user, "text": text });
+        let token = self.api_token();
+        let session = self.client.open_session(&token);
+        session
+            .http_session_api
+            .http_post::<_, serde::de::IgnoredAny>("chat.postEphemeral", &request, Some(&CHAT_POST_MESSAGE_SPECIAL_LIMIT_RATE_CTL))
+            .await
+            .map(drop)
+            .map_err(|e| self.map_error("chat.postEphemeral", e))
     }
 
     async fn open_view(

@@ -78,6 +78,20 @@ pub fn message(message: &Message, incident_channel: Option<&str>) -> (String, Va
                     json!({ "type": "section", "fields": fields })
                 })
                 .collect(),
+            Block::Code { text } => vec![json!({
+                "type": "section",
+                "text": { "type": "mrkdwn", "text": truncate(format!("```{}```", escape(text)), 3000) }
+            })],
+            Block::Actions { buttons } => vec![json!({
+                "type": "actions",
+                "elements": buttons.iter().map(|b| json!({
+                    "type": "button",
+                    "text": { "type": "plain_text", "text": b.text },
+                    "action_id": b.action_id,
+                    "value": b.value,
+                    "style": if b.danger { "danger" } else { "primary" },
+                })).collect::<Vec<_>>()
+            })],
             Block::Context { spans: s } => vec![json!({
                 "type": "context",
                 "elements": [{ "type": "mrkdwn", "text": truncate(spans(s, incident_channel), 2000) }]

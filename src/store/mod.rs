@@ -10,6 +10,7 @@
 //! projection and enqueues outbox rows in ONE transaction.
 
 mod outbox;
+mod runs;
 mod timers;
 mod tx;
 
@@ -23,6 +24,7 @@ use crate::domain::incident::{Actor, Incident, IncidentId};
 use crate::domain::timeline::TimelineEntry;
 
 pub use outbox::{OutboxCounts, OutboxRow};
+pub use runs::{NewRun, RunRow, RunUpdate};
 pub use timers::TimerRow;
 pub use tx::StoreTx;
 

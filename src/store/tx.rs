@@ -10,7 +10,7 @@ use crate::domain::timeline::{GENESIS, TimelineEntry};
 /// One open transaction.
 pub struct StoreTx {
     pub(super) tx: Transaction<'static, Any>,
-    backend: Backend,
+    pub(super) backend: Backend,
 }
 
 impl StoreTx {

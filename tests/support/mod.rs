@@ -157,12 +157,29 @@ impl TestApp {
 
     /// A Klaxon on an existing store, in `timezone`, with the clock at `at`.
     pub async fn start_with(store: Store, timezone: &str, at: DateTime<Utc>) -> TestApp {
+        Self::start_full(store, timezone, at, None).await
+    }
+
+    /// A Klaxon with recovery commands (catalog, executors, dry-run switch).
+    pub async fn start_with_recovery(db: Db, recovery: klaxon::outbox::Recovery) -> TestApp {
+        Self::start_full(fresh_store(db).await, "UTC", start(), Some(recovery)).await
+    }
+
+    async fn start_full(
+        store: Store,
+        timezone: &str,
+        at: DateTime<Utc>,
+        recovery: Option<klaxon::outbox::Recovery>,
+    ) -> TestApp {
         let slack = SlackEmulator::start().await;
         let pagerduty = PagerDutyReceiver::start().await;
         let config = test_config_with(&slack.base_url, "sqlite://unused.db", &pagerduty.url, timezone);
         let clock = Arc::new(ManualClock::new(at));
         let client = MorphismSlack::new(&config.slack.api_url, config.slack.bot_token.clone()).expect("slack client");
-        let services = klaxon::app::wire(store.clone(), &config, clock.clone(), Arc::new(client));
+        let services = match recovery {
+            Some(recovery) => klaxon::app::wire_with(store.clone(), &config, clock.clone(), Arc::new(client), recovery),
+            None => klaxon::app::wire(store.clone(), &config, clock.clone(), Arc::new(client)),
+        };
         TestApp {
             router: klaxon::http::app(services.state),
             worker: services.worker,
@@ -251,6 +268,28 @@ impl TestApp {
         self.deliver().await;
         let open = self.store.open_incidents().await.unwrap();
         open.last().and_then(|i| i.channel.clone()).expect("channel opened").id
+    }
+
+    /// Presses a button in `channel` as `user` (a `block_actions` interaction).
+    pub async fn press(&self, user: &str, channel: &str, action_id: &str, value: &str) -> StatusCode {
+        let payload = serde_json::json!({
+            "type": "block_actions",
+            "user": { "id": user },
+            "channel": { "id": channel },
+            "actions": [{ "action_id": action_id, "value": value, "type": "button" }]
+        });
+        let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+        self.post_signed("/slack/interactions", "application/x-www-form-urlencoded", &body).await.0
+    }
+
+    /// Ephemeral texts `user` received, in order.
+    pub fn ephemerals_for(&self, user: &str) -> Vec<String> {
+        self.slack
+            .calls_to("chat.postEphemeral")
+            .into_iter()
+            .filter(|b| b["user"] == user)
+            .map(|b| b["text"].as_str().unwrap_or_default().to_string())
+            .collect()
     }
 
     /// Texts of the messages the emulator received in `channel`, in order.

@@ -1,6 +1,9 @@
 //! A local PagerDuty Events API v2 receiver: records every event, answers 202 like
 //! PagerDuty, and can be told to fail the next requests.
-#![allow(dead_code, reason = "shared by several test binaries that each use part of it")]
+#![allow(
+    dead_code,
+    reason = "shared by several test binaries that each use part of it"
+)]
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -28,31 +31,54 @@ pub struct PagerDutyReceiver {
 async fn enqueue(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) -> Response {
     let mut inner = inner.lock().unwrap();
     if let Some(status) = inner.failures.pop_front() {
-        let mut response = (StatusCode::from_u16(status).unwrap(), "failing on purpose").into_response();
+        let mut response =
+            (StatusCode::from_u16(status).unwrap(), "failing on purpose").into_response();
         if status == 429 {
-            response.headers_mut().insert("retry-after", "3".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("retry-after", "3".parse().unwrap());
         }
         return response;
     }
     let ok = body["routing_key"].as_str().is_some_and(|k| k.len() == 32)
-        && matches!(body["event_action"].as_str(), Some("trigger" | "acknowledge" | "resolve"))
-        && body["dedup_key"].as_str().is_some_and(|k| !k.is_empty() && k.len() <= 255)
+        && matches!(
+            body["event_action"].as_str(),
+            Some("trigger" | "acknowledge" | "resolve")
+        )
+        && body["dedup_key"]
+            .as_str()
+            .is_some_and(|k| !k.is_empty() && k.len() <= 255)
         && (body["event_action"] != "trigger"
-            || (body["payload"]["summary"].as_str().is_some_and(|s| s.len() <= 1024)
+            || (body["payload"]["summary"]
+                .as_str()
+                .is_some_and(|s| s.len() <= 1024)
                 && body["payload"]["source"].is_string()
-                && matches!(body["payload"]["severity"].as_str(), Some("critical" | "error" | "warning" | "info"))));
+                && matches!(
+                    body["payload"]["severity"].as_str(),
+                    Some("critical" | "error" | "warning" | "info")
+                )));
     if !ok {
-        return (StatusCode::BAD_REQUEST, Json(json!({"status": "invalid event", "message": "Event object is invalid"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"status": "invalid event", "message": "Event object is invalid"})),
+        )
+            .into_response();
     }
     let dedup = body["dedup_key"].clone();
     inner.events.push(body);
-    (StatusCode::ACCEPTED, Json(json!({"status": "success", "message": "Event processed", "dedup_key": dedup}))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"status": "success", "message": "Event processed", "dedup_key": dedup})),
+    )
+        .into_response()
 }
 
 impl PagerDutyReceiver {
     pub async fn start() -> Self {
         let inner = Arc::new(Mutex::new(Inner::default()));
-        let app = axum::Router::new().route("/v2/enqueue", post(enqueue)).with_state(inner.clone());
+        let app = axum::Router::new()
+            .route("/v2/enqueue", post(enqueue))
+            .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/v2/enqueue", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -68,7 +94,12 @@ impl PagerDutyReceiver {
     pub fn actions(&self) -> Vec<(String, String)> {
         self.events()
             .iter()
-            .map(|e| (e["event_action"].as_str().unwrap().to_string(), e["dedup_key"].as_str().unwrap().to_string()))
+            .map(|e| {
+                (
+                    e["event_action"].as_str().unwrap().to_string(),
+                    e["dedup_key"].as_str().unwrap().to_string(),
+                )
+            })
             .collect()
     }
 
