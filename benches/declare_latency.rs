@@ -41,7 +41,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn run(label: &str, store: Store, n: usize) {
     let config = config("sqlite://unused.db");
-    let slack = MorphismSlack::new(&config.slack.api_url, config.slack.bot_token.clone()).expect("client");
+    let slack =
+        MorphismSlack::new(&config.slack.api_url, config.slack.bot_token.clone()).expect("client");
     let services = klaxon::app::wire(store, &config, Arc::new(SystemClock), Arc::new(slack));
     let app = klaxon::http::app(services.state);
     let mut samples = Vec::with_capacity(n);
@@ -77,19 +78,35 @@ async fn run(label: &str, store: Store, n: usize) {
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(500);
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(500);
     let dir = tempfile::tempdir().expect("temp dir");
-    let sqlite = Store::connect(&format!("sqlite://{}", dir.path().join("bench.db").display())).await.expect("sqlite");
+    let sqlite = Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("bench.db").display()
+    ))
+    .await
+    .expect("sqlite");
     sqlite.migrate().await.expect("migrate");
     run("sqlite", sqlite, n).await;
     if let Ok(url) = std::env::var("KLAXON_TEST_DATABASE_URL") {
         let admin = Store::connect(&url).await.expect("postgres reachable");
         let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
-        admin.execute_raw(&format!("create schema {schema}")).await.expect("schema");
+        admin
+            .execute_raw(&format!("create schema {schema}"))
+            .await
+            .expect("schema");
         let sep = if url.contains('?') { '&' } else { '?' };
-        let pg = Store::connect(&format!("{url}{sep}options=-c%20search_path%3D{schema}")).await.expect("postgres");
+        let pg = Store::connect(&format!("{url}{sep}options=-c%20search_path%3D{schema}"))
+            .await
+            .expect("postgres");
         pg.migrate().await.expect("migrate");
         run("postgres", pg, n).await;
-        admin.execute_raw(&format!("drop schema {schema} cascade")).await.expect("drop schema");
+        admin
+            .execute_raw(&format!("drop schema {schema} cascade"))
+            .await
+            .expect("drop schema");
     }
 }

@@ -8,14 +8,14 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, Config};
-use crate::domain::timeline;
-use crate::engine::{Engine, PolicySet, Wakers};
-use crate::http::{self, AppState};
 use crate::commands::Executor;
 use crate::commands::catalog::{self, Catalog, CatalogErrors};
 use crate::commands::kube_exec::KubeExecutor;
 use crate::commands::rds::RdsExecutor;
+use crate::config::{self, Config};
+use crate::domain::timeline;
+use crate::engine::{Engine, PolicySet, Wakers};
+use crate::http::{self, AppState};
 use crate::outbox::{OutboxWorker, Outlets, Recovery};
 use crate::paging::PagerDuty;
 use crate::scheduler::Scheduler;
@@ -34,7 +34,11 @@ pub struct Services {
 }
 
 /// Connects to the database (migrating it) and wires the parts together.
-pub async fn build(config: &Config, clock: Arc<dyn Clock>, slack: Arc<dyn SlackApi>) -> anyhow::Result<Services> {
+pub async fn build(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    slack: Arc<dyn SlackApi>,
+) -> anyhow::Result<Services> {
     let store = Store::connect(&config.database_url)
         .await
         .with_context(|| format!("connecting to {}", config::redact_url(&config.database_url)))?;
@@ -43,8 +47,22 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>, slack: Arc<dyn SlackA
 }
 
 /// Wires the parts around an already migrated store, without recovery commands.
-pub fn wire(store: Store, config: &Config, clock: Arc<dyn Clock>, slack: Arc<dyn SlackApi>) -> Services {
-    wire_with(store, config, clock, slack, Recovery { dry_run: config.recovery.dry_run, ..Recovery::default() })
+pub fn wire(
+    store: Store,
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    slack: Arc<dyn SlackApi>,
+) -> Services {
+    wire_with(
+        store,
+        config,
+        clock,
+        slack,
+        Recovery {
+            dry_run: config.recovery.dry_run,
+            ..Recovery::default()
+        },
+    )
 }
 
 /// Wires the parts around an already migrated store, with a recovery catalog and
@@ -70,7 +88,12 @@ pub fn wire_with(
         targets: Arc::new(config.targets.clone()),
         recovery: recovery.clone(),
     };
-    let worker = OutboxWorker::new(engine.clone(), outlets, clock.clone(), wakers.outbox.clone());
+    let worker = OutboxWorker::new(
+        engine.clone(),
+        outlets,
+        clock.clone(),
+        wakers.outbox.clone(),
+    );
     let scheduler = Scheduler::new(engine.clone(), clock.clone(), wakers.scheduler.clone());
     let state = AppState {
         engine,
@@ -78,7 +101,11 @@ pub fn wire_with(
         clock,
         catalog: recovery.catalog,
     };
-    Services { state, worker, scheduler }
+    Services {
+        state,
+        worker,
+        scheduler,
+    }
 }
 
 /// `klaxon serve`: HTTP server plus outbox worker until SIGTERM or Ctrl-C.
@@ -86,13 +113,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(config = %config.describe(), "starting klaxon");
     let slack = MorphismSlack::new(&config.slack.api_url, config.slack.bot_token.clone())
         .context("building the Slack client")?;
-    let catalog = load_catalog(&config).map_err(|e| anyhow::anyhow!("the command catalog is broken:\n{e}"))?;
-    let recovery = Recovery { catalog: Arc::new(catalog), executors: executors(&config).await, dry_run: config.recovery.dry_run };
+    let catalog = load_catalog(&config)
+        .map_err(|e| anyhow::anyhow!("the command catalog is broken:\n{e}"))?;
+    let recovery = Recovery {
+        catalog: Arc::new(catalog),
+        executors: executors(&config).await,
+        dry_run: config.recovery.dry_run,
+    };
     let store = Store::connect(&config.database_url)
         .await
         .with_context(|| format!("connecting to {}", config::redact_url(&config.database_url)))?;
     store.migrate().await.context("running migrations")?;
-    let services = wire_with(store, &config, Arc::new(SystemClock), Arc::new(slack), recovery);
+    let services = wire_with(
+        store,
+        &config,
+        Arc::new(SystemClock),
+        Arc::new(slack),
+        recovery,
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let worker = tokio::spawn(services.worker.run(stop_rx.clone()));
     let scheduler = tokio::spawn(services.scheduler.run(stop_rx));
@@ -144,12 +182,18 @@ pub fn load_catalog(config: &Config) -> Result<Catalog, CatalogErrors> {
 /// missing kubeconfig only disables the Kubernetes commands, loudly).
 pub async fn executors(config: &Config) -> Vec<Arc<dyn Executor>> {
     let mut executors: Vec<Arc<dyn Executor>> = vec![Arc::new(
-        RdsExecutor::from_env(&config.recovery.aws_region, config.recovery.aws_endpoint_url.as_deref()).await,
+        RdsExecutor::from_env(
+            &config.recovery.aws_region,
+            config.recovery.aws_endpoint_url.as_deref(),
+        )
+        .await,
     )];
     if config.recovery.kubernetes {
         match KubeExecutor::from_default().await {
             Ok(kube) => executors.push(Arc::new(kube)),
-            Err(e) => tracing::warn!(error = %e, "no Kubernetes configuration: k8s-* commands will fail their preview"),
+            Err(e) => {
+                tracing::warn!(error = %e, "no Kubernetes configuration: k8s-* commands will fail their preview")
+            }
         }
     }
     if config.recovery.dry_run {

@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::escalation::{EscalationPolicy, Step};
-use crate::paging::Target;
 use crate::domain::severity::{RespondWithin, Severity, SeverityPolicies};
+use crate::paging::Target;
 
 /// A configuration problem, naming the key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,7 +28,10 @@ pub struct ConfigError {
 }
 
 fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError { key: key.into(), problem: problem.into() }
+    ConfigError {
+        key: key.into(),
+        problem: problem.into(),
+    }
 }
 
 /// The file as written (every section optional except `[slack]`).
@@ -153,7 +156,10 @@ impl std::fmt::Debug for SlackConfig {
         f.debug_struct("SlackConfig")
             .field("api_url", &self.api_url)
             .field("incident_response_channel", &self.incident_response_channel)
-            .field("signing_secrets", &format!("[{} redacted]", self.signing_secrets.len()))
+            .field(
+                "signing_secrets",
+                &format!("[{} redacted]", self.signing_secrets.len()),
+            )
             .field("bot_token", &"[redacted]")
             .finish()
     }
@@ -206,8 +212,12 @@ pub fn process_env(name: &str) -> Option<String> {
 }
 
 fn duration(key: &str, text: &str) -> Result<TimeDelta, ConfigError> {
-    let d = humantime::parse_duration(text)
-        .map_err(|e| err(key, format!("`{text}` is not a duration like \"15m\" or \"4h\" ({e})")))?;
+    let d = humantime::parse_duration(text).map_err(|e| {
+        err(
+            key,
+            format!("`{text}` is not a duration like \"15m\" or \"4h\" ({e})"),
+        )
+    })?;
     let d = TimeDelta::from_std(d).map_err(|_| err(key, "duration is too large"))?;
     if d <= TimeDelta::zero() {
         return Err(err(key, "must be longer than zero"));
@@ -229,10 +239,16 @@ fn secret_from(
         (Some(p), _) => (PathBuf::from(p), file_var),
         (None, Some(p)) => (p.to_path_buf(), config_key.to_string()),
         (None, None) => {
-            return Err(err(var, format!("not set: export {var}, or {var}_FILE / `{config_key}` naming a file that holds it")));
+            return Err(err(
+                var,
+                format!(
+                    "not set: export {var}, or {var}_FILE / `{config_key}` naming a file that holds it"
+                ),
+            ));
         }
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| err(&key, format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| err(&key, format!("cannot read {}: {e}", path.display())))?;
     let text = text.trim().to_string();
     if text.is_empty() {
         return Err(err(&key, format!("{} is empty", path.display())));
@@ -243,11 +259,18 @@ fn secret_from(
 fn channel_id(key: &str, value: &str) -> Result<String, ConfigError> {
     let ok = value.len() >= 9
         && (value.starts_with('C') || value.starts_with('G'))
-        && value.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        && value
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
     if ok {
         Ok(value.to_string())
     } else {
-        Err(err(key, format!("`{value}` is not a channel id; use the id (like C0123ABCD) from the channel's details, not its name")))
+        Err(err(
+            key,
+            format!(
+                "`{value}` is not a channel id; use the id (like C0123ABCD) from the channel's details, not its name"
+            ),
+        ))
     }
 }
 
@@ -274,20 +297,33 @@ impl Config {
 
     /// Parses TOML text (used by tests and `klaxon check`).
     pub fn from_toml(text: &str, env: Env<'_>) -> Result<Config, ConfigError> {
-        let file: FileConfig = toml::from_str(text).map_err(|e| err("(file)", e.message().to_string()))?;
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| err("(file)", e.message().to_string()))?;
         Self::from_file(file, env)
     }
 
     fn from_file(file: FileConfig, env: Env<'_>) -> Result<Config, ConfigError> {
-        let listen_text = env("KLAXON_LISTEN").or(file.server.listen).unwrap_or_else(|| "127.0.0.1:3000".into());
-        let listen = listen_text
-            .parse()
-            .map_err(|_| err("server.listen", format!("`{listen_text}` is not an address like 127.0.0.1:3000")))?;
+        let listen_text = env("KLAXON_LISTEN")
+            .or(file.server.listen)
+            .unwrap_or_else(|| "127.0.0.1:3000".into());
+        let listen = listen_text.parse().map_err(|_| {
+            err(
+                "server.listen",
+                format!("`{listen_text}` is not an address like 127.0.0.1:3000"),
+            )
+        })?;
 
-        let database_url =
-            env("KLAXON_DATABASE_URL").or(file.database.url).unwrap_or_else(|| "sqlite://klaxon.db".into());
-        if !["sqlite:", "postgres:", "postgresql:"].iter().any(|p| database_url.starts_with(p)) {
-            return Err(err("database.url", "must start with sqlite:// or postgres://"));
+        let database_url = env("KLAXON_DATABASE_URL")
+            .or(file.database.url)
+            .unwrap_or_else(|| "sqlite://klaxon.db".into());
+        if !["sqlite:", "postgres:", "postgresql:"]
+            .iter()
+            .any(|p| database_url.starts_with(p))
+        {
+            return Err(err(
+                "database.url",
+                "must start with sqlite:// or postgres://",
+            ));
         }
 
         let api_url = env("KLAXON_SLACK_API_URL")
@@ -296,38 +332,74 @@ impl Config {
             .trim_end_matches('/')
             .to_string();
         if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
-            return Err(err("slack.api_url", format!("`{api_url}` is not an http(s) URL")));
+            return Err(err(
+                "slack.api_url",
+                format!("`{api_url}` is not an http(s) URL"),
+            ));
         }
-        let channel = env("KLAXON_INCIDENT_RESPONSE_CHANNEL").or(file.slack.incident_response_channel).ok_or_else(|| {
-            err("slack.incident_response_channel", "missing: the id of #incident-response, where declarations are announced")
-        })?;
+        let channel = env("KLAXON_INCIDENT_RESPONSE_CHANNEL")
+            .or(file.slack.incident_response_channel)
+            .ok_or_else(|| {
+                err(
+                    "slack.incident_response_channel",
+                    "missing: the id of #incident-response, where declarations are announced",
+                )
+            })?;
         let incident_response_channel = channel_id("slack.incident_response_channel", &channel)?;
 
-        let secrets = secret_from(env, "SLACK_SIGNING_SECRET", file.slack.signing_secret_file.as_deref(), "slack.signing_secret_file")?;
+        let secrets = secret_from(
+            env,
+            "SLACK_SIGNING_SECRET",
+            file.slack.signing_secret_file.as_deref(),
+            "slack.signing_secret_file",
+        )?;
         // Several comma-separated secrets are accepted while rotating.
-        let signing_secrets: Vec<SecretString> =
-            secrets.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| SecretString::from(s.to_string())).collect();
+        let signing_secrets: Vec<SecretString> = secrets
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| SecretString::from(s.to_string()))
+            .collect();
         if signing_secrets.is_empty() {
             return Err(err("SLACK_SIGNING_SECRET", "is empty"));
         }
-        let bot_token = secret_from(env, "SLACK_BOT_TOKEN", file.slack.bot_token_file.as_deref(), "slack.bot_token_file")?;
+        let bot_token = secret_from(
+            env,
+            "SLACK_BOT_TOKEN",
+            file.slack.bot_token_file.as_deref(),
+            "slack.bot_token_file",
+        )?;
         if !bot_token.starts_with("xox") {
-            return Err(err("SLACK_BOT_TOKEN", "does not look like a Slack token (expected xoxb-...)"));
+            return Err(err(
+                "SLACK_BOT_TOKEN",
+                "does not look like a Slack token (expected xoxb-...)",
+            ));
         }
 
         let mut calendar = BusinessCalendar::default();
         if let Some(tz) = env("KLAXON_TIMEZONE").or(file.team.timezone) {
-            calendar.tz = tz
-                .parse::<Tz>()
-                .map_err(|_| err("team.timezone", format!("`{tz}` is not an IANA time zone like Europe/London")))?;
+            calendar.tz = tz.parse::<Tz>().map_err(|_| {
+                err(
+                    "team.timezone",
+                    format!("`{tz}` is not an IANA time zone like Europe/London"),
+                )
+            })?;
         }
         if let Some(start) = file.team.business_hours_start {
-            calendar.opens_at = NaiveTime::parse_from_str(&start, "%H:%M")
-                .map_err(|_| err("team.business_hours_start", format!("`{start}` is not a time like 09:00")))?;
+            calendar.opens_at = NaiveTime::parse_from_str(&start, "%H:%M").map_err(|_| {
+                err(
+                    "team.business_hours_start",
+                    format!("`{start}` is not a time like 09:00"),
+                )
+            })?;
         }
         for (i, day) in file.team.holidays.iter().enumerate() {
-            let date = NaiveDate::parse_from_str(day, "%Y-%m-%d")
-                .map_err(|_| err(format!("team.holidays[{i}]"), format!("`{day}` is not a date like 2026-12-25")))?;
+            let date = NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|_| {
+                err(
+                    format!("team.holidays[{i}]"),
+                    format!("`{day}` is not a date like 2026-12-25"),
+                )
+            })?;
             calendar.holidays.push(date);
         }
 
@@ -335,7 +407,12 @@ impl Config {
         for (name, section) in file.severity {
             let severity = match Severity::parse(&name) {
                 Some(s) if name.starts_with("sev") => s,
-                _ => return Err(err(format!("severity.{name}"), "unknown severity; use sev1, sev2, sev3 or sev4")),
+                _ => {
+                    return Err(err(
+                        format!("severity.{name}"),
+                        "unknown severity; use sev1, sev2, sev3 or sev4",
+                    ));
+                }
             };
             let key = |k: &str| format!("severity.{name}.{k}");
             let policy = severities.get_mut(severity);
@@ -356,7 +433,11 @@ impl Config {
                 policy.rpo = duration(&key("rpo"), &r)?;
             }
             if let Some(r) = section.status_every {
-                policy.status_every = if r == "never" { None } else { Some(duration(&key("status_every"), &r)?) };
+                policy.status_every = if r == "never" {
+                    None
+                } else {
+                    Some(duration(&key("status_every"), &r)?)
+                };
             }
         }
 
@@ -364,15 +445,27 @@ impl Config {
         let pagerduty_events_url = env("KLAXON_PAGERDUTY_EVENTS_URL")
             .or(file.pagerduty.events_url)
             .unwrap_or_else(|| "https://events.pagerduty.com/v2/enqueue".into());
-        if !(pagerduty_events_url.starts_with("https://") || pagerduty_events_url.starts_with("http://")) {
-            return Err(err("pagerduty.events_url", format!("`{pagerduty_events_url}` is not an http(s) URL")));
+        if !(pagerduty_events_url.starts_with("https://")
+            || pagerduty_events_url.starts_with("http://"))
+        {
+            return Err(err(
+                "pagerduty.events_url",
+                format!("`{pagerduty_events_url}` is not an http(s) URL"),
+            ));
         }
 
-        let execution = env("KLAXON_EXECUTION").or(file.recovery.execution).unwrap_or_else(|| "live".into());
+        let execution = env("KLAXON_EXECUTION")
+            .or(file.recovery.execution)
+            .unwrap_or_else(|| "live".into());
         let dry_run = match execution.as_str() {
             "live" => false,
             "dry-run" => true,
-            other => return Err(err("recovery.execution", format!("`{other}` is not \"live\" or \"dry-run\""))),
+            other => {
+                return Err(err(
+                    "recovery.execution",
+                    format!("`{other}` is not \"live\" or \"dry-run\""),
+                ));
+            }
         };
         let recovery = RecoveryConfig {
             dry_run,
@@ -380,7 +473,9 @@ impl Config {
                 .map(PathBuf::from)
                 .or(file.recovery.catalog_dir)
                 .unwrap_or_else(|| PathBuf::from("commands")),
-            aws_region: env("AWS_REGION").or(file.recovery.aws_region).unwrap_or_else(|| "us-east-1".into()),
+            aws_region: env("AWS_REGION")
+                .or(file.recovery.aws_region)
+                .unwrap_or_else(|| "us-east-1".into()),
             aws_endpoint_url: env("KLAXON_AWS_ENDPOINT_URL").or(file.recovery.aws_endpoint_url),
             kubernetes: file.recovery.kubernetes.unwrap_or(true),
         };
@@ -392,7 +487,12 @@ impl Config {
             pagerduty_events_url,
             listen,
             database_url,
-            slack: SlackConfig { api_url, incident_response_channel, signing_secrets, bot_token: bot_token.into() },
+            slack: SlackConfig {
+                api_url,
+                incident_response_channel,
+                signing_secrets,
+                bot_token: bot_token.into(),
+            },
             calendar,
             severities,
         })
@@ -414,7 +514,10 @@ impl Config {
 
 /// The environment variable holding a target's PagerDuty routing key.
 pub fn routing_key_var(target: &str) -> String {
-    format!("KLAXON_PAGERDUTY_KEY_{}", target.to_ascii_uppercase().replace('-', "_"))
+    format!(
+        "KLAXON_PAGERDUTY_KEY_{}",
+        target.to_ascii_uppercase().replace('-', "_")
+    )
 }
 
 fn escalation_config(
@@ -432,16 +535,28 @@ fn escalation_config(
     for (name, t) in sections {
         let key = |k: &str| format!("escalation.targets.{name}.{k}");
         let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if !valid {
-            return Err(err(format!("escalation.targets.{name}"), "target names are lowercase letters, digits, - and _"));
+            return Err(err(
+                format!("escalation.targets.{name}"),
+                "target names are lowercase letters, digits, - and _",
+            ));
         }
         for (i, c) in t.slack_channels.iter().enumerate() {
             channel_id(&key(&format!("slack_channels[{i}]")), c)?;
         }
         for (i, g) in t.slack_usergroups.iter().enumerate() {
-            if !(g.starts_with('S') && g.len() >= 3 && g.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())) {
-                return Err(err(key(&format!("slack_usergroups[{i}]")), format!("`{g}` is not a user group id like S0123ABCD")));
+            if !(g.starts_with('S')
+                && g.len() >= 3
+                && g.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()))
+            {
+                return Err(err(
+                    key(&format!("slack_usergroups[{i}]")),
+                    format!("`{g}` is not a user group id like S0123ABCD"),
+                ));
             }
         }
         let var = routing_key_var(&name);
@@ -449,14 +564,21 @@ fn escalation_config(
             (Some(k), _) => Some(k),
             (None, Some(path)) => Some(
                 std::fs::read_to_string(path)
-                    .map_err(|e| err(key("pagerduty_routing_key_file"), format!("cannot read {}: {e}", path.display())))?
+                    .map_err(|e| {
+                        err(
+                            key("pagerduty_routing_key_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })?
                     .trim()
                     .to_string(),
             ),
             (None, None) => None,
         };
         let target = Target {
-            routing_key: routing_key.filter(|k| !k.is_empty()).map(SecretString::from),
+            routing_key: routing_key
+                .filter(|k| !k.is_empty())
+                .map(SecretString::from),
             slack_channels: t.slack_channels,
             slack_usergroups: t.slack_usergroups,
         };
@@ -465,15 +587,29 @@ fn escalation_config(
     for (sev_name, steps) in section.ladders {
         let severity = match Severity::parse(&sev_name) {
             Some(s) if sev_name.starts_with("sev") => s,
-            _ => return Err(err(format!("escalation.ladders.{sev_name}"), "unknown severity; use sev1..sev4")),
+            _ => {
+                return Err(err(
+                    format!("escalation.ladders.{sev_name}"),
+                    "unknown severity; use sev1..sev4",
+                ));
+            }
         };
         let mut ladder = Vec::new();
         for (i, step) in steps.into_iter().enumerate() {
             let key = format!("escalation.ladders.{sev_name}[{i}]");
             if !targets.contains_key(&step.target) {
-                return Err(err(format!("{key}.target"), format!("`{}` is not defined under [escalation.targets]", step.target)));
+                return Err(err(
+                    format!("{key}.target"),
+                    format!(
+                        "`{}` is not defined under [escalation.targets]",
+                        step.target
+                    ),
+                ));
             }
-            ladder.push(Step { target: step.target, after: duration(&format!("{key}.after"), &step.after)? });
+            ladder.push(Step {
+                target: step.target,
+                after: duration(&format!("{key}.after"), &step.after)?,
+            });
         }
         policy.set_ladder(severity, ladder);
     }
@@ -502,10 +638,17 @@ mod tests {
     use super::*;
 
     fn env_with(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
-    const SECRETS: &[(&str, &str)] = &[("SLACK_SIGNING_SECRET", "s1,s2"), ("SLACK_BOT_TOKEN", "xoxb-test")];
+    const SECRETS: &[(&str, &str)] = &[
+        ("SLACK_SIGNING_SECRET", "s1,s2"),
+        ("SLACK_BOT_TOKEN", "xoxb-test"),
+    ];
 
     #[test]
     fn the_example_config_loads() {
@@ -513,17 +656,32 @@ mod tests {
         let config = Config::from_toml(text, &env_with(SECRETS)).unwrap();
         assert_eq!(config.slack.signing_secrets.len(), 2);
         assert_eq!(config.calendar.tz, chrono_tz::Europe::London);
-        assert!(!format!("{config:?}").contains("xoxb-test"), "secrets must not reach Debug");
+        assert!(
+            !format!("{config:?}").contains("xoxb-test"),
+            "secrets must not reach Debug"
+        );
     }
 
     #[test]
     fn errors_name_the_key() {
-        let e = Config::from_toml("[slack]\nincident_response_channel = \"#incident-response\"", &env_with(SECRETS)).unwrap_err();
+        let e = Config::from_toml(
+            "[slack]\nincident_response_channel = \"#incident-response\"",
+            &env_with(SECRETS),
+        )
+        .unwrap_err();
         assert_eq!(e.key, "slack.incident_response_channel");
         let base = "[slack]\nincident_response_channel = \"C0123ABCDE\"\n";
-        let e = Config::from_toml(&format!("{base}[team]\ntimezone = \"Mars/Olympus\""), &env_with(SECRETS)).unwrap_err();
+        let e = Config::from_toml(
+            &format!("{base}[team]\ntimezone = \"Mars/Olympus\""),
+            &env_with(SECRETS),
+        )
+        .unwrap_err();
         assert_eq!(e.key, "team.timezone");
-        let e = Config::from_toml(&format!("{base}[severity.sev1]\nrto = \"soon\""), &env_with(SECRETS)).unwrap_err();
+        let e = Config::from_toml(
+            &format!("{base}[severity.sev1]\nrto = \"soon\""),
+            &env_with(SECRETS),
+        )
+        .unwrap_err();
         assert_eq!(e.key, "severity.sev1.rto");
         let e = Config::from_toml(base, &env_with(&[])).unwrap_err();
         assert_eq!(e.key, "SLACK_SIGNING_SECRET");
@@ -535,13 +693,22 @@ mod tests {
     fn severity_overrides_apply() {
         let text = "[slack]\nincident_response_channel = \"C0123ABCDE\"\n[severity.sev2]\nstatus_every = \"45m\"\n[severity.sev4]\nrespond_within = \"1d\"";
         let c = Config::from_toml(text, &env_with(SECRETS)).unwrap();
-        assert_eq!(c.severities.get(Severity::Sev2).status_every, Some(TimeDelta::minutes(45)));
-        assert_eq!(c.severities.get(Severity::Sev4).respond_within, RespondWithin::After(TimeDelta::days(1)));
+        assert_eq!(
+            c.severities.get(Severity::Sev2).status_every,
+            Some(TimeDelta::minutes(45))
+        );
+        assert_eq!(
+            c.severities.get(Severity::Sev4).respond_within,
+            RespondWithin::After(TimeDelta::days(1))
+        );
     }
 
     #[test]
     fn database_passwords_are_redacted() {
-        assert_eq!(redact_url("postgres://klaxon:hunter2@db:5432/k"), "postgres://klaxon:***@db:5432/k");
+        assert_eq!(
+            redact_url("postgres://klaxon:hunter2@db:5432/k"),
+            "postgres://klaxon:***@db:5432/k"
+        );
         assert_eq!(redact_url("sqlite://klaxon.db"), "sqlite://klaxon.db");
     }
 }

@@ -23,12 +23,29 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
-    /// Validate the configuration; exits non-zero naming the key and the problem.
+    /// Validate the configuration and the command catalog; exits non-zero naming the
+    /// key (or file, key and rule) and the problem.
     Check,
+    /// The approved recovery command catalog.
+    Commands {
+        #[command(subcommand)]
+        action: CommandsAction,
+    },
     /// Audit the timeline.
     Audit {
         #[command(subcommand)]
         action: AuditAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CommandsAction {
+    /// One line per approved command.
+    List,
+    /// Everything about one command: parameters, rules, who may request and approve.
+    Show {
+        /// Command name, e.g. rds-failover-cluster.
+        name: String,
     },
 }
 
@@ -43,7 +60,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     klaxon::tls::install_crypto_provider();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let config = match klaxon::app::load_config(cli.config.as_deref()) {
@@ -54,13 +73,42 @@ async fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Check => {
-            println!("config OK: {}", config.describe());
-            Ok(())
-        }
+        Command::Check => klaxon::app::load_catalog(&config)
+            .map(|catalog| {
+                println!("config OK: {}", config.describe());
+                println!(
+                    "catalog OK: {} commands in {}",
+                    catalog.iter().count(),
+                    config.recovery.catalog_dir.display()
+                );
+            })
+            .map_err(|e| anyhow::anyhow!("command catalog:\n{e}")),
+        Command::Commands { action } => match klaxon::app::load_catalog(&config) {
+            Err(e) => Err(anyhow::anyhow!("command catalog:\n{e}")),
+            Ok(catalog) => match action {
+                CommandsAction::List => {
+                    catalog
+                        .list_lines()
+                        .iter()
+                        .for_each(|line| println!("{line}"));
+                    Ok(())
+                }
+                CommandsAction::Show { name } => match catalog.describe(&name) {
+                    Some(text) => {
+                        println!("{text}");
+                        Ok(())
+                    }
+                    None => Err(anyhow::anyhow!(
+                        "no command named `{name}`; `klaxon commands list` shows them"
+                    )),
+                },
+            },
+        },
         Command::Serve => klaxon::app::serve(config).await,
         Command::Migrate => klaxon::app::migrate(&config.database_url).await,
-        Command::Audit { action: AuditAction::Verify } => klaxon::app::audit_verify(&config.database_url)
+        Command::Audit {
+            action: AuditAction::Verify,
+        } => klaxon::app::audit_verify(&config.database_url)
             .await
             .map(|n| println!("timeline intact: {n} entries verified")),
     };

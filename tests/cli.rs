@@ -14,19 +14,37 @@ const BIN: &str = env!("CARGO_BIN_EXE_klaxon");
 
 fn klaxon(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).envs(env.iter().copied());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied());
     cmd
 }
 
-const SECRETS: &[(&str, &str)] = &[("SLACK_SIGNING_SECRET", support::SECRET), ("SLACK_BOT_TOKEN", "xoxb-cli")];
+const SECRETS: &[(&str, &str)] = &[
+    ("SLACK_SIGNING_SECRET", support::SECRET),
+    ("SLACK_BOT_TOKEN", "xoxb-cli"),
+];
 
 #[test]
 fn check_accepts_the_example_config() {
-    let out = klaxon(&["check", "--config", "deploy/klaxon.example.toml"], SECRETS).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = klaxon(
+        &["check", "--config", "deploy/klaxon.example.toml"],
+        SECRETS,
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("config OK"), "{stdout}");
-    assert!(!stdout.contains("xoxb-cli") && !stdout.contains(support::SECRET), "secrets must not be printed");
+    assert!(
+        !stdout.contains("xoxb-cli") && !stdout.contains(support::SECRET),
+        "secrets must not be printed"
+    );
 }
 
 #[test]
@@ -34,24 +52,42 @@ fn check_names_the_broken_key_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[slack]\nincident_response_channel = \"C0123456789\"\n[team]\ntimezone = \"Mars/Olympus\"\n").unwrap();
-    let out = klaxon(&["check", "--config", path.to_str().unwrap()], SECRETS).output().unwrap();
+    let out = klaxon(&["check", "--config", path.to_str().unwrap()], SECRETS)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("config key `team.timezone`: `Mars/Olympus` is not an IANA time zone"), "{stderr}");
+    assert!(
+        stderr.contains("config key `team.timezone`: `Mars/Olympus` is not an IANA time zone"),
+        "{stderr}"
+    );
 
-    let out = klaxon(&["check", "--config", "deploy/klaxon.example.toml"], &[]).output().unwrap();
+    let out = klaxon(&["check", "--config", "deploy/klaxon.example.toml"], &[])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SLACK_SIGNING_SECRET"));
 
-    std::fs::write(&path, "[slack]\nincident_response_channel = \"C0123456789\"\ncolour = \"red\"\n").unwrap();
-    let out = klaxon(&["check", "--config", path.to_str().unwrap()], SECRETS).output().unwrap();
+    std::fs::write(
+        &path,
+        "[slack]\nincident_response_channel = \"C0123456789\"\ncolour = \"red\"\n",
+    )
+    .unwrap();
+    let out = klaxon(&["check", "--config", path.to_str().unwrap()], SECRETS)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("bad.toml:3") && stderr.contains("unknown field `colour`"), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml:3") && stderr.contains("unknown field `colour`"),
+        "{stderr}"
+    );
 }
 
 async fn http(port: u16, request: String) -> String {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
@@ -63,7 +99,11 @@ async fn serve_declares_over_tcp_delivers_and_stops_on_sigterm() {
     let slack = SlackEmulator::start().await;
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("klaxon.db").display());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let listen = format!("127.0.0.1:{port}");
     let mut env = SECRETS.to_vec();
     env.extend([
@@ -81,14 +121,21 @@ async fn serve_declares_over_tcp_delivers_and_stops_on_sigterm() {
     // Wait (bounded) for the server to listen.
     let mut ready = false;
     for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             ready = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ready, "klaxon serve did not start listening");
-    let health = http(port, "GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".into()).await;
+    let health = http(
+        port,
+        "GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 
     let body = "command=%2Fincident&text=declare+sev1+Database+is+down&user_id=UALICE&channel_id=CGENERAL01";
@@ -102,22 +149,105 @@ async fn serve_declares_over_tcp_delivers_and_stops_on_sigterm() {
     let response = http(port, request).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("INC-1 declared"), "{response}");
-    assert!(response.to_ascii_lowercase().contains("x-request-id"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("x-request-id"),
+        "{response}"
+    );
 
     // The spawned worker is woken by the commit and delivers without being driven.
     slack.wait_for_calls("conversations.create", 1).await;
     let posts = slack.wait_for_calls("chat.postMessage", 2).await;
     assert!(posts.iter().any(|p| p["channel"] == support::ANNOUNCE));
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     let logs = String::from_utf8_lossy(&exit.stderr);
     assert!(exit.status.success(), "{logs}");
     assert!(logs.contains("shutdown requested"), "{logs}");
-    assert!(!logs.contains("xoxb-cli") && !logs.contains(support::SECRET), "secrets leaked into logs");
+    assert!(
+        !logs.contains("xoxb-cli") && !logs.contains(support::SECRET),
+        "secrets leaked into logs"
+    );
 
-    let out = klaxon(&["audit", "verify", "--config", "deploy/klaxon.example.toml"], &env).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = klaxon(
+        &["audit", "verify", "--config", "deploy/klaxon.example.toml"],
+        &env,
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("timeline intact: 3 entries verified"));
+}
+
+#[test]
+fn commands_list_and_show_read_the_catalog() {
+    let out = klaxon(
+        &["commands", "list", "--config", "deploy/klaxon.example.toml"],
+        SECRETS,
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(list.lines().count(), 16, "{list}");
+    let out = klaxon(
+        &[
+            "commands",
+            "show",
+            "k8s-scale",
+            "--config",
+            "deploy/klaxon.example.toml",
+        ],
+        SECRETS,
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("replicas"));
+}
+
+#[test]
+fn a_broken_catalog_fails_check_and_serve_with_file_key_and_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("k8s-scale.toml"),
+        "name = \"k8s-scale\"\nsummary = \"x\"\naction = \"k8s-scale\"\nrisk = \"high\"\n[approvers]\nroles = [\"commander\"]\n\
+         [params.namespace]\ntype = \"string\"\npattern = \"[a-z]+\"\n[params.deployment]\ntype = \"string\"\npattern = \"[a-z]+\"\n\
+         [params.replicas]\ntype = \"integer\"\nmin = 5\nmax = 1\n",
+    )
+    .unwrap();
+    let catalog = dir.path().to_str().unwrap().to_string();
+    let mut env = SECRETS.to_vec();
+    env.push(("KLAXON_CATALOG_DIR", catalog.as_str()));
+    let out = klaxon(&["check", "--config", "deploy/klaxon.example.toml"], &env)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("k8s-scale.toml") && stderr.contains("params.replicas.max"),
+        "{stderr}"
+    );
+    env.push(("KLAXON_DATABASE_URL", "sqlite::memory:"));
+    env.push(("KLAXON_LISTEN", "127.0.0.1:0"));
+    let out = klaxon(&["serve", "--config", "deploy/klaxon.example.toml"], &env)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve must refuse a broken catalog");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the command catalog is broken"));
 }

@@ -53,16 +53,27 @@ impl Executor for CountingExecutor {
         true
     }
     async fn preview(&self, action: Action, params: &Params) -> Result<Preview, ExecError> {
-        Ok(Preview { call: format!("fake.{action}({params:?})"), changes: vec!["replicas 3 -> 0".into()], warnings: vec![] })
+        Ok(Preview {
+            call: format!("fake.{action}({params:?})"),
+            changes: vec!["replicas 3 -> 0".into()],
+            warnings: vec![],
+        })
     }
     async fn execute(&self, action: Action, _: &Params) -> Result<ExecOutput, ExecError> {
         self.executions.fetch_add(1, Ordering::SeqCst);
-        Ok(ExecOutput { summary: format!("{action} done"), details: vec![], request_id: Some("req-1".into()) })
+        Ok(ExecOutput {
+            summary: format!("{action} done"),
+            details: vec![],
+            request_id: Some("req-1".into()),
+        })
     }
 }
 
 fn shipped_catalog() -> Arc<Catalog> {
-    Arc::new(catalog::load_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/commands"))).expect("shipped catalog"))
+    Arc::new(
+        catalog::load_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/commands")))
+            .expect("shipped catalog"),
+    )
 }
 
 /// A catalog with one command approvable by twenty named users (for the race).
@@ -79,8 +90,21 @@ fn race_catalog() -> Arc<Catalog> {
     Arc::new(catalog::load_dir(dir.path()).expect("race catalog"))
 }
 
-async fn app_with(db: Db, catalog: Arc<Catalog>, executor: Arc<dyn Executor>, dry_run: bool) -> TestApp {
-    TestApp::start_with_recovery(db, Recovery { catalog, executors: vec![executor], dry_run }).await
+async fn app_with(
+    db: Db,
+    catalog: Arc<Catalog>,
+    executor: Arc<dyn Executor>,
+    dry_run: bool,
+) -> TestApp {
+    TestApp::start_with_recovery(
+        db,
+        Recovery {
+            catalog,
+            executors: vec![executor],
+            dry_run,
+        },
+    )
+    .await
 }
 
 /// Declares an incident (ALICE commands, BOB is ops) and returns its channel.
@@ -101,30 +125,66 @@ async fn a_second_person_approves_and_it_runs_once(db: Db) {
     let app = app_with(db, shipped_catalog(), exec.clone(), false).await;
     let ch = incident(&app).await;
     let reply = app.command("UBOB", &ch, SCALE).await;
-    assert_eq!(reply, "Run #1 `k8s-scale` requested: the preview and approval request follows in this channel.");
+    assert_eq!(
+        reply,
+        "Run #1 `k8s-scale` requested: the preview and approval request follows in this channel."
+    );
     app.deliver().await;
     assert_eq!(run_state(&app, 1).await, RunState::Pending);
-    let request = app.slack.calls_to("chat.postMessage").into_iter().last().unwrap();
+    let request = app
+        .slack
+        .calls_to("chat.postMessage")
+        .into_iter()
+        .last()
+        .unwrap();
     let text = request.to_string();
-    assert!(text.contains("Run #1: k8s-scale (high risk)") && text.contains("replicas 3 -&gt; 0"), "{text}");
-    assert!(text.contains(APPROVE_ACTION) && text.contains(DENY_ACTION), "{text}");
-    assert_eq!(exec.executions.load(Ordering::SeqCst), 0, "nothing runs before approval");
+    assert!(
+        text.contains("Run #1: k8s-scale (high risk)") && text.contains("replicas 3 -&gt; 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains(APPROVE_ACTION) && text.contains(DENY_ACTION),
+        "{text}"
+    );
+    assert_eq!(
+        exec.executions.load(Ordering::SeqCst),
+        0,
+        "nothing runs before approval"
+    );
 
     app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
     app.deliver().await;
     assert_eq!(exec.executions.load(Ordering::SeqCst), 1);
     assert_eq!(run_state(&app, 1).await, RunState::Succeeded);
     let msgs = app.messages_in(&ch);
-    assert!(msgs.iter().any(|m| m.contains("<@UALICE> approved run #1")), "{msgs:#?}");
-    assert!(msgs.last().unwrap().contains("Run #1 succeeded: k8s-scale done"), "{msgs:#?}");
+    assert!(
+        msgs.iter().any(|m| m.contains("<@UALICE> approved run #1")),
+        "{msgs:#?}"
+    );
+    assert!(
+        msgs.last()
+            .unwrap()
+            .contains("Run #1 succeeded: k8s-scale done"),
+        "{msgs:#?}"
+    );
     // A second press after execution changes nothing.
     app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
     app.deliver().await;
     assert_eq!(exec.executions.load(Ordering::SeqCst), 1);
-    assert!(app.ephemerals_for("UALICE").last().unwrap().contains("already succeeded"));
+    assert!(
+        app.ephemerals_for("UALICE")
+            .last()
+            .unwrap()
+            .contains("already succeeded")
+    );
     // The exact approved parameters were stored and the whole story is on the timeline.
     let run = app.store.run(1).await.unwrap().unwrap();
-    assert!(run.params.contains("\"replicas\"") && run.params.contains("{\"type\":\"integer\",\"value\":0}"), "{}", run.params);
+    assert!(
+        run.params.contains("\"replicas\"")
+            && run.params.contains("{\"type\":\"integer\",\"value\":0}"),
+        "{}",
+        run.params
+    );
     let kinds: Vec<String> = app
         .store
         .timeline(run.incident_id)
@@ -136,7 +196,12 @@ async fn a_second_person_approves_and_it_runs_once(db: Db) {
             EventKind::RunPrepared { state, .. } => Some(format!("prepared:{state}")),
             EventKind::RunClicked { outcome, .. } => Some(format!("click:{outcome}")),
             EventKind::RunStarted { .. } => Some("started".into()),
-            EventKind::RunFinished { state, request_id, .. } => Some(format!("finished:{state}:{}", request_id.unwrap_or_default())),
+            EventKind::RunFinished {
+                state, request_id, ..
+            } => Some(format!(
+                "finished:{state}:{}",
+                request_id.unwrap_or_default()
+            )),
             _ => None,
         })
         .collect();
@@ -165,7 +230,10 @@ async fn the_requester_cannot_approve_their_own_run(db: Db) {
     app.deliver().await;
     assert_eq!(exec.executions.load(Ordering::SeqCst), 0);
     assert_eq!(run_state(&app, 1).await, RunState::Pending);
-    assert_eq!(app.ephemerals_for("UALICE"), ["Run #1: you asked for this run; a different person must approve it."]);
+    assert_eq!(
+        app.ephemerals_for("UALICE"),
+        ["Run #1: you asked for this run; a different person must approve it."]
+    );
 }
 
 async fn an_approver_outside_the_policy_is_refused(db: Db) {
@@ -178,17 +246,28 @@ async fn an_approver_outside_the_policy_is_refused(db: Db) {
     app.deliver().await;
     assert_eq!(run_state(&app, 1).await, RunState::Pending);
     let refusal = app.ephemerals_for("UCAROL").pop().unwrap();
-    assert!(refusal.contains("you are not allowed to approve this command (roles commander"), "{refusal}");
+    assert!(
+        refusal.contains("you are not allowed to approve this command (roles commander"),
+        "{refusal}"
+    );
     // CAROL, who has no role, may not request a command restricted to commander/ops either.
     let reply = app.command("UCAROL", &ch, SCALE).await;
-    assert!(reply.starts_with("You may not request `k8s-scale`"), "{reply}");
+    assert!(
+        reply.starts_with("You may not request `k8s-scale`"),
+        "{reply}"
+    );
 }
 
 async fn many_racing_approvals_execute_once(db: Db) {
     let exec = Arc::new(CountingExecutor::default());
     let app = app_with(db, race_catalog(), exec.clone(), false).await;
     let ch = incident(&app).await;
-    app.command("UBOB", &ch, "run k8s-rollout-restart namespace=payments deployment=api").await;
+    app.command(
+        "UBOB",
+        &ch,
+        "run k8s-rollout-restart namespace=payments deployment=api",
+    )
+    .await;
     app.deliver().await;
     let presses = (0..20).map(|i| {
         let user = format!("UAPP{i:02}");
@@ -202,14 +281,28 @@ async fn many_racing_approvals_execute_once(db: Db) {
     a.unwrap();
     b.unwrap();
     app.deliver().await;
-    assert_eq!(exec.executions.load(Ordering::SeqCst), 1, "exactly one execution");
+    assert_eq!(
+        exec.executions.load(Ordering::SeqCst),
+        1,
+        "exactly one execution"
+    );
     assert_eq!(run_state(&app, 1).await, RunState::Succeeded);
-    let approvals = app.messages_in(&ch).iter().filter(|m| m.contains("approved run #1")).count();
+    let approvals = app
+        .messages_in(&ch)
+        .iter()
+        .filter(|m| m.contains("approved run #1"))
+        .count();
     assert_eq!(approvals, 1);
-    assert_eq!(app.slack.calls_to("chat.postEphemeral").len(), 19, "every other click was told why");
+    assert_eq!(
+        app.slack.calls_to("chat.postEphemeral").len(),
+        19,
+        "every other click was told why"
+    );
 }
 
-async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
     let handles: Vec<_> = futures.into_iter().collect();
     let mut out = Vec::new();
     // Poll them concurrently on this task.
@@ -225,7 +318,11 @@ async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Ite
                 }
             }
         }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
     })
     .await;
     out.extend(results.into_iter().map(Option::unwrap));
@@ -257,7 +354,11 @@ async fn a_denied_run_never_runs(db: Db) {
     app.deliver().await;
     assert_eq!(run_state(&app, 1).await, RunState::Denied);
     assert_eq!(exec.executions.load(Ordering::SeqCst), 0);
-    assert!(app.messages_in(&ch).iter().any(|m| m.contains("<@UALICE> denied run #1")));
+    assert!(
+        app.messages_in(&ch)
+            .iter()
+            .any(|m| m.contains("<@UALICE> denied run #1"))
+    );
 }
 
 async fn dry_run_mode_stops_at_the_preview(db: Db) {
@@ -268,7 +369,12 @@ async fn dry_run_mode_stops_at_the_preview(db: Db) {
     app.deliver().await;
     assert_eq!(run_state(&app, 1).await, RunState::DryRun);
     let last = app.messages_in(&ch).pop().unwrap();
-    assert!(last.contains("Dry-run mode") && last.contains("replicas 3 -&gt; 0") && !last.contains(APPROVE_ACTION), "{last}");
+    assert!(
+        last.contains("Dry-run mode")
+            && last.contains("replicas 3 -&gt; 0")
+            && !last.contains(APPROVE_ACTION),
+        "{last}"
+    );
     app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
     app.deliver().await;
     assert_eq!(exec.executions.load(Ordering::SeqCst), 0);
@@ -283,7 +389,12 @@ async fn a_crash_while_executing_becomes_outcome_unknown_and_is_not_rerun(db: Db
     app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
     // The worker takes the run to `executing` and dies before the SDK answers: do exactly
     // its first step, then throw the job away as a crash would (the outbox row is done).
-    let started = app.scheduler.engine().begin_execution(1, app.clock.now() + EXECUTION_LEASE).await.unwrap();
+    let started = app
+        .scheduler
+        .engine()
+        .begin_execution(1, app.clock.now() + EXECUTION_LEASE)
+        .await
+        .unwrap();
     assert!(started.is_some());
     assert_eq!(run_state(&app, 1).await, RunState::Executing);
     // A restart before the lease runs out leaves it alone; after, it is outcome_unknown.
@@ -292,8 +403,17 @@ async fn a_crash_while_executing_becomes_outcome_unknown_and_is_not_rerun(db: Db
     app.clock.advance(EXECUTION_LEASE);
     app.deliver().await;
     assert_eq!(run_state(&app, 1).await, RunState::OutcomeUnknown);
-    assert_eq!(exec.executions.load(Ordering::SeqCst), 0, "never re-run on its own");
-    assert!(app.messages_in(&ch).last().unwrap().contains("outcome unknown"));
+    assert_eq!(
+        exec.executions.load(Ordering::SeqCst),
+        0,
+        "never re-run on its own"
+    );
+    assert!(
+        app.messages_in(&ch)
+            .last()
+            .unwrap()
+            .contains("outcome unknown")
+    );
     app.clock.advance(TimeDelta::hours(1));
     app.deliver().await;
     assert_eq!(exec.executions.load(Ordering::SeqCst), 0);
@@ -303,8 +423,19 @@ async fn parameters_outside_their_rules_are_refused_with_the_rule(db: Db) {
     let exec = Arc::new(CountingExecutor::default());
     let app = app_with(db, shipped_catalog(), exec.clone(), false).await;
     let ch = incident(&app).await;
-    let reply = app.command("UBOB", &ch, "run rds-failover-cluster environment=prod cluster=orders-db").await;
-    assert!(reply.starts_with("cluster: `orders-db` is not allowed in environment `prod` (allowed: payments-db)"), "{reply}");
+    let reply = app
+        .command(
+            "UBOB",
+            &ch,
+            "run rds-failover-cluster environment=prod cluster=orders-db",
+        )
+        .await;
+    assert!(
+        reply.starts_with(
+            "cluster: `orders-db` is not allowed in environment `prod` (allowed: payments-db)"
+        ),
+        "{reply}"
+    );
     for attempt in [
         "run k8s-scale environment=prod namespace=payments;rm -rf / deployment=api replicas=0",
         "run k8s-scale environment=prod namespace=pаyments deployment=api replicas=0",
@@ -312,24 +443,51 @@ async fn parameters_outside_their_rules_are_refused_with_the_rule(db: Db) {
         "run k8s-scale environment=prod namespace=payments deployment=api replicas=0 extra=`id`",
     ] {
         let reply = app.command("UBOB", &ch, attempt).await;
-        assert!(reply.contains("Usage: `/incident run"), "{attempt}: {reply}");
+        assert!(
+            reply.contains("Usage: `/incident run"),
+            "{attempt}: {reply}"
+        );
         assert!(!reply.starts_with("Run #"), "{attempt} was accepted");
     }
-    let reply = app.command("UBOB", &ch, "run k8s-scale environment=prod namespace=payments deployment=api replicas=-1").await;
+    let reply = app
+        .command(
+            "UBOB",
+            &ch,
+            "run k8s-scale environment=prod namespace=payments deployment=api replicas=-1",
+        )
+        .await;
     assert!(reply.starts_with("replicas:"), "{reply}");
     let reply = app.command("UBOB", &ch, "run rm-rf environment=prod").await;
-    assert!(reply.starts_with("`rm-rf` is not an approved command."), "{reply}");
-    assert!(app.store.run(1).await.unwrap().is_none(), "nothing was stored");
+    assert!(
+        reply.starts_with("`rm-rf` is not an approved command."),
+        "{reply}"
+    );
+    assert!(
+        app.store.run(1).await.unwrap().is_none(),
+        "nothing was stored"
+    );
     let list = app.command("UBOB", "CGENERAL01", "run").await;
-    assert!(list.contains("rds-failover-cluster") && list.contains("k8s-drain"), "{list}");
+    assert!(
+        list.contains("rds-failover-cluster") && list.contains("k8s-drain"),
+        "{list}"
+    );
 }
 
 async fn read_only_commands_run_without_approval(db: Db) {
     let exec = Arc::new(CountingExecutor::default());
     let app = app_with(db, shipped_catalog(), exec.clone(), false).await;
     let ch = incident(&app).await;
-    let reply = app.command("UCAROL", &ch, "run k8s-pods environment=prod namespace=payments").await;
-    assert_eq!(reply, "Run #1 `k8s-pods` requested: the preview follows in this channel.");
+    let reply = app
+        .command(
+            "UCAROL",
+            &ch,
+            "run k8s-pods environment=prod namespace=payments",
+        )
+        .await;
+    assert_eq!(
+        reply,
+        "Run #1 `k8s-pods` requested: the preview follows in this channel."
+    );
     app.deliver().await;
     assert_eq!(exec.executions.load(Ordering::SeqCst), 1);
     assert_eq!(run_state(&app, 1).await, RunState::Succeeded);
@@ -359,7 +517,12 @@ async fn rds_failover_end_to_end_against_moto(db: Db) {
             .unwrap();
     }
     let writer = |admin: aws_sdk_rds::Client| async move {
-        let clusters = admin.describe_db_clusters().db_cluster_identifier("payments-db").send().await.unwrap();
+        let clusters = admin
+            .describe_db_clusters()
+            .db_cluster_identifier("payments-db")
+            .send()
+            .await
+            .unwrap();
         clusters.db_clusters()[0]
             .db_cluster_members()
             .iter()
@@ -374,20 +537,41 @@ async fn rds_failover_end_to_end_against_moto(db: Db) {
     app.command("UBOB", &ch, "run rds-failover-cluster environment=prod cluster=payments-db target_instance=payments-db-2").await;
     app.deliver().await;
     let preview = app.messages_in(&ch).pop().unwrap();
-    assert!(preview.contains("failover_db_cluster") && preview.contains("payments-db-2"), "{preview}");
-    assert_eq!(writer(admin.clone()).await, "payments-db-1", "the preview changed nothing");
+    assert!(
+        preview.contains("failover_db_cluster") && preview.contains("payments-db-2"),
+        "{preview}"
+    );
+    assert_eq!(
+        writer(admin.clone()).await,
+        "payments-db-1",
+        "the preview changed nothing"
+    );
     app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
     app.deliver().await;
     assert_eq!(run_state(&app, 1).await, RunState::Succeeded);
-    assert_eq!(writer(admin.clone()).await, "payments-db-2", "moto's writer moved");
+    assert_eq!(
+        writer(admin.clone()).await,
+        "payments-db-2",
+        "moto's writer moved"
+    );
     let result = app.messages_in(&ch).pop().unwrap();
-    assert!(result.contains("Run #1 succeeded") && result.contains("Request id"), "{result}");
+    assert!(
+        result.contains("Run #1 succeeded") && result.contains("Request id"),
+        "{result}"
+    );
 }
 
 async fn k8s_scale_to_zero_end_to_end_against_the_standin(db: Db) {
     let standin = kube_support::KubeStandin::start();
     let client = standin.client();
-    kube_support::create_deployment(&client, "payments", "api", 3, &[("api", "registry.example.com/api:1.2.3")]).await;
+    kube_support::create_deployment(
+        &client,
+        "payments",
+        "api",
+        3,
+        &[("api", "registry.example.com/api:1.2.3")],
+    )
+    .await;
     let kube: Arc<dyn Executor> = Arc::new(KubeExecutor::new(client.clone()));
     let app = app_with(db, shipped_catalog(), kube, false).await;
     let ch = incident(&app).await;
@@ -399,7 +583,8 @@ async fn k8s_scale_to_zero_end_to_end_against_the_standin(db: Db) {
     app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
     app.deliver().await;
     assert_eq!(run_state(&app, 1).await, RunState::Succeeded);
-    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(client, "payments");
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(client, "payments");
     let scaled = deployments.get("api").await.unwrap();
     assert_eq!(scaled.spec.unwrap().replicas, Some(0));
 }

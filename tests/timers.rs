@@ -64,7 +64,10 @@ impl TapSort for Vec<(i64, String)> {
 }
 
 fn events(list: &[(i64, &str)]) -> Vec<(i64, String)> {
-    list.iter().map(|(m, l)| (*m, l.to_string())).collect::<Vec<_>>().tap_sort()
+    list.iter()
+        .map(|(m, l)| (*m, l.to_string()))
+        .collect::<Vec<_>>()
+        .tap_sort()
 }
 
 async fn a_sev1_left_alone_for_three_hours(db: Db) {
@@ -103,37 +106,89 @@ async fn a_sev1_left_alone_for_three_hours(db: Db) {
             )
         })
         .collect();
-    let expected_pages: Vec<(String, String, String)> = ["team", "management", "executives", "external"]
-        .iter()
-        .map(|t| ("trigger".to_string(), format!("klaxon-1-{t}"), routing_key(t)))
-        .collect();
+    let expected_pages: Vec<(String, String, String)> =
+        ["team", "management", "executives", "external"]
+            .iter()
+            .map(|t| {
+                (
+                    "trigger".to_string(),
+                    format!("klaxon-1-{t}"),
+                    routing_key(t),
+                )
+            })
+            .collect();
     assert_eq!(pages, expected_pages);
     assert_eq!(app.pagerduty.events()[0]["payload"]["severity"], "critical");
-    assert!(app.pagerduty.events()[0]["payload"]["summary"].as_str().unwrap().contains("INC-1 SEV1 unmitigated for 15 min"));
+    assert!(
+        app.pagerduty.events()[0]["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("INC-1 SEV1 unmitigated for 15 min")
+    );
 
     // Reminders mention the commander and comms lead and say how to post an update.
-    let reminders: Vec<String> = app.messages_in(&ch).into_iter().filter(|m| m.contains("No status update")).collect();
+    let reminders: Vec<String> = app
+        .messages_in(&ch)
+        .into_iter()
+        .filter(|m| m.contains("No status update"))
+        .collect();
     assert_eq!(reminders.len(), 6);
-    assert!(reminders[0].contains("<@UALICE>") && reminders[0].contains("<@UCAROL>"), "{}", reminders[0]);
-    assert!(reminders[0].contains("No status update yet, 30 min after declaration"), "{}", reminders[0]);
+    assert!(
+        reminders[0].contains("<@UALICE>") && reminders[0].contains("<@UCAROL>"),
+        "{}",
+        reminders[0]
+    );
+    assert!(
+        reminders[0].contains("No status update yet, 30 min after declaration"),
+        "{}",
+        reminders[0]
+    );
     assert!(reminders[0].contains("/incident update"));
-    assert!(!reminders.iter().any(|r| r.contains("late")), "on time: no lateness note");
-    let rto: Vec<String> = app.messages_in(&ch).into_iter().filter(|m| m.contains("RTO used")).collect();
-    assert!(rto[0].contains("50% of the 4 h RTO used: 2 h left"), "{}", rto[0]);
-    assert!(rto[0].contains("Mon 23 Nov 14:00 UTC (14:00 UTC)"), "{}", rto[0]);
+    assert!(
+        !reminders.iter().any(|r| r.contains("late")),
+        "on time: no lateness note"
+    );
+    let rto: Vec<String> = app
+        .messages_in(&ch)
+        .into_iter()
+        .filter(|m| m.contains("RTO used"))
+        .collect();
+    assert!(
+        rto[0].contains("50% of the 4 h RTO used: 2 h left"),
+        "{}",
+        rto[0]
+    );
+    assert!(
+        rto[0].contains("Mon 23 Nov 14:00 UTC (14:00 UTC)"),
+        "{}",
+        rto[0]
+    );
 }
 
 async fn an_update_at_minute_20_moves_the_next_reminder_to_minute_50(db: Db) {
     let app = TestApp::start(db).await;
     let ch = app.declare("UALICE", "sev1 Database is down").await;
     app.run_until(minutes(20)).await;
-    app.command("UALICE", &ch, "update Failing over to the replica").await;
+    app.command("UALICE", &ch, "update Failing over to the replica")
+        .await;
     app.run_until(minutes(85)).await;
-    let reminders: Vec<i64> =
-        timer_events(&app, IncidentId(1)).await.into_iter().filter(|(_, l)| l == "reminder").map(|(m, _)| m).collect();
+    let reminders: Vec<i64> = timer_events(&app, IncidentId(1))
+        .await
+        .into_iter()
+        .filter(|(_, l)| l == "reminder")
+        .map(|(m, _)| m)
+        .collect();
     assert_eq!(reminders, [50, 80]);
-    let last = app.messages_in(&ch).into_iter().find(|m| m.contains("No status update")).unwrap();
-    assert!(last.contains("No status update for 30 min") && last.contains("Failing over to the replica"), "{last}");
+    let last = app
+        .messages_in(&ch)
+        .into_iter()
+        .find(|m| m.contains("No status update"))
+        .unwrap();
+    assert!(
+        last.contains("No status update for 30 min")
+            && last.contains("Failing over to the replica"),
+        "{last}"
+    );
 }
 
 async fn a_severity_change_reschedules_without_paging_twice(db: Db) {
@@ -141,17 +196,38 @@ async fn a_severity_change_reschedules_without_paging_twice(db: Db) {
     let ch = app.declare("UALICE", "sev2 Checkout slow").await;
     app.run_until(minutes(40)).await;
     // SEV2 paged management at 30 and reminds hourly.
-    assert_eq!(timer_events(&app, IncidentId(1)).await, events(&[(30, "page management")]));
+    assert_eq!(
+        timer_events(&app, IncidentId(1)).await,
+        events(&[(30, "page management")])
+    );
     app.command("UALICE", &ch, "sev 1").await;
     app.run_until(minutes(70)).await;
     // Upgraded at 40: the team step (15 min) is overdue and fires now; management is not
     // paged again; executives at 60; reminders every 30 min from the last (none yet).
     assert_eq!(
         timer_events(&app, IncidentId(1)).await,
-        events(&[(30, "page management"), (40, "page team"), (40, "reminder"), (60, "page executives"), (70, "reminder")])
+        events(&[
+            (30, "page management"),
+            (40, "page team"),
+            (40, "reminder"),
+            (60, "page executives"),
+            (70, "reminder")
+        ])
     );
-    let keys: Vec<String> = app.pagerduty.actions().into_iter().map(|(_, k)| k).collect();
-    assert_eq!(keys, ["klaxon-1-management", "klaxon-1-team", "klaxon-1-executives"]);
+    let keys: Vec<String> = app
+        .pagerduty
+        .actions()
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "klaxon-1-management",
+            "klaxon-1-team",
+            "klaxon-1-executives"
+        ]
+    );
 }
 
 async fn resolving_cancels_timers_and_resolves_pages(db: Db) {
@@ -164,12 +240,27 @@ async fn resolving_cancels_timers_and_resolves_pages(db: Db) {
         timer_events(&app, IncidentId(1)).await,
         events(&[(15, "page team"), (30, "reminder"), (30, "page management")])
     );
-    let resolves: Vec<(String, String)> = app.pagerduty.actions().into_iter().filter(|(a, _)| a == "resolve").collect();
+    let resolves: Vec<(String, String)> = app
+        .pagerduty
+        .actions()
+        .into_iter()
+        .filter(|(a, _)| a == "resolve")
+        .collect();
     assert_eq!(
         resolves,
-        [("resolve".to_string(), "klaxon-1-management".to_string()), ("resolve".to_string(), "klaxon-1-team".to_string())]
+        [
+            ("resolve".to_string(), "klaxon-1-management".to_string()),
+            ("resolve".to_string(), "klaxon-1-team".to_string())
+        ]
     );
-    let pending: Vec<_> = app.store.timers_of(IncidentId(1)).await.unwrap().into_iter().filter(|t| t.2 == "pending").collect();
+    let pending: Vec<_> = app
+        .store
+        .timers_of(IncidentId(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.2 == "pending")
+        .collect();
     assert!(pending.is_empty(), "{pending:?}");
 }
 
@@ -180,27 +271,69 @@ async fn mitigated_incidents_stop_escalating(db: Db) {
     app.command("UALICE", &ch, "status monitoring").await;
     app.run_until(minutes(130)).await;
     let got = timer_events(&app, IncidentId(1)).await;
-    assert!(got.iter().all(|(_, l)| !l.starts_with("page") || l == "page team"), "{got:?}");
-    let reminders: Vec<i64> = got.iter().filter(|(_, l)| l == "reminder").map(|(m, _)| *m).collect();
-    assert_eq!(reminders, [30, 60, 90, 120], "reminders continue while monitoring");
+    assert!(
+        got.iter()
+            .all(|(_, l)| !l.starts_with("page") || l == "page team"),
+        "{got:?}"
+    );
+    let reminders: Vec<i64> = got
+        .iter()
+        .filter(|(_, l)| l == "reminder")
+        .map(|(m, _)| *m)
+        .collect();
+    assert_eq!(
+        reminders,
+        [30, 60, 90, 120],
+        "reminders continue while monitoring"
+    );
 }
 
 async fn nobody_in_command_by_the_response_deadline_escalates(db: Db) {
     let app = TestApp::start(db).await;
-    let meta = RequestMeta { actor: Actor::Klaxon, request_id: "pd-webhook".into(), dedupe: None };
+    let meta = RequestMeta {
+        actor: Actor::Klaxon,
+        request_id: "pd-webhook".into(),
+        dedupe: None,
+    };
     let engine = klaxon::engine::Engine::clone(app_engine(&app));
-    engine.declare(&meta, Severity::Sev1, "Triggered by PagerDuty").await.unwrap();
-    engine.declare(&meta, Severity::Sev2, "Someone takes this one").await.unwrap();
+    engine
+        .declare(&meta, Severity::Sev1, "Triggered by PagerDuty")
+        .await
+        .unwrap();
+    engine
+        .declare(&meta, Severity::Sev2, "Someone takes this one")
+        .await
+        .unwrap();
     app.deliver().await;
-    let second = app.store.incident(IncidentId(2)).await.unwrap().unwrap().channel.unwrap().id;
+    let second = app
+        .store
+        .incident(IncidentId(2))
+        .await
+        .unwrap()
+        .unwrap()
+        .channel
+        .unwrap()
+        .id;
     app.clock.set(minutes(10));
     app.command("UBOB", &second, "role commander <@UBOB>").await;
     app.run_until(minutes(31)).await;
     let first = timer_events(&app, IncidentId(1)).await;
-    assert_eq!(&first[..2], &events(&[(15, "page team"), (15, "response missed")])[..]);
+    assert_eq!(
+        &first[..2],
+        &events(&[(15, "page team"), (15, "response missed")])[..]
+    );
     assert!(first.iter().all(|(m, _)| *m >= 15));
-    assert!(!timer_events(&app, IncidentId(2)).await.iter().any(|(_, l)| l == "response missed"));
-    assert!(app.messages_in(support::ANNOUNCE).iter().any(|m| m.contains("INC-1 SEV1 has no incident commander")));
+    assert!(
+        !timer_events(&app, IncidentId(2))
+            .await
+            .iter()
+            .any(|(_, l)| l == "response missed")
+    );
+    assert!(
+        app.messages_in(support::ANNOUNCE)
+            .iter()
+            .any(|m| m.contains("INC-1 SEV1 has no incident commander"))
+    );
 }
 
 fn app_engine(app: &TestApp) -> &klaxon::engine::Engine {
@@ -228,12 +361,25 @@ async fn overdue_timers_fire_once_after_a_restart(db: Db) {
     assert!(got.iter().all(|(m, _)| *m == 180));
     assert_eq!(second.pagerduty.actions().len(), 4);
     let late = second.slack.calls_to("chat.postMessage");
-    let reminder = late.iter().find(|m| m["text"].as_str().unwrap().contains("No status update")).unwrap();
-    assert!(reminder["text"].as_str().unwrap().contains("sent 2 h 30 min late"), "{reminder}");
+    let reminder = late
+        .iter()
+        .find(|m| m["text"].as_str().unwrap().contains("No status update"))
+        .unwrap();
+    assert!(
+        reminder["text"]
+            .as_str()
+            .unwrap()
+            .contains("sent 2 h 30 min late"),
+        "{reminder}"
+    );
     // The next reminder is 30 min after the late one, not a burst of catch-ups.
     second.run_until(minutes(215)).await;
-    let reminders: Vec<i64> =
-        timer_events(&second, IncidentId(1)).await.into_iter().filter(|(_, l)| l == "reminder").map(|(m, _)| m).collect();
+    let reminders: Vec<i64> = timer_events(&second, IncidentId(1))
+        .await
+        .into_iter()
+        .filter(|(_, l)| l == "reminder")
+        .map(|(m, _)| m)
+        .collect();
     assert_eq!(reminders, [180, 210]);
 }
 
@@ -242,12 +388,24 @@ async fn two_schedulers_fire_a_thousand_timers_exactly_once(db: Db) {
     let app = TestApp::start_with(store, "UTC", start()).await;
     let engine = app_engine(&app).clone();
     for i in 0..1000 {
-        engine.declare(&RequestMeta::user("UALICE", &format!("r{i}")), Severity::Sev1, &format!("Incident {i}")).await.unwrap();
+        engine
+            .declare(
+                &RequestMeta::user("UALICE", &format!("r{i}")),
+                Severity::Sev1,
+                &format!("Incident {i}"),
+            )
+            .await
+            .unwrap();
     }
     // At minute 16 exactly one timer per incident is due: the team escalation.
     let clock = Arc::new(ManualClock::new(minutes(16)));
     app.clock.set(minutes(16));
-    let replica = TestApp::start_with(klaxon::store::Store::connect(&url).await.unwrap(), "UTC", minutes(16)).await;
+    let replica = TestApp::start_with(
+        klaxon::store::Store::connect(&url).await.unwrap(),
+        "UTC",
+        minutes(16),
+    )
+    .await;
     let (a, b) = tokio::join!(app.scheduler.fire_due(), replica.scheduler.fire_due());
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.fired + b.fired, 1000, "{a:?} {b:?}");
@@ -255,8 +413,13 @@ async fn two_schedulers_fire_a_thousand_timers_exactly_once(db: Db) {
     let (x, y) = tokio::join!(app.worker.deliver_due(), replica.worker.deliver_due());
     x.unwrap();
     y.unwrap();
-    let mut keys: Vec<String> =
-        app.pagerduty.actions().into_iter().chain(replica.pagerduty.actions()).map(|(_, k)| k).collect();
+    let mut keys: Vec<String> = app
+        .pagerduty
+        .actions()
+        .into_iter()
+        .chain(replica.pagerduty.actions())
+        .map(|(_, k)| k)
+        .collect();
     assert_eq!(keys.len(), 1000, "every timer paged exactly once");
     keys.sort();
     keys.dedup();
@@ -266,23 +429,55 @@ async fn two_schedulers_fire_a_thousand_timers_exactly_once(db: Db) {
 
 async fn sev4_on_friday_evening_responds_next_business_day(db: Db) {
     // Friday 20 Nov 2026, 19:00 in New York (EST, UTC-5) = Saturday 00:00 UTC.
-    let friday = DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z").unwrap().with_timezone(&Utc);
+    let friday = DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
     let app = TestApp::start_with(fresh_store(db).await, "America/New_York", friday).await;
     let engine = app_engine(&app).clone();
-    let meta = RequestMeta { actor: Actor::Klaxon, request_id: "t".into(), dedupe: None };
-    engine.declare(&meta, Severity::Sev4, "Typo on the status page").await.unwrap();
-    let deadline = app.store.timers_of(IncidentId(1)).await.unwrap().into_iter().find(|t| t.0 == "response_deadline").unwrap();
+    let meta = RequestMeta {
+        actor: Actor::Klaxon,
+        request_id: "t".into(),
+        dedupe: None,
+    };
+    engine
+        .declare(&meta, Severity::Sev4, "Typo on the status page")
+        .await
+        .unwrap();
+    let deadline = app
+        .store
+        .timers_of(IncidentId(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.0 == "response_deadline")
+        .unwrap();
     // Monday 23 Nov 09:00 EST = 14:00 UTC.
     assert_eq!(deadline.1.to_rfc3339(), "2026-11-23T14:00:00+00:00");
 
     // Across the end of DST: Friday 30 Oct 2026 18:00 EDT (22:00 UTC) -> Monday 2 Nov
     // 09:00 EST = 14:00 UTC (not 13:00).
-    app.clock.set(DateTime::parse_from_rfc3339("2026-10-30T22:00:00Z").unwrap().with_timezone(&Utc));
-    engine.declare(&meta, Severity::Sev4, "Another").await.unwrap();
-    let deadline = app.store.timers_of(IncidentId(2)).await.unwrap().into_iter().find(|t| t.0 == "response_deadline").unwrap();
+    app.clock.set(
+        DateTime::parse_from_rfc3339("2026-10-30T22:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc),
+    );
+    engine
+        .declare(&meta, Severity::Sev4, "Another")
+        .await
+        .unwrap();
+    let deadline = app
+        .store
+        .timers_of(IncidentId(2))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.0 == "response_deadline")
+        .unwrap();
     assert_eq!(deadline.1.to_rfc3339(), "2026-11-02T14:00:00+00:00");
     let declared = app.store.timeline(IncidentId(2)).await.unwrap();
-    assert!(matches!(&declared[0].kind, EventKind::Declared { respond_by, .. } if respond_by.to_rfc3339() == "2026-11-02T14:00:00+00:00"));
+    assert!(
+        matches!(&declared[0].kind, EventKind::Declared { respond_by, .. } if respond_by.to_rfc3339() == "2026-11-02T14:00:00+00:00")
+    );
 }
 
 async fn paging_retries_until_pagerduty_accepts(db: Db) {
@@ -295,5 +490,8 @@ async fn paging_retries_until_pagerduty_accepts(db: Db) {
     app.deliver().await; // 429 with Retry-After 3
     app.clock.advance(TimeDelta::seconds(3));
     app.deliver().await;
-    assert_eq!(app.pagerduty.actions(), [("trigger".to_string(), "klaxon-1-team".to_string())]);
+    assert_eq!(
+        app.pagerduty.actions(),
+        [("trigger".to_string(), "klaxon-1-team".to_string())]
+    );
 }

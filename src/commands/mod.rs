@@ -9,8 +9,8 @@
 pub mod catalog;
 pub mod kube_exec;
 pub mod params;
-pub mod render;
 pub mod rds;
+pub mod render;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -111,18 +111,39 @@ impl Action {
             Action::RdsSnapshotCreate => &[("instance", true), ("snapshot", true)],
             Action::RdsSnapshotsList => &[("instance", true)],
             Action::RdsRestorePitr => &[("source", true), ("target", true), ("restore_time", true)],
-            Action::RdsRestoreSnapshot => &[("snapshot", true), ("target", true), ("instance_class", false)],
+            Action::RdsRestoreSnapshot => &[
+                ("snapshot", true),
+                ("target", true),
+                ("instance_class", false),
+            ],
             Action::K8sPods => &[("namespace", true), ("selector", false)],
-            Action::K8sScale => &[("namespace", true), ("deployment", true), ("replicas", true)],
-            Action::K8sRolloutRestart | Action::K8sRolloutStatus => &[("namespace", true), ("deployment", true)],
-            Action::K8sSetImage => &[("namespace", true), ("deployment", true), ("container", true), ("image", true)],
+            Action::K8sScale => &[
+                ("namespace", true),
+                ("deployment", true),
+                ("replicas", true),
+            ],
+            Action::K8sRolloutRestart | Action::K8sRolloutStatus => {
+                &[("namespace", true), ("deployment", true)]
+            }
+            Action::K8sSetImage => &[
+                ("namespace", true),
+                ("deployment", true),
+                ("container", true),
+                ("image", true),
+            ],
             Action::K8sCordon | Action::K8sUncordon | Action::K8sDrain => &[("node", true)],
         }
     }
 
     /// Whether the action only reads (may run with 0 approvers).
     pub fn is_read_only(self) -> bool {
-        matches!(self, Action::RdsDescribe | Action::RdsSnapshotsList | Action::K8sPods | Action::K8sRolloutStatus)
+        matches!(
+            self,
+            Action::RdsDescribe
+                | Action::RdsSnapshotsList
+                | Action::K8sPods
+                | Action::K8sRolloutStatus
+        )
     }
 
     /// Whether the action goes to the RDS executor (otherwise Kubernetes).
@@ -160,7 +181,9 @@ impl Params {
     pub fn text(&self, name: &str) -> Result<&str, ExecError> {
         match self.0.get(name) {
             Some(ParamValue::Text(t)) => Ok(t),
-            Some(other) => Err(ExecError::Invalid(format!("parameter `{name}` is {other:?}, expected text"))),
+            Some(other) => Err(ExecError::Invalid(format!(
+                "parameter `{name}` is {other:?}, expected text"
+            ))),
             None => Err(ExecError::Invalid(format!("parameter `{name}` is missing"))),
         }
     }
@@ -177,7 +200,9 @@ impl Params {
     pub fn integer(&self, name: &str) -> Result<i64, ExecError> {
         match self.0.get(name) {
             Some(ParamValue::Integer(i)) => Ok(*i),
-            Some(other) => Err(ExecError::Invalid(format!("parameter `{name}` is {other:?}, expected an integer"))),
+            Some(other) => Err(ExecError::Invalid(format!(
+                "parameter `{name}` is {other:?}, expected an integer"
+            ))),
             None => Err(ExecError::Invalid(format!("parameter `{name}` is missing"))),
         }
     }
@@ -187,7 +212,9 @@ impl Params {
         match self.0.get(name) {
             Some(ParamValue::Timestamp(t)) => Ok(Some(*t)),
             Some(ParamValue::Latest) => Ok(None),
-            Some(other) => Err(ExecError::Invalid(format!("parameter `{name}` is {other:?}, expected a time or `latest`"))),
+            Some(other) => Err(ExecError::Invalid(format!(
+                "parameter `{name}` is {other:?}, expected a time or `latest`"
+            ))),
             None => Err(ExecError::Invalid(format!("parameter `{name}` is missing"))),
         }
     }

@@ -170,8 +170,12 @@ pub fn click(
         Click::Deny if clicker == run.requester || may_approve => ClickOutcome::Denied,
         Click::Deny => ClickOutcome::Refused(Refusal::NotAllowed(policy.to_string())),
         Click::Approve if clicker == run.requester => ClickOutcome::Refused(Refusal::OwnRequest),
-        Click::Approve if run.approvers.iter().any(|a| a == clicker) => ClickOutcome::Refused(Refusal::AlreadyApproved),
-        Click::Approve if !may_approve => ClickOutcome::Refused(Refusal::NotAllowed(policy.to_string())),
+        Click::Approve if run.approvers.iter().any(|a| a == clicker) => {
+            ClickOutcome::Refused(Refusal::AlreadyApproved)
+        }
+        Click::Approve if !may_approve => {
+            ClickOutcome::Refused(Refusal::NotAllowed(policy.to_string()))
+        }
         Click::Approve => {
             let mut approvers = run.approvers.clone();
             approvers.push(clicker.to_string());
@@ -207,13 +211,18 @@ mod tests {
     fn a_second_person_approves() {
         assert_eq!(
             click(&run(1), "UAPP", Click::Approve, true, "", true, now()),
-            ClickOutcome::Approved { approvers: vec!["UAPP".into()] }
+            ClickOutcome::Approved {
+                approvers: vec!["UAPP".into()]
+            }
         );
     }
 
     #[test]
     fn self_approval_is_refused_even_when_allowed() {
-        assert_eq!(click(&run(1), "UREQ", Click::Approve, true, "", true, now()), ClickOutcome::Refused(Refusal::OwnRequest));
+        assert_eq!(
+            click(&run(1), "UREQ", Click::Approve, true, "", true, now()),
+            ClickOutcome::Refused(Refusal::OwnRequest)
+        );
     }
 
     #[test]
@@ -221,22 +230,44 @@ mod tests {
         let mut r = run(2);
         assert_eq!(
             click(&r, "UA", Click::Approve, true, "", true, now()),
-            ClickOutcome::Recorded { approvers: vec!["UA".into()] }
+            ClickOutcome::Recorded {
+                approvers: vec!["UA".into()]
+            }
         );
         r.approvers.push("UA".into());
-        assert_eq!(click(&r, "UA", Click::Approve, true, "", true, now()), ClickOutcome::Refused(Refusal::AlreadyApproved));
-        assert!(matches!(click(&r, "UB", Click::Approve, true, "", true, now()), ClickOutcome::Approved { .. }));
+        assert_eq!(
+            click(&r, "UA", Click::Approve, true, "", true, now()),
+            ClickOutcome::Refused(Refusal::AlreadyApproved)
+        );
+        assert!(matches!(
+            click(&r, "UB", Click::Approve, true, "", true, now()),
+            ClickOutcome::Approved { .. }
+        ));
     }
 
     #[test]
     fn policy_expiry_resolution_and_state_are_checked() {
         assert_eq!(
-            click(&run(1), "UX", Click::Approve, false, "roles: commander", true, now()),
+            click(
+                &run(1),
+                "UX",
+                Click::Approve,
+                false,
+                "roles: commander",
+                true,
+                now()
+            ),
             ClickOutcome::Refused(Refusal::NotAllowed("roles: commander".into()))
         );
         let late = now() + TimeDelta::minutes(15);
-        assert_eq!(click(&run(1), "UA", Click::Approve, true, "", true, late), ClickOutcome::Refused(Refusal::Expired));
-        assert_eq!(click(&run(1), "UA", Click::Approve, true, "", false, now()), ClickOutcome::Refused(Refusal::IncidentResolved));
+        assert_eq!(
+            click(&run(1), "UA", Click::Approve, true, "", true, late),
+            ClickOutcome::Refused(Refusal::Expired)
+        );
+        assert_eq!(
+            click(&run(1), "UA", Click::Approve, true, "", false, now()),
+            ClickOutcome::Refused(Refusal::IncidentResolved)
+        );
         let mut done = run(1);
         done.state = RunState::Executing;
         assert_eq!(
@@ -247,8 +278,17 @@ mod tests {
 
     #[test]
     fn the_requester_may_withdraw_others_need_the_policy() {
-        assert_eq!(click(&run(1), "UREQ", Click::Deny, false, "", true, now()), ClickOutcome::Denied);
-        assert_eq!(click(&run(1), "UA", Click::Deny, true, "", true, now()), ClickOutcome::Denied);
-        assert!(matches!(click(&run(1), "UX", Click::Deny, false, "", true, now()), ClickOutcome::Refused(_)));
+        assert_eq!(
+            click(&run(1), "UREQ", Click::Deny, false, "", true, now()),
+            ClickOutcome::Denied
+        );
+        assert_eq!(
+            click(&run(1), "UA", Click::Deny, true, "", true, now()),
+            ClickOutcome::Denied
+        );
+        assert!(matches!(
+            click(&run(1), "UX", Click::Deny, false, "", true, now()),
+            ClickOutcome::Refused(_)
+        ));
     }
 }

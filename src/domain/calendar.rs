@@ -3,7 +3,9 @@
 //! Stored times are UTC; this is where a UTC instant meets the team's wall clock (SEV4's
 //! "next business day", times shown to people).
 
-use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc, Weekday};
+use chrono::{
+    DateTime, Datelike, LocalResult, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc, Weekday,
+};
 use chrono_tz::Tz;
 
 /// Business hours in one time zone, Monday to Friday, minus holidays.
@@ -73,7 +75,9 @@ impl BusinessCalendar {
 
     /// Formats `at` on the team's wall clock, e.g. `Mon 23 Nov 09:00 GMT`.
     pub fn format_local(&self, at: DateTime<Utc>) -> String {
-        at.with_timezone(&self.tz).format("%a %d %b %H:%M %Z").to_string()
+        at.with_timezone(&self.tz)
+            .format("%a %d %b %H:%M %Z")
+            .to_string()
     }
 }
 
@@ -86,7 +90,10 @@ mod tests {
     }
 
     fn calendar(tz: Tz) -> BusinessCalendar {
-        BusinessCalendar { tz, ..Default::default() }
+        BusinessCalendar {
+            tz,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -133,7 +140,8 @@ mod tests {
     #[test]
     fn skips_holidays() {
         let mut cal = calendar(chrono_tz::UTC);
-        cal.holidays.push(NaiveDate::from_ymd_opt(2026, 11, 23).unwrap());
+        cal.holidays
+            .push(NaiveDate::from_ymd_opt(2026, 11, 23).unwrap());
         assert_eq!(
             cal.next_business_day_start(utc("2026-11-21T12:00:00Z")),
             utc("2026-11-24T09:00:00Z")

@@ -21,7 +21,11 @@ pub fn planned(date: NaiveDate, title: &str) -> String {
     }
     let slug = slug.trim_matches('-');
     let base = format!("inc-{}", date.format("%Y%m%d"));
-    let name = if slug.is_empty() { base } else { format!("{base}-{slug}") };
+    let name = if slug.is_empty() {
+        base
+    } else {
+        format!("{base}-{slug}")
+    };
     truncate(&name, MAX_LEN)
 }
 
@@ -47,8 +51,14 @@ mod tests {
 
     #[test]
     fn lowercases_and_dashes_the_title() {
-        assert_eq!(planned(day(), "Database is DOWN!!"), "inc-20261123-database-is-down");
-        assert_eq!(planned(day(), "API: 5xx / eu-west-1"), "inc-20261123-api-5xx-eu-west-1");
+        assert_eq!(
+            planned(day(), "Database is DOWN!!"),
+            "inc-20261123-database-is-down"
+        );
+        assert_eq!(
+            planned(day(), "API: 5xx / eu-west-1"),
+            "inc-20261123-api-5xx-eu-west-1"
+        );
         assert_eq!(planned(day(), "Ünïcode — only"), "inc-20261123-n-code-only");
         assert_eq!(planned(day(), "!!!"), "inc-20261123");
     }
@@ -67,7 +77,14 @@ mod tests {
 
     #[test]
     fn every_character_is_one_slack_accepts() {
-        let name = planned(day(), "Ça ne marche pas: <script>alert(1)</script> \n\t 東京");
-        assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{name}");
+        let name = planned(
+            day(),
+            "Ça ne marche pas: <script>alert(1)</script> \n\t 東京",
+        );
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+            "{name}"
+        );
     }
 }

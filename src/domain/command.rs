@@ -62,7 +62,10 @@ impl SlashCommand {
                 | SlashCommand::Status(_)
                 | SlashCommand::Update(_)
                 | SlashCommand::Resolve(_)
-                | SlashCommand::Run { command: Some(_), .. }
+                | SlashCommand::Run {
+                    command: Some(_),
+                    ..
+                }
         )
     }
 
@@ -105,13 +108,21 @@ pub const USAGES: &[Usage] = &[
         syntax: "role <commander|comms|ops|scribe> @user",
         about: "Assign or hand over a role (in the incident channel).",
     },
-    Usage { name: "sev", syntax: "sev <1-4>", about: "Change the severity (in the incident channel)." },
+    Usage {
+        name: "sev",
+        syntax: "sev <1-4>",
+        about: "Change the severity (in the incident channel).",
+    },
     Usage {
         name: "status",
         syntax: "status <investigating|identified|monitoring>",
         about: "Change the status (in the incident channel).",
     },
-    Usage { name: "update", syntax: "update <text>", about: "Post a status update (in the incident channel)." },
+    Usage {
+        name: "update",
+        syntax: "update <text>",
+        about: "Post a status update (in the incident channel).",
+    },
     Usage {
         name: "resolve",
         syntax: "resolve [<one-line summary>]",
@@ -122,8 +133,16 @@ pub const USAGES: &[Usage] = &[
         syntax: "run <command> [key=value ...]",
         about: "Run an approved recovery command after a second person approves (in the incident channel; no command: list them).",
     },
-    Usage { name: "list", syntax: "list", about: "List open incidents (only you see the answer)." },
-    Usage { name: "help", syntax: "help", about: "Show this help." },
+    Usage {
+        name: "list",
+        syntax: "list",
+        about: "List open incidents (only you see the answer).",
+    },
+    Usage {
+        name: "help",
+        syntax: "help",
+        about: "Show this help.",
+    },
 ];
 
 /// The help text for `/incident help` and for unknown subcommands.
@@ -154,11 +173,17 @@ impl fmt::Display for ParseError {
 }
 
 fn usage(name: &str) -> &'static Usage {
-    USAGES.iter().find(|u| u.name == name).expect("every subcommand has a usage line")
+    USAGES
+        .iter()
+        .find(|u| u.name == name)
+        .expect("every subcommand has a usage line")
 }
 
 fn error(name: &str, problem: impl Into<String>) -> ParseError {
-    ParseError { problem: problem.into(), usage: Some(usage(name)) }
+    ParseError {
+        problem: problem.into(),
+        usage: Some(usage(name)),
+    }
 }
 
 /// Parses a Slack user reference: `<@U123>`, `<@U123|alice>` (what Slack sends when the
@@ -171,7 +196,9 @@ pub fn parse_user(token: &str) -> Option<String> {
     let valid = id.len() >= 2
         && id.len() <= 32
         && (id.starts_with('U') || id.starts_with('W'))
-        && id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        && id
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
     valid.then(|| id.to_string())
 }
 
@@ -271,10 +298,19 @@ mod tests {
     fn declare_inline_or_with_a_form() {
         assert_eq!(
             parse("declare sev1 Database is down"),
-            Ok(SlashCommand::Declare(Some((Severity::Sev1, "Database is down".into()))))
+            Ok(SlashCommand::Declare(Some((
+                Severity::Sev1,
+                "Database is down".into()
+            ))))
         );
         assert_eq!(parse("declare"), Ok(SlashCommand::Declare(None)));
-        assert_eq!(parse("  DECLARE   2   API slow "), Ok(SlashCommand::Declare(Some((Severity::Sev2, "API slow".into())))));
+        assert_eq!(
+            parse("  DECLARE   2   API slow "),
+            Ok(SlashCommand::Declare(Some((
+                Severity::Sev2,
+                "API slow".into()
+            ))))
+        );
     }
 
     #[test]
@@ -290,24 +326,62 @@ mod tests {
     fn role_takes_an_escaped_mention() {
         assert_eq!(
             parse("role commander <@U024BE7LH|bob>"),
-            Ok(SlashCommand::Role { role: Role::Commander, user: "U024BE7LH".into() })
+            Ok(SlashCommand::Role {
+                role: Role::Commander,
+                user: "U024BE7LH".into()
+            })
         );
-        assert_eq!(parse("role ic <@W1>"), Ok(SlashCommand::Role { role: Role::Commander, user: "W1".into() }));
-        assert!(parse("role pilot <@U1>").unwrap_err().problem.starts_with("role: `pilot`"));
-        assert!(parse("role comms @bob").unwrap_err().problem.starts_with("user: `@bob`"));
+        assert_eq!(
+            parse("role ic <@W1>"),
+            Ok(SlashCommand::Role {
+                role: Role::Commander,
+                user: "W1".into()
+            })
+        );
+        assert!(
+            parse("role pilot <@U1>")
+                .unwrap_err()
+                .problem
+                .starts_with("role: `pilot`")
+        );
+        assert!(
+            parse("role comms @bob")
+                .unwrap_err()
+                .problem
+                .starts_with("user: `@bob`")
+        );
         assert!(parse("role comms").is_err());
     }
 
     #[test]
     fn sev_status_update_resolve() {
         assert_eq!(parse("sev 2"), Ok(SlashCommand::Sev(Severity::Sev2)));
-        assert!(parse("sev 5").unwrap_err().problem.contains("between 1 and 4"));
-        assert_eq!(parse("status Identified"), Ok(SlashCommand::Status(Status::Identified)));
-        assert!(parse("status resolved").unwrap_err().problem.contains("/incident resolve"));
-        assert_eq!(parse("update Rolled back v42"), Ok(SlashCommand::Update("Rolled back v42".into())));
+        assert!(
+            parse("sev 5")
+                .unwrap_err()
+                .problem
+                .contains("between 1 and 4")
+        );
+        assert_eq!(
+            parse("status Identified"),
+            Ok(SlashCommand::Status(Status::Identified))
+        );
+        assert!(
+            parse("status resolved")
+                .unwrap_err()
+                .problem
+                .contains("/incident resolve")
+        );
+        assert_eq!(
+            parse("update Rolled back v42"),
+            Ok(SlashCommand::Update("Rolled back v42".into()))
+        );
         assert!(parse("update").is_err());
         assert_eq!(parse("resolve"), Ok(SlashCommand::Resolve(None)));
-        assert_eq!(parse("resolve Failed over"), Ok(SlashCommand::Resolve(Some("Failed over".into()))));
+        assert_eq!(
+            parse("resolve Failed over"),
+            Ok(SlashCommand::Resolve(Some("Failed over".into())))
+        );
     }
 
     #[test]

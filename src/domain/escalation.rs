@@ -42,7 +42,12 @@ impl EscalationPolicy {
 
     /// Every target any ladder names.
     pub fn targets(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.ladders.iter().flatten().map(|s| s.target.as_str()).collect();
+        let mut names: Vec<&str> = self
+            .ladders
+            .iter()
+            .flatten()
+            .map(|s| s.target.as_str())
+            .collect();
         names.sort_unstable();
         names.dedup();
         names
@@ -53,9 +58,17 @@ impl Default for EscalationPolicy {
     /// DESIGN.md: SEV1 15 min team, 30 min management, 60 min executives, 120 min external
     /// stakeholders; SEV2 30 min management, 120 min executives; SEV3/4 none.
     fn default() -> Self {
-        let step = |target: &str, minutes| Step { target: target.into(), after: TimeDelta::minutes(minutes) };
+        let step = |target: &str, minutes| Step {
+            target: target.into(),
+            after: TimeDelta::minutes(minutes),
+        };
         Self::new([
-            vec![step("team", 15), step("management", 30), step("executives", 60), step("external", 120)],
+            vec![
+                step("team", 15),
+                step("management", 30),
+                step("executives", 60),
+                step("external", 120),
+            ],
             vec![step("management", 30), step("executives", 120)],
             vec![],
             vec![],

@@ -44,7 +44,11 @@ pub enum Status {
 
 impl Status {
     /// Statuses a person can set with `/incident status` (resolving has its own command).
-    pub const SETTABLE: [Status; 3] = [Status::Investigating, Status::Identified, Status::Monitoring];
+    pub const SETTABLE: [Status; 3] = [
+        Status::Investigating,
+        Status::Identified,
+        Status::Monitoring,
+    ];
 
     /// Lowercase name as typed in commands.
     pub fn as_str(self) -> &'static str {
@@ -481,7 +485,10 @@ pub const MAX_TEXT_CHARS: usize = 2500;
 pub fn clean_text(field: &'static str, text: &str, max: usize) -> Result<String, DomainError> {
     let text = text.trim();
     if text.is_empty() {
-        return Err(DomainError::Invalid { field, rule: "must not be empty".into() });
+        return Err(DomainError::Invalid {
+            field,
+            rule: "must not be empty".into(),
+        });
     }
     let chars = text.chars().count();
     if chars > max {
@@ -503,7 +510,11 @@ pub fn declare(
     policy: Policy<'_>,
 ) -> Result<Decision, DomainError> {
     // Titles are one line: a modal's multi-line input is folded.
-    let title = clean_text("title", &title.split_whitespace().collect::<Vec<_>>().join(" "), MAX_TITLE_CHARS)?;
+    let title = clean_text(
+        "title",
+        &title.split_whitespace().collect::<Vec<_>>().join(" "),
+        MAX_TITLE_CHARS,
+    )?;
     let respond_by = policy.severities.respond_by(severity, now, policy.calendar);
     let local_date = now.with_timezone(&policy.calendar.tz).date_naive();
     let incident = Incident {
@@ -523,13 +534,21 @@ pub fn declare(
         fired_timers: BTreeSet::new(),
     };
     let mut incident = incident;
-    let mut events = vec![EventKind::Declared { severity, title, respond_by }];
+    let mut events = vec![EventKind::Declared {
+        severity,
+        title,
+        respond_by,
+    }];
     let mut invite = Vec::new();
     // A person who declares commands until they hand over; an incident Klaxon opens
     // itself (a PagerDuty trigger) has no commander until someone takes the role.
     if let Actor::User(user) = declared_by {
         incident.roles.insert(Role::Commander, user.clone());
-        events.push(EventKind::RoleAssigned { role: Role::Commander, user: user.clone(), previous: None });
+        events.push(EventKind::RoleAssigned {
+            role: Role::Commander,
+            user: user.clone(),
+            previous: None,
+        });
         invite.push(user.clone());
     }
     let effects = vec![
@@ -538,7 +557,9 @@ pub fn declare(
             purpose: render::channel_purpose(&incident),
             invite,
         },
-        Effect::SetTopic { topic: render::topic(&incident) },
+        Effect::SetTopic {
+            topic: render::topic(&incident),
+        },
         Effect::Post {
             destination: Destination::IncidentChannel,
             message: render::summary(&incident, policy),
@@ -552,7 +573,12 @@ pub fn declare(
         "{id} declared ({severity}): opening #{}. You are the incident commander until you hand over with `/incident role commander @someone`.",
         incident.planned_channel_name
     );
-    Ok(Decision { incident, events, effects, reply })
+    Ok(Decision {
+        incident,
+        events,
+        effects,
+        reply,
+    })
 }
 
 /// Applies `change` by `actor` to `incident` at `now`.
@@ -572,129 +598,183 @@ pub fn apply(
         Actor::User(u) => format!("<@{u}>"),
         Actor::Klaxon => "Klaxon".to_string(),
     };
-    let (events, effects, reply) = match change {
-        Change::AssignRole { role, user } => {
-            let previous = next.roles.insert(role, user.clone());
-            if previous.as_deref() == Some(user.as_str()) {
-                return Err(DomainError::Unchanged(format!("<@{user}> is already the {} of {id}.", role.title())));
-            }
-            let mut effects = vec![Effect::Invite { users: vec![user.clone()] }];
-            if role == Role::Commander {
-                effects.push(Effect::SetTopic { topic: render::topic(&next) });
-            }
-            effects.push(Effect::Post {
-                destination: Destination::IncidentChannel,
-                message: render::role_assigned(role, &user, previous.as_deref(), actor),
-            });
-            (
-                vec![EventKind::RoleAssigned { role, user: user.clone(), previous }],
-                effects,
-                format!("<@{user}> is now the {} of {id}.", role.title()),
-            )
-        }
-        Change::ChangeSeverity(to) => {
-            let from = incident.severity;
-            if from == to {
-                return Err(DomainError::Unchanged(format!("{id} is already {to}.")));
-            }
-            next.severity = to;
-            let message = render::severity_changed(&next, from, actor, policy);
-            (
-                vec![EventKind::SeverityChanged { from, to }],
-                vec![
-                    Effect::SetTopic { topic: render::topic(&next) },
-                    Effect::Post { destination: Destination::IncidentChannel, message: message.clone() },
-                    Effect::Post { destination: Destination::Announcements, message },
-                ],
-                format!("{id} is now {to}."),
-            )
-        }
-        Change::SetStatus(to) => {
-            let from = incident.status;
-            if to == Status::Resolved {
-                return Err(DomainError::Invalid {
-                    field: "status",
-                    rule: "use `/incident resolve` to resolve".into(),
+    let (events, effects, reply) =
+        match change {
+            Change::AssignRole { role, user } => {
+                let previous = next.roles.insert(role, user.clone());
+                if previous.as_deref() == Some(user.as_str()) {
+                    return Err(DomainError::Unchanged(format!(
+                        "<@{user}> is already the {} of {id}.",
+                        role.title()
+                    )));
+                }
+                let mut effects = vec![Effect::Invite {
+                    users: vec![user.clone()],
+                }];
+                if role == Role::Commander {
+                    effects.push(Effect::SetTopic {
+                        topic: render::topic(&next),
+                    });
+                }
+                effects.push(Effect::Post {
+                    destination: Destination::IncidentChannel,
+                    message: render::role_assigned(role, &user, previous.as_deref(), actor),
                 });
+                (
+                    vec![EventKind::RoleAssigned {
+                        role,
+                        user: user.clone(),
+                        previous,
+                    }],
+                    effects,
+                    format!("<@{user}> is now the {} of {id}.", role.title()),
+                )
             }
-            if from == to {
-                return Err(DomainError::Unchanged(format!("{id} is already {to}.")));
+            Change::ChangeSeverity(to) => {
+                let from = incident.severity;
+                if from == to {
+                    return Err(DomainError::Unchanged(format!("{id} is already {to}.")));
+                }
+                next.severity = to;
+                let message = render::severity_changed(&next, from, actor, policy);
+                (
+                    vec![EventKind::SeverityChanged { from, to }],
+                    vec![
+                        Effect::SetTopic {
+                            topic: render::topic(&next),
+                        },
+                        Effect::Post {
+                            destination: Destination::IncidentChannel,
+                            message: message.clone(),
+                        },
+                        Effect::Post {
+                            destination: Destination::Announcements,
+                            message,
+                        },
+                    ],
+                    format!("{id} is now {to}."),
+                )
             }
-            next.status = to;
-            (
-                vec![EventKind::StatusChanged { from, to }],
-                vec![
-                    Effect::SetTopic { topic: render::topic(&next) },
+            Change::SetStatus(to) => {
+                let from = incident.status;
+                if to == Status::Resolved {
+                    return Err(DomainError::Invalid {
+                        field: "status",
+                        rule: "use `/incident resolve` to resolve".into(),
+                    });
+                }
+                if from == to {
+                    return Err(DomainError::Unchanged(format!("{id} is already {to}.")));
+                }
+                next.status = to;
+                (
+                    vec![EventKind::StatusChanged { from, to }],
+                    vec![
+                        Effect::SetTopic {
+                            topic: render::topic(&next),
+                        },
+                        Effect::Post {
+                            destination: Destination::IncidentChannel,
+                            message: render::status_changed(&next, from, actor),
+                        },
+                    ],
+                    format!("{id} is now {to}."),
+                )
+            }
+            Change::PostUpdate(text) => {
+                let text = clean_text("update", &text, MAX_TEXT_CHARS)?;
+                let by = actor.to_string();
+                next.last_update = Some(StatusUpdate {
+                    at: now,
+                    by,
+                    text: text.clone(),
+                });
+                (
+                    vec![EventKind::UpdatePosted { text: text.clone() }],
+                    vec![Effect::Post {
+                        destination: Destination::IncidentChannel,
+                        message: render::status_update(&next, &text, actor, now),
+                    }],
+                    format!("Status update posted to {id}."),
+                )
+            }
+            Change::Resolve(summary) => {
+                let summary = clean_text("summary", &summary, MAX_TEXT_CHARS)?;
+                let from = incident.status;
+                next.status = Status::Resolved;
+                next.resolved_at = Some(now);
+                next.resolution = Some(summary.clone());
+                let message = render::resolved(&next, actor);
+                let mut effects = vec![
+                    Effect::SetTopic {
+                        topic: render::topic(&next),
+                    },
                     Effect::Post {
                         destination: Destination::IncidentChannel,
-                        message: render::status_changed(&next, from, actor),
+                        message: message.clone(),
                     },
-                ],
-                format!("{id} is now {to}."),
-            )
-        }
-        Change::PostUpdate(text) => {
-            let text = clean_text("update", &text, MAX_TEXT_CHARS)?;
-            let by = actor.to_string();
-            next.last_update = Some(StatusUpdate { at: now, by, text: text.clone() });
-            (
-                vec![EventKind::UpdatePosted { text: text.clone() }],
-                vec![Effect::Post {
-                    destination: Destination::IncidentChannel,
-                    message: render::status_update(&next, &text, actor, now),
-                }],
-                format!("Status update posted to {id}."),
-            )
-        }
-        Change::Resolve(summary) => {
-            let summary = clean_text("summary", &summary, MAX_TEXT_CHARS)?;
-            let from = incident.status;
-            next.status = Status::Resolved;
-            next.resolved_at = Some(now);
-            next.resolution = Some(summary.clone());
-            let message = render::resolved(&next, actor);
-            let mut effects = vec![
-                Effect::SetTopic { topic: render::topic(&next) },
-                Effect::Post { destination: Destination::IncidentChannel, message: message.clone() },
-                Effect::Post { destination: Destination::Announcements, message },
-            ];
-            effects.extend(paged_targets(&next, policy).into_iter().map(|target| Effect::Page {
-                action: PageAction::Resolve,
-                dedup_key: dedup_key(id, &target),
-                summary: format!("{id} resolved: {}", next.title),
-                severity: page_severity(next.severity).into(),
-                target,
-            }));
-            (
-                vec![
-                    EventKind::StatusChanged { from, to: Status::Resolved },
-                    EventKind::Resolved { summary },
-                ],
-                effects,
-                format!("{id} resolved. Thank you, {actor_mention}."),
-            )
-        }
-        Change::TimerFired { kind, due_at } => {
-            let planned = timers::plan(incident, policy).into_iter().any(|t| t.kind == kind && t.due_at == due_at);
-            if !planned {
-                return Err(DomainError::Unchanged(format!("{id}: timer {kind} is no longer wanted")));
+                    Effect::Post {
+                        destination: Destination::Announcements,
+                        message,
+                    },
+                ];
+                effects.extend(paged_targets(&next, policy).into_iter().map(|target| {
+                    Effect::Page {
+                        action: PageAction::Resolve,
+                        dedup_key: dedup_key(id, &target),
+                        summary: format!("{id} resolved: {}", next.title),
+                        severity: page_severity(next.severity).into(),
+                        target,
+                    }
+                }));
+                (
+                    vec![
+                        EventKind::StatusChanged {
+                            from,
+                            to: Status::Resolved,
+                        },
+                        EventKind::Resolved { summary },
+                    ],
+                    effects,
+                    format!("{id} resolved. Thank you, {actor_mention}."),
+                )
             }
-            let (events, effects) = fire_timer(&mut next, &kind, due_at, now, policy);
-            (events, effects, String::new())
-        }
-        Change::ChannelOpened(channel) => {
-            if incident.channel.as_ref() == Some(&channel) {
-                return Err(DomainError::Unchanged(format!("{id} already has channel {}.", channel.name)));
+            Change::TimerFired { kind, due_at } => {
+                let planned = timers::plan(incident, policy)
+                    .into_iter()
+                    .any(|t| t.kind == kind && t.due_at == due_at);
+                if !planned {
+                    return Err(DomainError::Unchanged(format!(
+                        "{id}: timer {kind} is no longer wanted"
+                    )));
+                }
+                let (events, effects) = fire_timer(&mut next, &kind, due_at, now, policy);
+                (events, effects, String::new())
             }
-            next.channel = Some(channel.clone());
-            (
-                vec![EventKind::ChannelOpened { channel_id: channel.id, name: channel.name }],
-                vec![],
-                String::new(),
-            )
-        }
-    };
-    Ok(Decision { incident: next, events, effects, reply })
+            Change::ChannelOpened(channel) => {
+                if incident.channel.as_ref() == Some(&channel) {
+                    return Err(DomainError::Unchanged(format!(
+                        "{id} already has channel {}.",
+                        channel.name
+                    )));
+                }
+                next.channel = Some(channel.clone());
+                (
+                    vec![EventKind::ChannelOpened {
+                        channel_id: channel.id,
+                        name: channel.name,
+                    }],
+                    vec![],
+                    String::new(),
+                )
+            }
+        };
+    Ok(Decision {
+        incident: next,
+        events,
+        effects,
+        reply,
+    })
 }
 
 /// PagerDuty dedup key of an escalation target's page for one incident.
@@ -714,9 +794,14 @@ pub fn page_severity(severity: Severity) -> &'static str {
 
 /// Targets already paged for this incident (to resolve their alerts).
 fn paged_targets(incident: &Incident, policy: Policy<'_>) -> Vec<String> {
-    let mut targets: Vec<String> =
-        incident.fired_timers.iter().filter_map(|k| k.strip_prefix("escalation:").map(str::to_string)).collect();
-    if incident.fired_timers.contains(&TimerKind::ResponseDeadline.key())
+    let mut targets: Vec<String> = incident
+        .fired_timers
+        .iter()
+        .filter_map(|k| k.strip_prefix("escalation:").map(str::to_string))
+        .collect();
+    if incident
+        .fired_timers
+        .contains(&TimerKind::ResponseDeadline.key())
         && let Some(first) = policy.escalation.ladder(incident.severity).first()
         && !targets.contains(&first.target)
     {
@@ -738,7 +823,10 @@ fn fire_timer(
     if kind.once_per_incident() {
         next.fired_timers.insert(kind.key());
     }
-    let post = |message| Effect::Post { destination: Destination::IncidentChannel, message };
+    let post = |message| Effect::Post {
+        destination: Destination::IncidentChannel,
+        message,
+    };
     let page = |target: &str, summary: String| Effect::Page {
         action: PageAction::Trigger,
         target: target.to_string(),
@@ -749,33 +837,59 @@ fn fire_timer(
     match kind {
         TimerKind::StatusReminder => {
             next.last_reminder_at = Some(now);
-            (vec![EventKind::ReminderSent { late_by_secs }], vec![post(render::status_reminder(next, now, late, policy))])
+            (
+                vec![EventKind::ReminderSent { late_by_secs }],
+                vec![post(render::status_reminder(next, now, late, policy))],
+            )
         }
         TimerKind::ResponseDeadline => {
             let message = render::response_missed(next, late);
-            let mut effects = vec![post(message.clone()), Effect::Post { destination: Destination::Announcements, message }];
+            let mut effects = vec![
+                post(message.clone()),
+                Effect::Post {
+                    destination: Destination::Announcements,
+                    message,
+                },
+            ];
             if let Some(first) = policy.escalation.ladder(next.severity).first() {
-                let summary = format!("{} {}: nobody has taken command: {}", next.id, next.severity, next.title);
+                let summary = format!(
+                    "{} {}: nobody has taken command: {}",
+                    next.id, next.severity, next.title
+                );
                 effects.push(page(&first.target, summary));
             }
             (vec![EventKind::ResponseMissed { late_by_secs }], effects)
         }
         TimerKind::Escalation { target } => {
             let age = render::duration(now - next.declared_at);
-            let summary = format!("{} {} unmitigated for {age}: {}", next.id, next.severity, next.title);
+            let summary = format!(
+                "{} {} unmitigated for {age}: {}",
+                next.id, next.severity, next.title
+            );
             let message = render::escalated(next, target, now, late);
             (
-                vec![EventKind::Escalated { target: target.clone(), late_by_secs }],
+                vec![EventKind::Escalated {
+                    target: target.clone(),
+                    late_by_secs,
+                }],
                 vec![
                     page(target, summary),
-                    Effect::NotifyTarget { target: target.clone(), message: message.clone() },
+                    Effect::NotifyTarget {
+                        target: target.clone(),
+                        message: message.clone(),
+                    },
                     post(message),
                 ],
             )
         }
         TimerKind::RtoWatch { percent } => (
-            vec![EventKind::RtoCheckpoint { percent: *percent, late_by_secs }],
-            vec![post(render::rto_checkpoint(next, *percent, now, late, policy))],
+            vec![EventKind::RtoCheckpoint {
+                percent: *percent,
+                late_by_secs,
+            }],
+            vec![post(render::rto_checkpoint(
+                next, *percent, now, late, policy,
+            ))],
         ),
     }
 }
@@ -798,7 +912,11 @@ mod tests {
             "  Database   is down ",
             &Actor::User("UALICE".into()),
             at("2026-11-23T10:00:00Z"),
-            Policy { severities: &sev, calendar: &cal, escalation: &esc },
+            Policy {
+                severities: &sev,
+                calendar: &cal,
+                escalation: &esc,
+            },
         )
         .unwrap()
     }
@@ -812,7 +930,11 @@ mod tests {
             change,
             &Actor::User("UBOB".into()),
             at("2026-11-23T10:20:00Z"),
-            Policy { severities: &sev, calendar: &cal, escalation: &esc },
+            Policy {
+                severities: &sev,
+                calendar: &cal,
+                escalation: &esc,
+            },
         )
     }
 
@@ -821,7 +943,10 @@ mod tests {
         let d = declared();
         assert_eq!(d.incident.title, "Database is down");
         assert_eq!(d.incident.commander(), Some("UALICE"));
-        assert_eq!(d.incident.planned_channel_name, "inc-20261123-database-is-down");
+        assert_eq!(
+            d.incident.planned_channel_name,
+            "inc-20261123-database-is-down"
+        );
         assert_eq!(
             d.events[0],
             EventKind::Declared {
@@ -830,8 +955,16 @@ mod tests {
                 respond_by: at("2026-11-23T10:15:00Z")
             }
         );
-        assert!(matches!(&d.effects[0], Effect::OpenIncidentChannel { invite, .. } if invite == &vec!["UALICE".to_string()]));
-        assert!(matches!(&d.effects[3], Effect::Post { destination: Destination::Announcements, .. }));
+        assert!(
+            matches!(&d.effects[0], Effect::OpenIncidentChannel { invite, .. } if invite == &vec!["UALICE".to_string()])
+        );
+        assert!(matches!(
+            &d.effects[3],
+            Effect::Post {
+                destination: Destination::Announcements,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -839,24 +972,52 @@ mod tests {
         let sev = SeverityPolicies::default();
         let cal = BusinessCalendar::default();
         let esc = EscalationPolicy::default();
-        let err = declare(IncidentId(1), Severity::Sev2, "   ", &Actor::User("U".into()), at("2026-11-23T10:00:00Z"), Policy {
-            severities: &sev,
-            calendar: &cal,
-            escalation: &esc,
-        })
+        let err = declare(
+            IncidentId(1),
+            Severity::Sev2,
+            "   ",
+            &Actor::User("U".into()),
+            at("2026-11-23T10:00:00Z"),
+            Policy {
+                severities: &sev,
+                calendar: &cal,
+                escalation: &esc,
+            },
+        )
         .unwrap_err();
         assert_eq!(err.to_string(), "title: must not be empty");
     }
 
     #[test]
     fn handing_over_command_records_the_previous_holder_and_updates_the_topic() {
-        let d = change(&declared().incident, Change::AssignRole { role: Role::Commander, user: "UBOB".into() }).unwrap();
+        let d = change(
+            &declared().incident,
+            Change::AssignRole {
+                role: Role::Commander,
+                user: "UBOB".into(),
+            },
+        )
+        .unwrap();
         assert_eq!(
             d.events,
-            vec![EventKind::RoleAssigned { role: Role::Commander, user: "UBOB".into(), previous: Some("UALICE".into()) }]
+            vec![EventKind::RoleAssigned {
+                role: Role::Commander,
+                user: "UBOB".into(),
+                previous: Some("UALICE".into())
+            }]
         );
-        assert!(d.effects.iter().any(|e| matches!(e, Effect::SetTopic { topic } if topic.contains("IC: <@UBOB>"))));
-        let again = change(&d.incident, Change::AssignRole { role: Role::Commander, user: "UBOB".into() });
+        assert!(
+            d.effects
+                .iter()
+                .any(|e| matches!(e, Effect::SetTopic { topic } if topic.contains("IC: <@UBOB>")))
+        );
+        let again = change(
+            &d.incident,
+            Change::AssignRole {
+                role: Role::Commander,
+                user: "UBOB".into(),
+            },
+        );
         assert!(matches!(again, Err(DomainError::Unchanged(_))));
     }
 
@@ -864,7 +1025,13 @@ mod tests {
     fn severity_and_status_changes_are_recorded_and_refused_when_unchanged() {
         let inc = declared().incident;
         let d = change(&inc, Change::ChangeSeverity(Severity::Sev2)).unwrap();
-        assert_eq!(d.events, vec![EventKind::SeverityChanged { from: Severity::Sev1, to: Severity::Sev2 }]);
+        assert_eq!(
+            d.events,
+            vec![EventKind::SeverityChanged {
+                from: Severity::Sev1,
+                to: Severity::Sev2
+            }]
+        );
         assert!(change(&inc, Change::ChangeSeverity(Severity::Sev1)).is_err());
         let d = change(&inc, Change::SetStatus(Status::Identified)).unwrap();
         assert_eq!(d.incident.status, Status::Identified);
@@ -874,7 +1041,11 @@ mod tests {
 
     #[test]
     fn an_update_is_remembered_as_the_last_update() {
-        let d = change(&declared().incident, Change::PostUpdate(" rolled back ".into())).unwrap();
+        let d = change(
+            &declared().incident,
+            Change::PostUpdate(" rolled back ".into()),
+        )
+        .unwrap();
         let last = d.incident.last_update.unwrap();
         assert_eq!(last.text, "rolled back");
         assert_eq!(last.at, at("2026-11-23T10:20:00Z"));
@@ -883,14 +1054,28 @@ mod tests {
 
     #[test]
     fn a_resolved_incident_refuses_changes() {
-        let d = change(&declared().incident, Change::Resolve("Failed over to the replica".into())).unwrap();
+        let d = change(
+            &declared().incident,
+            Change::Resolve("Failed over to the replica".into()),
+        )
+        .unwrap();
         assert_eq!(d.incident.status, Status::Resolved);
-        assert_eq!(d.incident.resolution.as_deref(), Some("Failed over to the replica"));
+        assert_eq!(
+            d.incident.resolution.as_deref(),
+            Some("Failed over to the replica")
+        );
         let err = change(&d.incident, Change::PostUpdate("late".into())).unwrap_err();
         assert_eq!(err, DomainError::Resolved(IncidentId(7)));
         // The channel may still be reported after resolution (the outbox is behind).
         assert!(
-            change(&d.incident, Change::ChannelOpened(IncidentChannel { id: "C1".into(), name: "x".into() })).is_ok()
+            change(
+                &d.incident,
+                Change::ChannelOpened(IncidentChannel {
+                    id: "C1".into(),
+                    name: "x".into()
+                })
+            )
+            .is_ok()
         );
     }
 }

@@ -27,7 +27,12 @@ pub enum Severity {
 
 impl Severity {
     /// All severities, worst first.
-    pub const ALL: [Severity; 4] = [Severity::Sev1, Severity::Sev2, Severity::Sev3, Severity::Sev4];
+    pub const ALL: [Severity; 4] = [
+        Severity::Sev1,
+        Severity::Sev2,
+        Severity::Sev3,
+        Severity::Sev4,
+    ];
 
     /// Parses `1`, `sev1`, `SEV1`, `s1` (any case) into a severity.
     pub fn parse(text: &str) -> Option<Severity> {
@@ -121,13 +126,14 @@ impl SeverityPolicies {
 impl Default for SeverityPolicies {
     /// The seed runbooks' table (DESIGN.md).
     fn default() -> Self {
-        let policy = |meaning: &str, respond, rto_h, rpo_h, every_min: Option<i64>| SeverityPolicy {
-            meaning: meaning.to_string(),
-            respond_within: respond,
-            rto: TimeDelta::hours(rto_h),
-            rpo: TimeDelta::hours(rpo_h),
-            status_every: every_min.map(TimeDelta::minutes),
-        };
+        let policy =
+            |meaning: &str, respond, rto_h, rpo_h, every_min: Option<i64>| SeverityPolicy {
+                meaning: meaning.to_string(),
+                respond_within: respond,
+                rto: TimeDelta::hours(rto_h),
+                rpo: TimeDelta::hours(rpo_h),
+                status_every: every_min.map(TimeDelta::minutes),
+            };
         Self::new([
             policy(
                 "complete outage, all users",
@@ -150,7 +156,13 @@ impl Default for SeverityPolicies {
                 8,
                 Some(240),
             ),
-            policy("minimal impact", RespondWithin::NextBusinessDay, 72, 24, None),
+            policy(
+                "minimal impact",
+                RespondWithin::NextBusinessDay,
+                72,
+                24,
+                None,
+            ),
         ])
     }
 }
@@ -173,11 +185,20 @@ mod tests {
     #[test]
     fn defaults_match_the_runbooks() {
         let p = SeverityPolicies::default();
-        assert_eq!(p.get(Severity::Sev1).respond_within, RespondWithin::After(TimeDelta::minutes(15)));
+        assert_eq!(
+            p.get(Severity::Sev1).respond_within,
+            RespondWithin::After(TimeDelta::minutes(15))
+        );
         assert_eq!(p.get(Severity::Sev1).rto, TimeDelta::hours(4));
         assert_eq!(p.get(Severity::Sev2).rpo, TimeDelta::hours(4));
-        assert_eq!(p.get(Severity::Sev2).status_every, Some(TimeDelta::hours(1)));
-        assert_eq!(p.get(Severity::Sev3).respond_within, RespondWithin::After(TimeDelta::hours(2)));
+        assert_eq!(
+            p.get(Severity::Sev2).status_every,
+            Some(TimeDelta::hours(1))
+        );
+        assert_eq!(
+            p.get(Severity::Sev3).respond_within,
+            RespondWithin::After(TimeDelta::hours(2))
+        );
         assert_eq!(p.get(Severity::Sev4).status_every, None);
         assert_eq!(Severity::Sev3.to_string(), "SEV3");
     }

@@ -45,7 +45,16 @@ impl TimelineEntry {
         kind: EventKind,
         prev_hash: String,
     ) -> TimelineEntry {
-        let mut entry = TimelineEntry { incident_id, seq, at, actor, request_id, kind, prev_hash, hash: String::new() };
+        let mut entry = TimelineEntry {
+            incident_id,
+            seq,
+            at,
+            actor,
+            request_id,
+            kind,
+            prev_hash,
+            hash: String::new(),
+        };
         entry.hash = entry.compute_hash();
         entry
     }
@@ -101,10 +110,17 @@ pub fn verify(entries: &[TimelineEntry]) -> Result<(), ChainError> {
     for (i, e) in entries.iter().enumerate() {
         let expected_seq = i as i64 + 1;
         if e.prev_hash != prev_hash || e.seq != expected_seq {
-            return Err(ChainError::Broken { incident: e.incident_id, seq: e.seq, prev: expected_seq - 1 });
+            return Err(ChainError::Broken {
+                incident: e.incident_id,
+                seq: e.seq,
+                prev: expected_seq - 1,
+            });
         }
         if e.compute_hash() != e.hash {
-            return Err(ChainError::Tampered { incident: e.incident_id, seq: e.seq });
+            return Err(ChainError::Tampered {
+                incident: e.incident_id,
+                seq: e.seq,
+            });
         }
         prev_hash = e.hash.clone();
     }
@@ -125,7 +141,9 @@ mod tests {
                     DateTime::from_timestamp_millis(1_700_000_000_000 + seq).unwrap(),
                     Actor::User("U1".into()),
                     format!("req-{seq}"),
-                    EventKind::UpdatePosted { text: format!("update {seq}") },
+                    EventKind::UpdatePosted {
+                        text: format!("update {seq}"),
+                    },
                     prev.clone(),
                 );
                 prev = e.hash.clone();
@@ -142,8 +160,16 @@ mod tests {
     #[test]
     fn an_edit_is_detected() {
         let mut c = chain_of(5);
-        c[2].kind = EventKind::UpdatePosted { text: "nothing happened".into() };
-        assert_eq!(verify(&c), Err(ChainError::Tampered { incident: IncidentId(1), seq: 3 }));
+        c[2].kind = EventKind::UpdatePosted {
+            text: "nothing happened".into(),
+        };
+        assert_eq!(
+            verify(&c),
+            Err(ChainError::Tampered {
+                incident: IncidentId(1),
+                seq: 3
+            })
+        );
     }
 
     #[test]

@@ -52,9 +52,14 @@ impl TimerKind {
             "response_deadline" => Some(TimerKind::ResponseDeadline),
             _ => {
                 if let Some(target) = key.strip_prefix("escalation:") {
-                    Some(TimerKind::Escalation { target: target.into() })
+                    Some(TimerKind::Escalation {
+                        target: target.into(),
+                    })
                 } else {
-                    key.strip_prefix("rto:")?.parse().ok().map(|percent| TimerKind::RtoWatch { percent })
+                    key.strip_prefix("rto:")?
+                        .parse()
+                        .ok()
+                        .map(|percent| TimerKind::RtoWatch { percent })
                 }
             }
         }
@@ -94,24 +99,41 @@ pub fn plan(incident: &Incident, policy: Policy<'_>) -> Vec<TimerSpec> {
     let sev = policy.severities.get(incident.severity);
     let mut timers = Vec::new();
     if let Some(every) = sev.status_every {
-        let last = [incident.last_update.as_ref().map(|u| u.at), incident.last_reminder_at]
-            .into_iter()
-            .flatten()
-            .max()
-            .unwrap_or(incident.declared_at);
-        timers.push(TimerSpec { kind: TimerKind::StatusReminder, due_at: last + every });
+        let last = [
+            incident.last_update.as_ref().map(|u| u.at),
+            incident.last_reminder_at,
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(incident.declared_at);
+        timers.push(TimerSpec {
+            kind: TimerKind::StatusReminder,
+            due_at: last + every,
+        });
     }
     let fired = |kind: &TimerKind| incident.fired_timers.contains(&kind.key());
     let deadline = TimerKind::ResponseDeadline;
     if incident.commander().is_none() && !fired(&deadline) {
-        let due_at = policy.severities.respond_by(incident.severity, incident.declared_at, policy.calendar);
-        timers.push(TimerSpec { kind: deadline, due_at });
+        let due_at =
+            policy
+                .severities
+                .respond_by(incident.severity, incident.declared_at, policy.calendar);
+        timers.push(TimerSpec {
+            kind: deadline,
+            due_at,
+        });
     }
     if is_unmitigated(incident.status) {
         for step in policy.escalation.ladder(incident.severity) {
-            let kind = TimerKind::Escalation { target: step.target.clone() };
+            let kind = TimerKind::Escalation {
+                target: step.target.clone(),
+            };
             if !fired(&kind) {
-                timers.push(TimerSpec { kind, due_at: incident.declared_at + step.after });
+                timers.push(TimerSpec {
+                    kind,
+                    due_at: incident.declared_at + step.after,
+                });
             }
         }
     }
@@ -146,11 +168,30 @@ mod tests {
 
     #[test]
     fn a_new_sev1_wants_reminder_ladder_and_rto_watch() {
-        let (sev, cal, esc) = (SeverityPolicies::default(), BusinessCalendar::default(), EscalationPolicy::default());
-        let policy = Policy { severities: &sev, calendar: &cal, escalation: &esc };
-        let incident = declare(IncidentId(1), Severity::Sev1, "x", &crate::domain::incident::Actor::User("UALICE".into()), at("2026-11-23T10:00:00Z"), policy).unwrap().incident;
-        let plan: Vec<(String, String)> =
-            plan(&incident, policy).into_iter().map(|t| (t.kind.key(), t.due_at.format("%H:%M").to_string())).collect();
+        let (sev, cal, esc) = (
+            SeverityPolicies::default(),
+            BusinessCalendar::default(),
+            EscalationPolicy::default(),
+        );
+        let policy = Policy {
+            severities: &sev,
+            calendar: &cal,
+            escalation: &esc,
+        };
+        let incident = declare(
+            IncidentId(1),
+            Severity::Sev1,
+            "x",
+            &crate::domain::incident::Actor::User("UALICE".into()),
+            at("2026-11-23T10:00:00Z"),
+            policy,
+        )
+        .unwrap()
+        .incident;
+        let plan: Vec<(String, String)> = plan(&incident, policy)
+            .into_iter()
+            .map(|t| (t.kind.key(), t.due_at.format("%H:%M").to_string()))
+            .collect();
         let expected = [
             ("escalation:team", "10:15"),
             ("status_reminder", "10:30"),
@@ -170,7 +211,9 @@ mod tests {
         for kind in [
             TimerKind::StatusReminder,
             TimerKind::ResponseDeadline,
-            TimerKind::Escalation { target: "management".into() },
+            TimerKind::Escalation {
+                target: "management".into(),
+            },
             TimerKind::RtoWatch { percent: 75 },
         ] {
             assert_eq!(TimerKind::from_key(&kind.key()), Some(kind));

@@ -12,7 +12,9 @@ use tokio::sync::Notify;
 use crate::clock::Clock;
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::escalation::EscalationPolicy;
-use crate::domain::incident::{self, Actor, Change, Decision, DomainError, Effect, Incident, IncidentId, Policy};
+use crate::domain::incident::{
+    self, Actor, Change, Decision, DomainError, Effect, Incident, IncidentId, Policy,
+};
 use crate::domain::severity::{Severity, SeverityPolicies};
 use crate::domain::timers;
 use crate::outbox::Outbound;
@@ -35,7 +37,11 @@ pub struct RequestMeta {
 impl RequestMeta {
     /// A request by a Slack user.
     pub fn user(user: &str, request_id: &str) -> Self {
-        Self { actor: Actor::User(user.to_string()), request_id: request_id.to_string(), dedupe: None }
+        Self {
+            actor: Actor::User(user.to_string()),
+            request_id: request_id.to_string(),
+            dedupe: None,
+        }
     }
 }
 
@@ -123,7 +129,12 @@ impl Engine {
     /// Builds an engine; `wakers` are notified after commits that enqueue work or move
     /// timers.
     pub fn new(store: Store, clock: Arc<dyn Clock>, policy: PolicySet, wakers: Wakers) -> Self {
-        Self { store, clock, policy: Arc::new(policy), wakers }
+        Self {
+            store,
+            clock,
+            policy: Arc::new(policy),
+            wakers,
+        }
     }
 
     /// The store behind the engine (for reads).
@@ -138,7 +149,11 @@ impl Engine {
 
     /// The policy the domain decides with.
     pub fn policy(&self) -> Policy<'_> {
-        Policy { severities: &self.policy.severities, calendar: &self.policy.calendar, escalation: &self.policy.escalation }
+        Policy {
+            severities: &self.policy.severities,
+            calendar: &self.policy.calendar,
+            escalation: &self.policy.escalation,
+        }
     }
 
     async fn begin(&self, meta: &RequestMeta, now: DateTime<Utc>) -> Result<StoreTx, EngineError> {
@@ -151,15 +166,29 @@ impl Engine {
         Ok(tx)
     }
 
-    async fn commit(&self, mut tx: StoreTx, meta: &RequestMeta, decision: &Decision, now: DateTime<Utc>) -> Result<(), EngineError> {
+    async fn commit(
+        &self,
+        mut tx: StoreTx,
+        meta: &RequestMeta,
+        decision: &Decision,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
         let id = decision.incident.id;
         tx.save_incident(&decision.incident, now).await?;
-        tx.append_events(id, now, &meta.actor, &meta.request_id, &decision.events).await?;
+        tx.append_events(id, now, &meta.actor, &meta.request_id, &decision.events)
+            .await?;
         for effect in &decision.effects {
-            let payload = Outbound::Incident { incident_id: id, effect: effect.clone() }.to_json();
-            tx.enqueue(&ordering_key(id, effect), Some(id), &payload, now).await?;
+            let payload = Outbound::Incident {
+                incident_id: id,
+                effect: effect.clone(),
+            }
+            .to_json();
+            tx.enqueue(&ordering_key(id, effect), Some(id), &payload, now)
+                .await?;
         }
-        let timers_moved = tx.sync_timers(id, &timers::plan(&decision.incident, self.policy()), now).await?;
+        let timers_moved = tx
+            .sync_timers(id, &timers::plan(&decision.incident, self.policy()), now)
+            .await?;
         tx.commit().await?;
         if !decision.effects.is_empty() {
             self.wakers.outbox.notify_one();
@@ -171,34 +200,66 @@ impl Engine {
     }
 
     /// Declares a new incident.
-    pub async fn declare(&self, meta: &RequestMeta, severity: Severity, title: &str) -> Result<Outcome, EngineError> {
+    pub async fn declare(
+        &self,
+        meta: &RequestMeta,
+        severity: Severity,
+        title: &str,
+    ) -> Result<Outcome, EngineError> {
         let now = self.clock.now();
         // Validate before allocating a number, so a refused title does not burn one.
-        incident::declare(IncidentId(0), severity, title, &meta.actor, now, self.policy())?;
+        incident::declare(
+            IncidentId(0),
+            severity,
+            title,
+            &meta.actor,
+            now,
+            self.policy(),
+        )?;
         let mut tx = self.begin(meta, now).await?;
         let id = tx.allocate_incident_id(now).await?;
         let decision = incident::declare(id, severity, title, &meta.actor, now, self.policy())?;
         self.commit(tx, meta, &decision, now).await?;
         tracing::info!(incident = %id, %severity, "incident declared");
-        Ok(Outcome { incident: decision.incident, reply: decision.reply })
+        Ok(Outcome {
+            incident: decision.incident,
+            reply: decision.reply,
+        })
     }
 
     /// Applies `change` to incident `id`.
-    pub async fn change(&self, meta: &RequestMeta, id: IncidentId, change: Change) -> Result<Outcome, EngineError> {
+    pub async fn change(
+        &self,
+        meta: &RequestMeta,
+        id: IncidentId,
+        change: Change,
+    ) -> Result<Outcome, EngineError> {
         let now = self.clock.now();
         let mut tx = self.begin(meta, now).await?;
-        let incident = tx.lock_incident(id).await?.ok_or(EngineError::NotFound(id))?;
+        let incident = tx
+            .lock_incident(id)
+            .await?
+            .ok_or(EngineError::NotFound(id))?;
         let decision = incident::apply(&incident, change, &meta.actor, now, self.policy())?;
         self.commit(tx, meta, &decision, now).await?;
-        Ok(Outcome { incident: decision.incident, reply: decision.reply })
+        Ok(Outcome {
+            incident: decision.incident,
+            reply: decision.reply,
+        })
     }
 
     /// Queues an outbound call that is not an incident change (a modal, a reply), with the
     /// request's dedupe applied.
-    pub async fn send(&self, meta: &RequestMeta, ordering_key: &str, outbound: Outbound) -> Result<(), EngineError> {
+    pub async fn send(
+        &self,
+        meta: &RequestMeta,
+        ordering_key: &str,
+        outbound: Outbound,
+    ) -> Result<(), EngineError> {
         let now = self.clock.now();
         let mut tx = self.begin(meta, now).await?;
-        tx.enqueue(ordering_key, None, &outbound.to_json(), now).await?;
+        tx.enqueue(ordering_key, None, &outbound.to_json(), now)
+            .await?;
         tx.commit().await?;
         self.wakers.outbox.notify_one();
         Ok(())
@@ -209,13 +270,23 @@ impl Engine {
     /// race for it.
     pub async fn fire_timer(&self, timer: &TimerRow) -> Result<TimerOutcome, EngineError> {
         let now = self.clock.now();
-        let meta = RequestMeta { actor: Actor::Klaxon, request_id: format!("timer-{}", timer.id), dedupe: None };
+        let meta = RequestMeta {
+            actor: Actor::Klaxon,
+            request_id: format!("timer-{}", timer.id),
+            dedupe: None,
+        };
         let mut tx = self.store.begin().await?;
         if !tx.mark_timer_fired(timer.id, now).await? {
             return Ok(TimerOutcome::AlreadyHandled);
         }
-        let incident = tx.lock_incident(timer.incident_id).await?.ok_or(EngineError::NotFound(timer.incident_id))?;
-        let change = Change::TimerFired { kind: timer.kind.clone(), due_at: timer.due_at };
+        let incident = tx
+            .lock_incident(timer.incident_id)
+            .await?
+            .ok_or(EngineError::NotFound(timer.incident_id))?;
+        let change = Change::TimerFired {
+            kind: timer.kind.clone(),
+            due_at: timer.due_at,
+        };
         match incident::apply(&incident, change, &meta.actor, now, self.policy()) {
             Ok(decision) => {
                 self.commit(tx, &meta, &decision, now).await?;

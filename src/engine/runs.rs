@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Engine, EngineError, RequestMeta, incident_key};
 use crate::domain::approval::{self, Click, ClickOutcome, RunState, RunView};
-use crate::domain::incident::{Actor, DomainError, Destination, Effect, EventKind, IncidentId};
+use crate::domain::incident::{Actor, Destination, DomainError, Effect, EventKind, IncidentId};
 use crate::domain::message::Message;
 use crate::outbox::Outbound;
 use crate::store::{NewRun, RunRow, RunUpdate, StoreTx};
@@ -57,52 +57,103 @@ impl Engine {
         outbound: Vec<(String, Outbound)>,
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
-        tx.lock_incident(incident_id).await?.ok_or(EngineError::NotFound(incident_id))?;
-        tx.append_events(incident_id, now, &meta.actor, &meta.request_id, events).await?;
+        tx.lock_incident(incident_id)
+            .await?
+            .ok_or(EngineError::NotFound(incident_id))?;
+        tx.append_events(incident_id, now, &meta.actor, &meta.request_id, events)
+            .await?;
         for (key, out) in outbound {
-            tx.enqueue(&key, Some(incident_id), &out.to_json(), now).await?;
+            tx.enqueue(&key, Some(incident_id), &out.to_json(), now)
+                .await?;
         }
         Ok(())
     }
 
     fn post(incident_id: IncidentId, message: Message) -> (String, Outbound) {
-        let effect = Effect::Post { destination: Destination::IncidentChannel, message };
-        (incident_key(incident_id), Outbound::Incident { incident_id, effect })
+        let effect = Effect::Post {
+            destination: Destination::IncidentChannel,
+            message,
+        };
+        (
+            incident_key(incident_id),
+            Outbound::Incident {
+                incident_id,
+                effect,
+            },
+        )
     }
 
     /// Stores a validated run request and queues its preview. Refused when the incident is
     /// resolved.
-    pub async fn request_run(&self, meta: &RequestMeta, run: &NewRun<'_>, params_display: &str) -> Result<i64, EngineError> {
+    pub async fn request_run(
+        &self,
+        meta: &RequestMeta,
+        run: &NewRun<'_>,
+        params_display: &str,
+    ) -> Result<i64, EngineError> {
         let now = self.now();
         let mut tx = self.begin(meta, now).await?;
-        let incident = tx.lock_incident(run.incident_id).await?.ok_or(EngineError::NotFound(run.incident_id))?;
+        let incident = tx
+            .lock_incident(run.incident_id)
+            .await?
+            .ok_or(EngineError::NotFound(run.incident_id))?;
         if !incident.is_open() {
             return Err(DomainError::Resolved(incident.id).into());
         }
         let run_id = tx.insert_run(run, now).await?;
-        let event = EventKind::RunRequested { run_id, command: run.command.to_string(), params: params_display.to_string() };
-        self.record(&mut tx, meta, run.incident_id, &[event], vec![(run_key(run_id), Outbound::PrepareRun { run_id })], now)
-            .await?;
+        let event = EventKind::RunRequested {
+            run_id,
+            command: run.command.to_string(),
+            params: params_display.to_string(),
+        };
+        self.record(
+            &mut tx,
+            meta,
+            run.incident_id,
+            &[event],
+            vec![(run_key(run_id), Outbound::PrepareRun { run_id })],
+            now,
+        )
+        .await?;
         tx.commit().await?;
         self.wakers.outbox.notify_one();
         Ok(run_id)
     }
 
     /// Records a run's preview and moves it on; `false` if it was no longer preparing.
-    pub async fn run_prepared(&self, run: &RunRow, prepared: Prepared) -> Result<bool, EngineError> {
+    pub async fn run_prepared(
+        &self,
+        run: &RunRow,
+        prepared: Prepared,
+    ) -> Result<bool, EngineError> {
         let now = self.now();
-        let meta = RequestMeta { actor: Actor::Klaxon, request_id: run_key(run.id), dedupe: None };
+        let meta = RequestMeta {
+            actor: Actor::Klaxon,
+            request_id: run_key(run.id),
+            dedupe: None,
+        };
         let mut tx = self.store.begin().await?;
-        let set = RunUpdate { preview: prepared.preview.as_deref(), result: prepared.result.as_deref(), ..Default::default() };
-        if !tx.transition_run(run.id, RunState::Preparing, prepared.state, set, now).await? {
+        let set = RunUpdate {
+            preview: prepared.preview.as_deref(),
+            result: prepared.result.as_deref(),
+            ..Default::default()
+        };
+        if !tx
+            .transition_run(run.id, RunState::Preparing, prepared.state, set, now)
+            .await?
+        {
             return Ok(false);
         }
         let mut outbound = vec![Self::post(run.incident_id, prepared.message)];
         if prepared.state == RunState::Approved {
             outbound.push((run_key(run.id), Outbound::ExecuteRun { run_id: run.id }));
         }
-        let event = EventKind::RunPrepared { run_id: run.id, state: prepared.state };
-        self.record(&mut tx, &meta, run.incident_id, &[event], outbound, now).await?;
+        let event = EventKind::RunPrepared {
+            run_id: run.id,
+            state: prepared.state,
+        };
+        self.record(&mut tx, &meta, run.incident_id, &[event], outbound, now)
+            .await?;
         tx.commit().await?;
         self.wakers.outbox.notify_one();
         Ok(true)
@@ -123,9 +174,15 @@ impl Engine {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let run = tx.lock_run(run_id).await?.ok_or_else(|| {
-            EngineError::Refused(DomainError::Invalid { field: "run", rule: format!("run #{run_id} does not exist") })
+            EngineError::Refused(DomainError::Invalid {
+                field: "run",
+                rule: format!("run #{run_id} does not exist"),
+            })
         })?;
-        let incident = tx.lock_incident(run.incident_id).await?.ok_or(EngineError::NotFound(run.incident_id))?;
+        let incident = tx
+            .lock_incident(run.incident_id)
+            .await?
+            .ok_or(EngineError::NotFound(run.incident_id))?;
         let clicker = meta.actor.to_string();
         let view = RunView {
             requester: run.requester.clone(),
@@ -134,27 +191,57 @@ impl Engine {
             state: run.state,
             expires_at: run.expires_at,
         };
-        let outcome = approval::click(&view, &clicker, click, may_approve, policy, incident.is_open(), now);
+        let outcome = approval::click(
+            &view,
+            &clicker,
+            click,
+            may_approve,
+            policy,
+            incident.is_open(),
+            now,
+        );
         let mut outbound = Vec::new();
         let label = match &outcome {
             ClickOutcome::Recorded { approvers } => {
-                let set = RunUpdate { approvers: Some(approvers), ..Default::default() };
-                tx.transition_run(run_id, RunState::Pending, RunState::Pending, set, now).await?;
+                let set = RunUpdate {
+                    approvers: Some(approvers),
+                    ..Default::default()
+                };
+                tx.transition_run(run_id, RunState::Pending, RunState::Pending, set, now)
+                    .await?;
                 "recorded".to_string()
             }
             ClickOutcome::Approved { approvers } => {
-                let set = RunUpdate { approvers: Some(approvers), ..Default::default() };
-                tx.transition_run(run_id, RunState::Pending, RunState::Approved, set, now).await?;
+                let set = RunUpdate {
+                    approvers: Some(approvers),
+                    ..Default::default()
+                };
+                tx.transition_run(run_id, RunState::Pending, RunState::Approved, set, now)
+                    .await?;
                 outbound.push((run_key(run_id), Outbound::ExecuteRun { run_id }));
                 "approved".to_string()
             }
             ClickOutcome::Denied => {
-                tx.transition_run(run_id, RunState::Pending, RunState::Denied, RunUpdate::default(), now).await?;
+                tx.transition_run(
+                    run_id,
+                    RunState::Pending,
+                    RunState::Denied,
+                    RunUpdate::default(),
+                    now,
+                )
+                .await?;
                 "denied".to_string()
             }
             ClickOutcome::Refused(reason) => {
                 if *reason == approval::Refusal::Expired {
-                    tx.transition_run(run_id, RunState::Pending, RunState::Expired, RunUpdate::default(), now).await?;
+                    tx.transition_run(
+                        run_id,
+                        RunState::Pending,
+                        RunState::Expired,
+                        RunUpdate::default(),
+                        now,
+                    )
+                    .await?;
                 }
                 format!("refused: {reason}")
             }
@@ -166,8 +253,13 @@ impl Engine {
             Click::Approve => "approve",
             Click::Deny => "deny",
         };
-        let event = EventKind::RunClicked { run_id, click: click_name.to_string(), outcome: label };
-        self.record(&mut tx, meta, run.incident_id, &[event], outbound, now).await?;
+        let event = EventKind::RunClicked {
+            run_id,
+            click: click_name.to_string(),
+            outcome: label,
+        };
+        self.record(&mut tx, meta, run.incident_id, &[event], outbound, now)
+            .await?;
         tx.commit().await?;
         self.wakers.outbox.notify_one();
         Ok(outcome)
@@ -175,41 +267,84 @@ impl Engine {
 
     /// Moves an approved run to `executing` with a lease; `None` if it was not approved
     /// (already started by another worker, or never approved).
-    pub async fn begin_execution(&self, run_id: i64, lease_until: DateTime<Utc>) -> Result<Option<RunRow>, EngineError> {
+    pub async fn begin_execution(
+        &self,
+        run_id: i64,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<RunRow>, EngineError> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let Some(run) = tx.lock_run(run_id).await? else {
             return Ok(None);
         };
-        let set = RunUpdate { executing_until: Some(lease_until), ..Default::default() };
-        if !tx.transition_run(run_id, RunState::Approved, RunState::Executing, set, now).await? {
+        let set = RunUpdate {
+            executing_until: Some(lease_until),
+            ..Default::default()
+        };
+        if !tx
+            .transition_run(run_id, RunState::Approved, RunState::Executing, set, now)
+            .await?
+        {
             return Ok(None);
         }
-        let meta = RequestMeta { actor: Actor::Klaxon, request_id: run_key(run_id), dedupe: None };
-        self.record(&mut tx, &meta, run.incident_id, &[EventKind::RunStarted { run_id }], vec![], now).await?;
+        let meta = RequestMeta {
+            actor: Actor::Klaxon,
+            request_id: run_key(run_id),
+            dedupe: None,
+        };
+        self.record(
+            &mut tx,
+            &meta,
+            run.incident_id,
+            &[EventKind::RunStarted { run_id }],
+            vec![],
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(run))
     }
 
     /// Records how an executing run ended; `false` if it was no longer executing (it was
     /// declared `outcome_unknown` meanwhile: the late result is still logged).
-    pub async fn finish_execution(&self, run: &RunRow, finished: Finished) -> Result<bool, EngineError> {
+    pub async fn finish_execution(
+        &self,
+        run: &RunRow,
+        finished: Finished,
+    ) -> Result<bool, EngineError> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
-        let set = RunUpdate { result: Some(&finished.result), ..Default::default() };
-        if !tx.transition_run(run.id, RunState::Executing, finished.state, set, now).await? {
+        let set = RunUpdate {
+            result: Some(&finished.result),
+            ..Default::default()
+        };
+        if !tx
+            .transition_run(run.id, RunState::Executing, finished.state, set, now)
+            .await?
+        {
             tracing::error!(run_id = run.id, result = %finished.summary, "a run finished after it was declared outcome_unknown");
             return Ok(false);
         }
-        let meta = RequestMeta { actor: Actor::Klaxon, request_id: run_key(run.id), dedupe: None };
+        let meta = RequestMeta {
+            actor: Actor::Klaxon,
+            request_id: run_key(run.id),
+            dedupe: None,
+        };
         let event = EventKind::RunFinished {
             run_id: run.id,
             state: finished.state,
             summary: finished.summary,
             request_id: finished.request_id,
         };
-        self.record(&mut tx, &meta, run.incident_id, &[event], vec![Self::post(run.incident_id, finished.message)], now)
-            .await?;
+        self.record(
+            &mut tx,
+            &meta,
+            run.incident_id,
+            &[event],
+            vec![Self::post(run.incident_id, finished.message)],
+            now,
+        )
+        .await?;
         tx.commit().await?;
         self.wakers.outbox.notify_one();
         Ok(true)

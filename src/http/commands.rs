@@ -42,10 +42,20 @@ pub fn ephemeral(text: &str) -> Response {
 }
 
 /// Handles one slash command.
-pub async fn handle(State(state): State<AppState>, RequestId(request_id): RequestId, body: Bytes) -> Response {
+pub async fn handle(
+    State(state): State<AppState>,
+    RequestId(request_id): RequestId,
+    body: Bytes,
+) -> Response {
     let form: SlashCommandForm = match serde_urlencoded::from_bytes(&body) {
         Ok(form) => form,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("malformed slash command body: {e}")).into_response(),
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("malformed slash command body: {e}"),
+            )
+                .into_response();
+        }
     };
     let parsed = match command::parse(&form.text) {
         Ok(cmd) => cmd,
@@ -59,7 +69,10 @@ pub async fn handle(State(state): State<AppState>, RequestId(request_id): Reques
         request_id: request_id.clone(),
         dedupe: None,
     };
-    match incident_commands::run(&state, &inv, parsed).instrument(span).await {
+    match incident_commands::run(&state, &inv, parsed)
+        .instrument(span)
+        .await
+    {
         Ok(reply) => ephemeral(&reply.text),
         Err(e) => ephemeral(&internal_error(&request_id, &e)),
     }

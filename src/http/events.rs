@@ -22,8 +22,13 @@ use crate::outbox::Outbound;
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Envelope {
-    UrlVerification { challenge: String },
-    EventCallback { event_id: String, event: Event },
+    UrlVerification {
+        challenge: String,
+    },
+    EventCallback {
+        event_id: String,
+        event: Event,
+    },
     #[serde(other)]
     Other,
 }
@@ -45,20 +50,35 @@ const SOURCE: &str = "slack-events";
 /// Strips the leading `<@BOT>` mention from an app_mention's text.
 fn command_text(text: &str) -> &str {
     let text = text.trim_start();
-    match text.strip_prefix("<@").and_then(|rest| rest.split_once('>')) {
+    match text
+        .strip_prefix("<@")
+        .and_then(|rest| rest.split_once('>'))
+    {
         Some((_, rest)) => rest.trim(),
         None => text.trim(),
     }
 }
 
 /// Handles one Events API request.
-pub async fn handle(State(state): State<AppState>, RequestId(request_id): RequestId, body: Bytes) -> Response {
+pub async fn handle(
+    State(state): State<AppState>,
+    RequestId(request_id): RequestId,
+    body: Bytes,
+) -> Response {
     let envelope: Envelope = match serde_json::from_slice(&body) {
         Ok(e) => e,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("malformed event JSON: {e}")).into_response(),
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("malformed event JSON: {e}"),
+            )
+                .into_response();
+        }
     };
     let (event_id, event) = match envelope {
-        Envelope::UrlVerification { challenge } => return Json(json!({ "challenge": challenge })).into_response(),
+        Envelope::UrlVerification { challenge } => {
+            return Json(json!({ "challenge": challenge })).into_response();
+        }
         Envelope::EventCallback { event_id, event } => (event_id, event),
         Envelope::Other => return StatusCode::OK.into_response(),
     };
@@ -72,7 +92,13 @@ pub async fn handle(State(state): State<AppState>, RequestId(request_id): Reques
                 request_id: request_id.clone(),
                 dedupe: Some((SOURCE.to_string(), event_id.clone())),
             };
-            mention(&state, &inv, event.text.as_deref().unwrap_or_default(), thread).await
+            mention(
+                &state,
+                &inv,
+                event.text.as_deref().unwrap_or_default(),
+                thread,
+            )
+            .await
         }
         (kind, ..) => {
             tracing::debug!(%kind, "event without a handler recorded");
@@ -83,26 +109,49 @@ pub async fn handle(State(state): State<AppState>, RequestId(request_id): Reques
         Ok(()) | Err(EngineError::Duplicate) => StatusCode::OK.into_response(),
         // A 500 makes Slack retry the event later; the dedupe row was rolled back with
         // the failed transaction, so the retry is processed.
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, internal_error(&request_id, &e)).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            internal_error(&request_id, &e),
+        )
+            .into_response(),
     }
 }
 
-async fn mention(state: &AppState, inv: &Invocation, text: &str, thread: String) -> Result<(), EngineError> {
+async fn mention(
+    state: &AppState,
+    inv: &Invocation,
+    text: &str,
+    thread: String,
+) -> Result<(), EngineError> {
     let reply = match command::parse(command_text(text)) {
         Ok(cmd) => incident_commands::run(state, inv, cmd).await?,
-        Err(e) => incident_commands::Reply { text: e.to_string(), dedupe_consumed: false },
+        Err(e) => incident_commands::Reply {
+            text: e.to_string(),
+            dedupe_consumed: false,
+        },
     };
     // The reply carries the dedupe key when nothing before it did, so a retried event
     // that only asked for help is answered once too.
     let meta = RequestMeta {
-        dedupe: if reply.dedupe_consumed { None } else { inv.dedupe.clone() },
+        dedupe: if reply.dedupe_consumed {
+            None
+        } else {
+            inv.dedupe.clone()
+        },
         ..RequestMeta::user(&inv.user, &inv.request_id)
     };
     if reply.text.is_empty() {
         return Ok(());
     }
-    let outbound = Outbound::Reply { channel: inv.channel.clone(), thread_ts: Some(thread), text: reply.text };
-    state.engine.send(&meta, &format!("channel:{}", inv.channel), outbound).await
+    let outbound = Outbound::Reply {
+        channel: inv.channel.clone(),
+        thread_ts: Some(thread),
+        text: reply.text,
+    };
+    state
+        .engine
+        .send(&meta, &format!("channel:{}", inv.channel), outbound)
+        .await
 }
 
 #[cfg(test)]
@@ -111,7 +160,10 @@ mod tests {
 
     #[test]
     fn the_bot_mention_is_stripped() {
-        assert_eq!(command_text("<@UKLAXON> declare sev2 Slow API"), "declare sev2 Slow API");
+        assert_eq!(
+            command_text("<@UKLAXON> declare sev2 Slow API"),
+            "declare sev2 Slow API"
+        );
         assert_eq!(command_text("  <@UKLAXON|klaxon>   list"), "list");
         assert_eq!(command_text("help"), "help");
     }

@@ -5,10 +5,10 @@
 use crate::commands::{params, render as run_render};
 use crate::domain::command::{self, SlashCommand};
 use crate::domain::incident::{Change, Incident, Role};
-use crate::store::NewRun;
 use crate::engine::{EngineError, RequestMeta};
 use crate::outbox::{Modal, Outbound};
 use crate::slack::render;
+use crate::store::NewRun;
 
 use super::AppState;
 
@@ -29,7 +29,10 @@ pub struct Invocation {
 
 impl Invocation {
     fn meta(&self) -> RequestMeta {
-        RequestMeta { dedupe: self.dedupe.clone(), ..RequestMeta::user(&self.user, &self.request_id) }
+        RequestMeta {
+            dedupe: self.dedupe.clone(),
+            ..RequestMeta::user(&self.user, &self.request_id)
+        }
     }
 }
 
@@ -44,30 +47,53 @@ pub struct Reply {
 
 impl Reply {
     fn text(text: impl Into<String>) -> Self {
-        Self { text: text.into(), dedupe_consumed: false }
+        Self {
+            text: text.into(),
+            dedupe_consumed: false,
+        }
     }
     fn after_write(text: impl Into<String>) -> Self {
-        Self { text: text.into(), dedupe_consumed: true }
+        Self {
+            text: text.into(),
+            dedupe_consumed: true,
+        }
     }
 }
 
 /// Runs a parsed command. `Err` is only for internal failures; refusals are replies.
-pub async fn run(state: &AppState, inv: &Invocation, cmd: SlashCommand) -> Result<Reply, EngineError> {
+pub async fn run(
+    state: &AppState,
+    inv: &Invocation,
+    cmd: SlashCommand,
+) -> Result<Reply, EngineError> {
     let engine = &state.engine;
     let result = match cmd {
         SlashCommand::Help => return Ok(Reply::text(command::help_text())),
         SlashCommand::List => return list(state).await,
         SlashCommand::Run { command: None, .. } => return Ok(Reply::text(catalog_list(state))),
-        SlashCommand::Declare(Some((severity, title))) => {
-            engine.declare(&inv.meta(), severity, &title).await.map(|o| Reply::after_write(o.reply))
-        }
+        SlashCommand::Declare(Some((severity, title))) => engine
+            .declare(&inv.meta(), severity, &title)
+            .await
+            .map(|o| Reply::after_write(o.reply)),
         SlashCommand::Declare(None) => {
-            return open_form(state, inv, Modal::Declare { channel: inv.channel.clone() }, "Give a severity and a title: `declare sev1 Database is down`.").await;
+            return open_form(
+                state,
+                inv,
+                Modal::Declare {
+                    channel: inv.channel.clone(),
+                },
+                "Give a severity and a title: `declare sev1 Database is down`.",
+            )
+            .await;
         }
         other => {
             let incident = match engine.store().incident_by_channel(&inv.channel).await? {
                 Some(incident) => incident,
-                None => return Ok(Reply::text(not_in_incident_channel(state, other.name()).await?)),
+                None => {
+                    return Ok(Reply::text(
+                        not_in_incident_channel(state, other.name()).await?,
+                    ));
+                }
             };
             let change = match other {
                 SlashCommand::Role { role, user } => Change::AssignRole { role, user },
@@ -80,19 +106,36 @@ pub async fn run(state: &AppState, inv: &Invocation, cmd: SlashCommand) -> Resul
                         return Ok(Reply::text(format!("{} is already resolved.", incident.id)));
                     }
                     let hint = "Give a one-line summary: `resolve Failed over to the replica`.";
-                    return open_form(state, inv, Modal::Resolve { incident_id: incident.id }, hint).await;
+                    return open_form(
+                        state,
+                        inv,
+                        Modal::Resolve {
+                            incident_id: incident.id,
+                        },
+                        hint,
+                    )
+                    .await;
                 }
-                SlashCommand::Run { command: Some(name), args } => {
+                SlashCommand::Run {
+                    command: Some(name),
+                    args,
+                } => {
                     return match request_run(state, inv, &incident, &name, &args).await {
                         Err(EngineError::Refused(refusal)) => Ok(Reply::text(refusal.to_string())),
                         other => other,
                     };
                 }
-                SlashCommand::Help | SlashCommand::List | SlashCommand::Declare(_) | SlashCommand::Run { command: None, .. } => {
+                SlashCommand::Help
+                | SlashCommand::List
+                | SlashCommand::Declare(_)
+                | SlashCommand::Run { command: None, .. } => {
                     unreachable!("handled above")
                 }
             };
-            engine.change(&inv.meta(), incident.id, change).await.map(|o| Reply::after_write(o.reply))
+            engine
+                .change(&inv.meta(), incident.id, change)
+                .await
+                .map(|o| Reply::after_write(o.reply))
         }
     };
     match result {
@@ -108,7 +151,9 @@ fn catalog_list(state: &AppState) -> String {
     if lines.is_empty() {
         return "No recovery commands are approved (the catalog is empty).".into();
     }
-    let mut text = String::from("*Approved recovery commands* — `/incident run <command> key=value ...` in an incident channel:\n");
+    let mut text = String::from(
+        "*Approved recovery commands* — `/incident run <command> key=value ...` in an incident channel:\n",
+    );
     for line in lines {
         text.push_str(&format!("• {line}\n"));
     }
@@ -117,28 +162,51 @@ fn catalog_list(state: &AppState) -> String {
 
 /// The roles `user` holds in `incident`.
 pub fn roles_of(incident: &Incident, user: &str) -> Vec<Role> {
-    incident.roles.iter().filter(|(_, holder)| holder.as_str() == user).map(|(role, _)| *role).collect()
+    incident
+        .roles
+        .iter()
+        .filter(|(_, holder)| holder.as_str() == user)
+        .map(|(role, _)| *role)
+        .collect()
 }
 
 /// `/incident run <command> key=value ...`: validates against the catalog, then stores
 /// the run; its preview and approval request follow through the outbox.
-async fn request_run(state: &AppState, inv: &Invocation, incident: &Incident, name: &str, args: &str) -> Result<Reply, EngineError> {
+async fn request_run(
+    state: &AppState,
+    inv: &Invocation,
+    incident: &Incident,
+    name: &str,
+    args: &str,
+) -> Result<Reply, EngineError> {
     let Some(spec) = state.catalog.get(name) else {
         let known: Vec<&str> = state.catalog.iter().map(|s| s.name.as_str()).collect();
-        return Ok(Reply::text(format!("`{name}` is not an approved command. Approved: {}.", known.join(", "))));
+        return Ok(Reply::text(format!(
+            "`{name}` is not an approved command. Approved: {}.",
+            known.join(", ")
+        )));
     };
     // User groups are not resolved yet (that needs usergroups.users.list): users and
     // incident roles decide.
     if !spec.may_request(&inv.user, &[], &roles_of(incident, &inv.user)) {
-        return Ok(Reply::text(format!("You may not request `{name}`: requesters are {}.", spec.requesters.describe())));
+        return Ok(Reply::text(format!(
+            "You may not request `{name}`: requesters are {}.",
+            spec.requesters.describe()
+        )));
     }
     let parsed = params::parse_args(args).and_then(|args| params::validate(spec, &args));
     let params = match parsed {
         Ok(p) => p,
-        Err(e) => return Ok(Reply::text(format!("{e}\nUsage: `/incident run {name} {}`", usage_of(spec)))),
+        Err(e) => {
+            return Ok(Reply::text(format!(
+                "{e}\nUsage: `/incident run {name} {}`",
+                usage_of(spec)
+            )));
+        }
     };
     let params_json = serde_json::to_string(&params).expect("params serialize");
-    let expires_in = chrono::TimeDelta::from_std(spec.expires_in).unwrap_or(chrono::TimeDelta::minutes(15));
+    let expires_in =
+        chrono::TimeDelta::from_std(spec.expires_in).unwrap_or(chrono::TimeDelta::minutes(15));
     let run = NewRun {
         incident_id: incident.id,
         command: &spec.name,
@@ -148,22 +216,48 @@ async fn request_run(state: &AppState, inv: &Invocation, incident: &Incident, na
         required: spec.approvals,
         expires_at: state.engine.now() + expires_in,
     };
-    let run_id = state.engine.request_run(&inv.meta(), &run, &run_render::params_line(&params)).await?;
+    let run_id = state
+        .engine
+        .request_run(&inv.meta(), &run, &run_render::params_line(&params))
+        .await?;
     Ok(Reply::after_write(format!(
         "Run #{run_id} `{name}` requested: the preview{} follows in this channel.",
-        if spec.approvals > 0 { " and approval request" } else { "" }
+        if spec.approvals > 0 {
+            " and approval request"
+        } else {
+            ""
+        }
     )))
 }
 
 fn usage_of(spec: &crate::commands::catalog::CommandSpec) -> String {
-    spec.param_names().iter().map(|n| format!("{n}=…")).collect::<Vec<_>>().join(" ")
+    spec.param_names()
+        .iter()
+        .map(|n| format!("{n}=…"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
-async fn open_form(state: &AppState, inv: &Invocation, modal: Modal, without_form: &str) -> Result<Reply, EngineError> {
+async fn open_form(
+    state: &AppState,
+    inv: &Invocation,
+    modal: Modal,
+    without_form: &str,
+) -> Result<Reply, EngineError> {
     match &inv.trigger_id {
         Some(trigger_id) => {
             let key = format!("modal:{trigger_id}");
-            state.engine.send(&inv.meta(), &key, Outbound::OpenModal { trigger_id: trigger_id.clone(), modal }).await?;
+            state
+                .engine
+                .send(
+                    &inv.meta(),
+                    &key,
+                    Outbound::OpenModal {
+                        trigger_id: trigger_id.clone(),
+                        modal,
+                    },
+                )
+                .await?;
             Ok(Reply::after_write(""))
         }
         None => Ok(Reply::text(without_form)),
@@ -175,10 +269,17 @@ async fn list(state: &AppState) -> Result<Reply, EngineError> {
     if open.is_empty() {
         return Ok(Reply::text("No open incidents."));
     }
-    let mut text = format!("*{} open incident{}:*\n", open.len(), if open.len() == 1 { "" } else { "s" });
+    let mut text = format!(
+        "*{} open incident{}:*\n",
+        open.len(),
+        if open.len() == 1 { "" } else { "s" }
+    );
     for incident in &open {
         text.push_str("• ");
-        text.push_str(&render::spans(&crate::domain::render::incident_line(incident), None));
+        text.push_str(&render::spans(
+            &crate::domain::render::incident_line(incident),
+            None,
+        ));
         text.push('\n');
     }
     Ok(Reply::text(text))
@@ -188,11 +289,19 @@ async fn list(state: &AppState) -> Result<Reply, EngineError> {
 /// channel; names the incident it would have meant when only one is open.
 async fn not_in_incident_channel(state: &AppState, name: &str) -> Result<String, EngineError> {
     let open = state.engine.store().open_incidents().await?;
-    let mut text = format!("`/incident {name}` works in an incident's own channel, and this is not one.");
+    let mut text =
+        format!("`/incident {name}` works in an incident's own channel, and this is not one.");
     match open.as_slice() {
         [] => text.push_str(" There are no open incidents."),
-        [only] => text.push_str(&format!(" Did you mean {}? Run it in {}.", only.id, channel_link(only))),
-        many => text.push_str(&format!(" {} incidents are open; `/incident list` shows their channels.", many.len())),
+        [only] => text.push_str(&format!(
+            " Did you mean {}? Run it in {}.",
+            only.id,
+            channel_link(only)
+        )),
+        many => text.push_str(&format!(
+            " {} incidents are open; `/incident list` shows their channels.",
+            many.len()
+        )),
     }
     Ok(text)
 }

@@ -11,14 +11,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, RequestId, internal_error};
 use super::incident_commands::roles_of;
+use super::{AppState, RequestId, internal_error};
 use crate::commands::render::{self as run_render, APPROVE_ACTION, DENY_ACTION};
 use crate::domain::approval::{Click, ClickOutcome};
 use crate::domain::incident::{Change, DomainError, IncidentId};
-use crate::outbox::Outbound;
 use crate::domain::severity::Severity;
 use crate::engine::{EngineError, RequestMeta};
+use crate::outbox::Outbound;
 use crate::slack::render::{DECLARE_CALLBACK, RESOLVE_CALLBACK};
 
 #[derive(Deserialize)]
@@ -82,18 +82,31 @@ impl ViewState {
 }
 
 fn field_errors(errors: &[(&str, String)]) -> Response {
-    let map: serde_json::Map<String, Value> = errors.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect();
+    let map: serde_json::Map<String, Value> = errors
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
+        .collect();
     Json(json!({ "response_action": "errors", "errors": map })).into_response()
 }
 
 /// Handles one interaction payload.
-pub async fn handle(State(state): State<AppState>, RequestId(request_id): RequestId, body: Bytes) -> Response {
+pub async fn handle(
+    State(state): State<AppState>,
+    RequestId(request_id): RequestId,
+    body: Bytes,
+) -> Response {
     let payload: Payload = match serde_urlencoded::from_bytes::<Form>(&body)
         .map_err(|e| e.to_string())
         .and_then(|f| serde_json::from_str(&f.payload).map_err(|e| e.to_string()))
     {
         Ok(p) => p,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("malformed interaction payload: {e}")).into_response(),
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("malformed interaction payload: {e}"),
+            )
+                .into_response();
+        }
     };
     if payload.kind == "block_actions" {
         return button(&state, &request_id, &payload).await;
@@ -106,7 +119,11 @@ pub async fn handle(State(state): State<AppState>, RequestId(request_id): Reques
     let engine = &state.engine;
     let result = match view.callback_id.as_str() {
         DECLARE_CALLBACK => {
-            let severity = view.state.value("severity").as_deref().and_then(Severity::parse);
+            let severity = view
+                .state
+                .value("severity")
+                .as_deref()
+                .and_then(Severity::parse);
             let title = view.state.value("title").unwrap_or_default();
             let Some(severity) = severity else {
                 return field_errors(&[("severity", "Choose a severity.".into())]);
@@ -115,10 +132,17 @@ pub async fn handle(State(state): State<AppState>, RequestId(request_id): Reques
         }
         RESOLVE_CALLBACK => {
             let Ok(id) = view.private_metadata.parse::<i64>() else {
-                return (StatusCode::BAD_REQUEST, "resolve form without an incident number").into_response();
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "resolve form without an incident number",
+                )
+                    .into_response();
             };
             let summary = view.state.value("summary").unwrap_or_default();
-            engine.change(&meta, IncidentId(id), Change::Resolve(summary)).await.map(|_| ())
+            engine
+                .change(&meta, IncidentId(id), Change::Resolve(summary))
+                .await
+                .map(|_| ())
         }
         other => {
             tracing::warn!(callback_id = %other, "unknown form submitted");
@@ -127,13 +151,23 @@ pub async fn handle(State(state): State<AppState>, RequestId(request_id): Reques
     };
     match result {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(EngineError::Refused(DomainError::Invalid { field, rule })) => field_errors(&[(field, rule)]),
+        Err(EngineError::Refused(DomainError::Invalid { field, rule })) => {
+            field_errors(&[(field, rule)])
+        }
         Err(EngineError::Refused(refusal)) => {
-            let block = if view.callback_id == DECLARE_CALLBACK { "title" } else { "summary" };
+            let block = if view.callback_id == DECLARE_CALLBACK {
+                "title"
+            } else {
+                "summary"
+            };
             field_errors(&[(block, refusal.to_string())])
         }
         Err(e) => {
-            let block = if view.callback_id == DECLARE_CALLBACK { "title" } else { "summary" };
+            let block = if view.callback_id == DECLARE_CALLBACK {
+                "title"
+            } else {
+                "summary"
+            };
             field_errors(&[(block, internal_error(&request_id, &e))])
         }
     }
@@ -162,15 +196,31 @@ async fn button(state: &AppState, request_id: &str, payload: &Payload) -> Respon
         let Some(run) = store.run(run_id).await? else {
             return Ok(Some(format!("Run #{run_id} does not exist.")));
         };
-        let incident = store.incident(run.incident_id).await?.ok_or(EngineError::NotFound(run.incident_id))?;
+        let incident = store
+            .incident(run.incident_id)
+            .await?
+            .ok_or(EngineError::NotFound(run.incident_id))?;
         let (may_approve, policy) = match state.catalog.get(&run.command) {
-            Some(spec) => (spec.may_approve(&user, &[], &roles_of(&incident, &user)), spec.approvers.describe()),
-            None => (false, "nobody: the command is no longer in the catalog".to_string()),
+            Some(spec) => (
+                spec.may_approve(&user, &[], &roles_of(&incident, &user)),
+                spec.approvers.describe(),
+            ),
+            None => (
+                false,
+                "nobody: the command is no longer in the catalog".to_string(),
+            ),
         };
         let meta = RequestMeta::user(&user, request_id);
         let outcome = state
             .engine
-            .click_run(&meta, run_id, click, may_approve, &policy, |outcome, run| run_render::click(outcome, run, &user))
+            .click_run(
+                &meta,
+                run_id,
+                click,
+                may_approve,
+                &policy,
+                |outcome, run| run_render::click(outcome, run, &user),
+            )
             .await?;
         Ok::<_, EngineError>(match outcome {
             ClickOutcome::Refused(reason) => Some(format!("Run #{run_id}: {reason}.")),
@@ -184,9 +234,25 @@ async fn button(state: &AppState, request_id: &str, payload: &Payload) -> Respon
         Err(e) => internal_error(request_id, &e),
     };
     if let Some(channel) = &payload.channel {
-        let out = Outbound::Ephemeral { channel: channel.id.clone(), user: user.clone(), text };
-        if let Err(e) = state.engine.send(&RequestMeta::user(&user, request_id), &format!("channel:{}", channel.id), out).await {
-            return (StatusCode::INTERNAL_SERVER_ERROR, internal_error(request_id, &e)).into_response();
+        let out = Outbound::Ephemeral {
+            channel: channel.id.clone(),
+            user: user.clone(),
+            text,
+        };
+        if let Err(e) = state
+            .engine
+            .send(
+                &RequestMeta::user(&user, request_id),
+                &format!("channel:{}", channel.id),
+                out,
+            )
+            .await
+        {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                internal_error(request_id, &e),
+            )
+                .into_response();
         }
     }
     StatusCode::OK.into_response()

@@ -49,7 +49,11 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let id = parts.headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+        let id = parts
+            .headers
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("unknown");
         Ok(RequestId(id.to_string()))
     }
 }
@@ -57,7 +61,9 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 /// Logs an internal error and returns the text users see instead: never the error itself.
 pub fn internal_error(request_id: &str, error: &dyn std::error::Error) -> String {
     tracing::error!(%request_id, error = %error, "request failed");
-    format!("Something went wrong inside Klaxon (ref {request_id}). Nothing was changed; please try again.")
+    format!(
+        "Something went wrong inside Klaxon (ref {request_id}). Nothing was changed; please try again."
+    )
 }
 
 /// The full router.
@@ -66,7 +72,10 @@ pub fn app(state: AppState) -> Router {
         .route("/slack/commands", post(commands::handle))
         .route("/slack/interactions", post(interactions::handle))
         .route("/slack/events", post(events::handle))
-        .route_layer(middleware::from_fn_with_state(state.clone(), verify::require_slack_signature));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            verify::require_slack_signature,
+        ));
     Router::new()
         .merge(slack)
         .route("/healthz", get(|| async { "ok" }))
@@ -91,7 +100,10 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Ok(()) => (StatusCode::OK, "ready".to_string()),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable".to_string())
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database unreachable".to_string(),
+            )
         }
     }
 }

@@ -53,7 +53,8 @@ pub fn verify(
         .and_then(|hex_sig| hex::decode(hex_sig).ok())
         .ok_or(VerifyError::BadSignature)?;
     for secret in secrets {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes()).expect("HMAC takes any key length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes())
+            .expect("HMAC takes any key length");
         mac.update(b"v0:");
         mac.update(timestamp.trim().as_bytes());
         mac.update(b":");
@@ -68,7 +69,8 @@ pub fn verify(
 
 /// Signs a body the way Slack does; used by tests, benchmarks and `klaxon` tooling.
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(format!("v0:{timestamp}:").as_bytes());
     mac.update(body);
     format!("v0={}", hex::encode(mac.finalize().into_bytes()))
@@ -76,10 +78,19 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
 
 /// Middleware for the `/slack/*` routes: reads the raw body, verifies it, and only then
 /// lets the handler parse it. A refused request gets 401 and nothing is stored.
-pub async fn require_slack_signature(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn require_slack_signature(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let (parts, body) = request.into_parts();
     let header = |name: &'static str| {
-        parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string).ok_or(VerifyError::MissingHeader(name))
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or(VerifyError::MissingHeader(name))
     };
     let bytes: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
@@ -93,7 +104,8 @@ pub async fn require_slack_signature(State(state): State<AppState>, request: Req
         tracing::warn!(path = %parts.uri.path(), reason = %e, "refused unsigned or stale Slack request");
         return (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
     }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 #[cfg(test)]
@@ -111,13 +123,24 @@ mod tests {
     }
 
     fn secrets(list: &[&str]) -> Vec<SecretString> {
-        list.iter().map(|s| SecretString::from(s.to_string())).collect()
+        list.iter()
+            .map(|s| SecretString::from(s.to_string()))
+            .collect()
     }
 
     #[test]
     fn slacks_published_example_verifies_at_its_own_time() {
         for now in [1531420618, 1531420618 - 300, 1531420618 + 300] {
-            assert_eq!(verify(&secrets(&[SECRET]), TIMESTAMP, SIGNATURE, BODY.as_bytes(), at(now)), Ok(()));
+            assert_eq!(
+                verify(
+                    &secrets(&[SECRET]),
+                    TIMESTAMP,
+                    SIGNATURE,
+                    BODY.as_bytes(),
+                    at(now)
+                ),
+                Ok(())
+            );
         }
         assert_eq!(sign(SECRET, 1531420618, BODY.as_bytes()), SIGNATURE);
     }
@@ -125,24 +148,78 @@ mod tests {
     #[test]
     fn slacks_published_example_is_stale_today() {
         assert_eq!(
-            verify(&secrets(&[SECRET]), TIMESTAMP, SIGNATURE, BODY.as_bytes(), Utc::now()),
+            verify(
+                &secrets(&[SECRET]),
+                TIMESTAMP,
+                SIGNATURE,
+                BODY.as_bytes(),
+                Utc::now()
+            ),
             Err(VerifyError::Stale)
         );
-        assert_eq!(verify(&secrets(&[SECRET]), TIMESTAMP, SIGNATURE, BODY.as_bytes(), at(1531420618 + 301)), Err(VerifyError::Stale));
+        assert_eq!(
+            verify(
+                &secrets(&[SECRET]),
+                TIMESTAMP,
+                SIGNATURE,
+                BODY.as_bytes(),
+                at(1531420618 + 301)
+            ),
+            Err(VerifyError::Stale)
+        );
     }
 
     #[test]
     fn a_changed_body_or_wrong_secret_is_refused() {
         let now = at(1531420618);
         let tampered = BODY.replace("roadrunner", "coyote");
-        assert_eq!(verify(&secrets(&[SECRET]), TIMESTAMP, SIGNATURE, tampered.as_bytes(), now), Err(VerifyError::BadSignature));
-        assert_eq!(verify(&secrets(&["other"]), TIMESTAMP, SIGNATURE, BODY.as_bytes(), now), Err(VerifyError::BadSignature));
-        assert_eq!(verify(&secrets(&[SECRET]), TIMESTAMP, "v0=zz", BODY.as_bytes(), now), Err(VerifyError::BadSignature));
-        assert_eq!(verify(&secrets(&[SECRET]), "soon", SIGNATURE, BODY.as_bytes(), now), Err(VerifyError::Stale));
+        assert_eq!(
+            verify(
+                &secrets(&[SECRET]),
+                TIMESTAMP,
+                SIGNATURE,
+                tampered.as_bytes(),
+                now
+            ),
+            Err(VerifyError::BadSignature)
+        );
+        assert_eq!(
+            verify(
+                &secrets(&["other"]),
+                TIMESTAMP,
+                SIGNATURE,
+                BODY.as_bytes(),
+                now
+            ),
+            Err(VerifyError::BadSignature)
+        );
+        assert_eq!(
+            verify(
+                &secrets(&[SECRET]),
+                TIMESTAMP,
+                "v0=zz",
+                BODY.as_bytes(),
+                now
+            ),
+            Err(VerifyError::BadSignature)
+        );
+        assert_eq!(
+            verify(&secrets(&[SECRET]), "soon", SIGNATURE, BODY.as_bytes(), now),
+            Err(VerifyError::Stale)
+        );
     }
 
     #[test]
     fn any_secret_in_rotation_is_accepted() {
-        assert_eq!(verify(&secrets(&["old", SECRET]), TIMESTAMP, SIGNATURE, BODY.as_bytes(), at(1531420618)), Ok(()));
+        assert_eq!(
+            verify(
+                &secrets(&["old", SECRET]),
+                TIMESTAMP,
+                SIGNATURE,
+                BODY.as_bytes(),
+                at(1531420618)
+            ),
+            Ok(())
+        );
     }
 }

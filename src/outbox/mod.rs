@@ -167,7 +167,13 @@ pub fn backoff(attempts: i64) -> TimeDelta {
 impl OutboxWorker {
     /// A worker delivering to `outlets`, woken by `wake`.
     pub fn new(engine: Engine, outlets: Outlets, clock: Arc<dyn Clock>, wake: Arc<Notify>) -> Self {
-        Self { engine, outlets, clock, wake, bot_user_id: OnceCell::new() }
+        Self {
+            engine,
+            outlets,
+            clock,
+            wake,
+            bot_user_id: OnceCell::new(),
+        }
     }
 
     /// Delivers every row that is due now, in order, until none is left due. Returns
@@ -177,7 +183,11 @@ impl OutboxWorker {
         self.recover_interrupted_runs().await?;
         loop {
             let now = self.clock.now();
-            let rows = self.engine.store().claim_outbox(now, now + LEASE, 50).await?;
+            let rows = self
+                .engine
+                .store()
+                .claim_outbox(now, now + LEASE, 50)
+                .await?;
             if rows.is_empty() {
                 return Ok(report);
             }
@@ -187,7 +197,11 @@ impl OutboxWorker {
         }
     }
 
-    async fn settle(&self, row: OutboxRow, report: &mut PassReport) -> Result<(), crate::store::StoreError> {
+    async fn settle(
+        &self,
+        row: OutboxRow,
+        report: &mut PassReport,
+    ) -> Result<(), crate::store::StoreError> {
         let store = self.engine.store();
         let result = self.deliver(&row).await;
         let now = self.clock.now();
@@ -210,10 +224,13 @@ impl OutboxWorker {
                     report.failed += 1;
                 } else {
                     let wait = match &e {
-                        DeliveryError::Slack(SlackError::RateLimited { retry_after: Some(after) })
-                        | DeliveryError::Paging(PageError::Retry { retry_after: Some(after), .. }) => {
-                            TimeDelta::from_std(*after).unwrap_or(TimeDelta::seconds(60))
-                        }
+                        DeliveryError::Slack(SlackError::RateLimited {
+                            retry_after: Some(after),
+                        })
+                        | DeliveryError::Paging(PageError::Retry {
+                            retry_after: Some(after),
+                            ..
+                        }) => TimeDelta::from_std(*after).unwrap_or(TimeDelta::seconds(60)),
                         _ => backoff(row.attempts),
                     };
                     tracing::warn!(outbox_id = row.id, key = %row.ordering_key, attempts = row.attempts, retry_in_ms = wait.num_milliseconds(), error = %message, "outbox delivery will be retried");
@@ -235,7 +252,12 @@ impl OutboxWorker {
             let next = self.engine.store().next_outbox_due().await.ok().flatten();
             let idle = Duration::from_secs(30);
             let sleep_for = next
-                .map(|t| (t - self.clock.now()).to_std().unwrap_or(Duration::ZERO).min(idle))
+                .map(|t| {
+                    (t - self.clock.now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO)
+                        .min(idle)
+                })
                 .unwrap_or(idle);
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -263,7 +285,12 @@ mod tests {
 
     #[test]
     fn payloads_round_trip() {
-        let o = Outbound::OpenModal { trigger_id: "t".into(), modal: Modal::Resolve { incident_id: IncidentId(3) } };
+        let o = Outbound::OpenModal {
+            trigger_id: "t".into(),
+            modal: Modal::Resolve {
+                incident_id: IncidentId(3),
+            },
+        };
         assert_eq!(serde_json::from_str::<Outbound>(&o.to_json()).unwrap(), o);
     }
 }

@@ -39,15 +39,25 @@ fn internal(e: impl std::fmt::Display) -> DeliveryError {
 
 fn decode(run: &RunRow) -> Result<(Action, Params), DeliveryError> {
     let action: Action = serde_json::from_value(serde_json::Value::String(run.action.clone()))
-        .map_err(|e| DeliveryError::Permanent(format!("run #{}: unknown action {}: {e}", run.id, run.action)))?;
-    let params: Params = serde_json::from_str(&run.params)
-        .map_err(|e| DeliveryError::Permanent(format!("run #{}: undecodable parameters: {e}", run.id)))?;
+        .map_err(|e| {
+            DeliveryError::Permanent(format!(
+                "run #{}: unknown action {}: {e}",
+                run.id, run.action
+            ))
+        })?;
+    let params: Params = serde_json::from_str(&run.params).map_err(|e| {
+        DeliveryError::Permanent(format!("run #{}: undecodable parameters: {e}", run.id))
+    })?;
     Ok((action, params))
 }
 
 impl OutboxWorker {
     fn executor(&self, action: Action) -> Option<&Arc<dyn Executor>> {
-        self.outlets.recovery.executors.iter().find(|e| e.handles(action))
+        self.outlets
+            .recovery
+            .executors
+            .iter()
+            .find(|e| e.handles(action))
     }
 
     async fn load_run(&self, run_id: i64) -> Result<RunRow, DeliveryError> {
@@ -68,11 +78,17 @@ impl OutboxWorker {
         let spec = self.outlets.recovery.catalog.get(&run.command);
         let line = render::params_line(&params);
         let preview = match self.executor(action) {
-            None => Err(ExecError::Invalid(format!("no executor is configured for {action} (see [recovery] in the config)"))),
+            None => Err(ExecError::Invalid(format!(
+                "no executor is configured for {action} (see [recovery] in the config)"
+            ))),
             Some(executor) => executor.preview(action, &params).await,
         };
         let prepared = match preview {
-            Err(ExecError::Transport(e)) => return Err(DeliveryError::Internal(format!("preview of run #{run_id}: {e}"))),
+            Err(ExecError::Transport(e)) => {
+                return Err(DeliveryError::Internal(format!(
+                    "preview of run #{run_id}: {e}"
+                )));
+            }
             Err(e) => Prepared {
                 state: RunState::Failed,
                 preview: None,
@@ -82,30 +98,56 @@ impl OutboxWorker {
             Ok(preview) => {
                 let json = Some(serde_json::to_string(&preview).expect("previews serialize"));
                 let (state, message) = if self.outlets.recovery.dry_run {
-                    (RunState::DryRun, render::dry_run(&run, spec, &line, &preview))
+                    (
+                        RunState::DryRun,
+                        render::dry_run(&run, spec, &line, &preview),
+                    )
                 } else if run.required == 0 {
-                    (RunState::Approved, render::running_now(&run, spec, &line, &preview))
+                    (
+                        RunState::Approved,
+                        render::running_now(&run, spec, &line, &preview),
+                    )
                 } else {
-                    (RunState::Pending, render::approval_request(&run, spec, &line, &preview))
+                    (
+                        RunState::Pending,
+                        render::approval_request(&run, spec, &line, &preview),
+                    )
                 };
-                Prepared { state, preview: json, result: None, message }
+                Prepared {
+                    state,
+                    preview: json,
+                    result: None,
+                    message,
+                }
             }
         };
-        self.engine.run_prepared(&run, prepared).await.map_err(internal)?;
+        self.engine
+            .run_prepared(&run, prepared)
+            .await
+            .map_err(internal)?;
         Ok(())
     }
 
     pub(super) async fn execute_run(&self, run_id: i64) -> Result<(), DeliveryError> {
         let lease_until = self.clock.now() + EXECUTION_LEASE;
-        let Some(run) = self.engine.begin_execution(run_id, lease_until).await.map_err(internal)? else {
+        let Some(run) = self
+            .engine
+            .begin_execution(run_id, lease_until)
+            .await
+            .map_err(internal)?
+        else {
             return Ok(()); // Not approved, or another worker has it: nothing to do, ever.
         };
         let (action, params) = decode(&run)?;
         let outcome = if self.outlets.recovery.dry_run {
-            Err(ExecError::Invalid("execution was switched off (dry-run mode) after approval; not run".into()))
+            Err(ExecError::Invalid(
+                "execution was switched off (dry-run mode) after approval; not run".into(),
+            ))
         } else {
             match self.executor(action) {
-                None => Err(ExecError::Invalid(format!("no executor is configured for {action}"))),
+                None => Err(ExecError::Invalid(format!(
+                    "no executor is configured for {action}"
+                ))),
                 Some(executor) => executor.execute(action, &params).await,
             }
         };
@@ -116,7 +158,10 @@ impl OutboxWorker {
         };
         let (summary, request_id) = match &outcome {
             Ok(out) => (out.summary.clone(), out.request_id.clone()),
-            Err(ExecError::Api { request_id, .. }) => (outcome.as_ref().unwrap_err().to_string(), request_id.clone()),
+            Err(ExecError::Api { request_id, .. }) => (
+                outcome.as_ref().unwrap_err().to_string(),
+                request_id.clone(),
+            ),
             Err(e) => (e.to_string(), None),
         };
         let finished = Finished {
@@ -132,14 +177,21 @@ impl OutboxWorker {
         };
         // If recording fails, the row stays `executing` and turns `outcome_unknown` when
         // its lease runs out; the job is not retried into a second execution.
-        self.engine.finish_execution(&run, finished).await.map_err(internal)?;
+        self.engine
+            .finish_execution(&run, finished)
+            .await
+            .map_err(internal)?;
         Ok(())
     }
 
     /// Turns runs whose executing lease ran out into `outcome_unknown` and tells the
     /// channel. Called on every pass, so a restart finds them.
     pub async fn recover_interrupted_runs(&self) -> Result<usize, crate::store::StoreError> {
-        let stuck = self.engine.store().interrupted_runs(self.clock.now()).await?;
+        let stuck = self
+            .engine
+            .store()
+            .interrupted_runs(self.clock.now())
+            .await?;
         let mut recovered = 0;
         for run in stuck {
             let finished = Finished {
@@ -152,7 +204,9 @@ impl OutboxWorker {
             match self.engine.finish_execution(&run, finished).await {
                 Ok(true) => recovered += 1,
                 Ok(false) => {}
-                Err(e) => tracing::error!(run_id = run.id, error = %e, "could not record an interrupted run"),
+                Err(e) => {
+                    tracing::error!(run_id = run.id, error = %e, "could not record an interrupted run")
+                }
             }
         }
         Ok(recovered)

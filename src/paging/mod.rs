@@ -27,7 +27,10 @@ pub struct Target {
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Target")
-            .field("routing_key", &self.routing_key.as_ref().map(|_| "[redacted]"))
+            .field(
+                "routing_key",
+                &self.routing_key.as_ref().map(|_| "[redacted]"),
+            )
             .field("slack_channels", &self.slack_channels)
             .field("slack_usergroups", &self.slack_usergroups)
             .finish()
@@ -97,11 +100,18 @@ impl PagerDuty {
             .timeout(Duration::from_secs(10))
             .build()
             .expect("reqwest client builds with static settings");
-        Self { http, events_url: events_url.to_string() }
+        Self {
+            http,
+            events_url: events_url.to_string(),
+        }
     }
 
     /// Sends one event with `routing_key`.
-    pub async fn send(&self, routing_key: &SecretString, event: &PageEvent<'_>) -> Result<(), PageError> {
+    pub async fn send(
+        &self,
+        routing_key: &SecretString,
+        event: &PageEvent<'_>,
+    ) -> Result<(), PageError> {
         let mut body = json!({
             "routing_key": routing_key.expose_secret(),
             "event_action": match event.action { PageAction::Trigger => "trigger", PageAction::Resolve => "resolve" },
@@ -133,9 +143,15 @@ impl PagerDuty {
             .and_then(|v| v.trim().parse().ok())
             .map(Duration::from_secs);
         if status.as_u16() == 429 || status.is_server_error() {
-            return Err(PageError::Retry { status: status.as_u16(), retry_after });
+            return Err(PageError::Retry {
+                status: status.as_u16(),
+                retry_after,
+            });
         }
         let body = response.text().await.unwrap_or_default();
-        Err(PageError::Rejected { status: status.as_u16(), body: clip(&body, 300) })
+        Err(PageError::Rejected {
+            status: status.as_u16(),
+            body: clip(&body, 300),
+        })
     }
 }

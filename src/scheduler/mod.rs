@@ -41,7 +41,11 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler for `engine`, woken by `wake` (the engine's scheduler waker).
     pub fn new(engine: Engine, clock: Arc<dyn Clock>, wake: Arc<Notify>) -> Self {
-        Self { engine, clock, wake }
+        Self {
+            engine,
+            clock,
+            wake,
+        }
     }
 
     /// The engine timers are fired through.
@@ -54,7 +58,11 @@ impl Scheduler {
         let mut report = FireReport::default();
         loop {
             let now = self.clock.now();
-            let due = self.engine.store().claim_timers(now, now + LEASE, BATCH).await?;
+            let due = self
+                .engine
+                .store()
+                .claim_timers(now, now + LEASE, BATCH)
+                .await?;
             if due.is_empty() {
                 return Ok(report);
             }
@@ -64,7 +72,9 @@ impl Scheduler {
                     Ok(TimerOutcome::Cancelled) => report.cancelled += 1,
                     Ok(TimerOutcome::AlreadyHandled) => report.skipped += 1,
                     // The lease runs out and the timer is tried again.
-                    Err(e) => tracing::error!(timer_id = timer.id, incident = %timer.incident_id, error = %e, "timer failed to fire"),
+                    Err(e) => {
+                        tracing::error!(timer_id = timer.id, incident = %timer.incident_id, error = %e, "timer failed to fire")
+                    }
                 }
             }
         }
@@ -79,7 +89,12 @@ impl Scheduler {
             let idle = Duration::from_secs(60);
             let next = self.engine.store().next_timer_due().await.ok().flatten();
             let sleep_for = next
-                .map(|t| (t - self.clock.now()).to_std().unwrap_or(Duration::ZERO).min(idle))
+                .map(|t| {
+                    (t - self.clock.now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO)
+                        .min(idle)
+                })
                 .unwrap_or(idle);
             tokio::select! {
                 _ = self.wake.notified() => {}

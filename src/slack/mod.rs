@@ -55,7 +55,11 @@ impl SlackError {
             SlackError::RateLimited { .. } | SlackError::Transport(_) => false,
             SlackError::Api { code } => !matches!(
                 code.as_str(),
-                "ratelimited" | "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout"
+                "ratelimited"
+                    | "internal_error"
+                    | "fatal_error"
+                    | "service_unavailable"
+                    | "request_timeout"
             ),
         }
     }
@@ -101,8 +105,10 @@ pub trait SlackApi: Send + Sync {
     ) -> Result<String, SlackError>;
 
     /// `chat.postEphemeral`: `text` visible only to `user` in `channel`.
-    async fn post_ephemeral(&self, channel: &str, user: &str, text: &str) -> Result<(), SlackError>;
+    async fn post_ephemeral(&self, channel: &str, user: &str, text: &str)
+    -> Result<(), SlackError>;
 
     /// `views.open` with a modal `view` (Block Kit JSON).
-    async fn open_view(&self, trigger_id: &str, view: &serde_json::Value) -> Result<(), SlackError>;
+    async fn open_view(&self, trigger_id: &str, view: &serde_json::Value)
+    -> Result<(), SlackError>;
 }

@@ -124,7 +124,12 @@ impl SlackApi for MorphismSlack {
             .await
     }
 
-    async fn post_ephemeral(&self, channel: &str, user: &str, text: &str) -> Result<(), SlackError> {
+    async fn post_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<(), SlackError> {
         self.inner.post_ephemeral(channel, user, text).await
     }
 
@@ -392,13 +397,22 @@ where
         Ok(answer.ts)
     }
 
-    async fn post_ephemeral(&self, channel: &str, user: &str, text: &str) -> Result<(), SlackError> {
+    async fn post_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<(), SlackError> {
         let request = serde_json::json!({ "channel": channel, "user": user, "text": text });
         let token = self.api_token();
         let session = self.client.open_session(&token);
         session
             .http_session_api
-            .http_post::<_, serde::de::IgnoredAny>("chat.postEphemeral", &request, Some(&CHAT_POST_MESSAGE_SPECIAL_LIMIT_RATE_CTL))
+            .http_post::<_, serde::de::IgnoredAny>(
+                "chat.postEphemeral",
+                &request,
+                Some(&CHAT_POST_MESSAGE_SPECIAL_LIMIT_RATE_CTL),
+            )
             .await
             .map(drop)
             .map_err(|e| self.map_error("chat.postEphemeral", e))

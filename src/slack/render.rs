@@ -11,7 +11,9 @@ use crate::outbox::Modal;
 
 /// Escapes the three characters Slack's mrkdwn treats as control characters.
 pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn span(span: &Span, incident_channel: Option<&str>) -> String {
@@ -160,14 +162,20 @@ mod tests {
 
     #[test]
     fn user_text_cannot_inject_mentions() {
-        let (text, _) = message(&Message::paragraph(vec![Span::text("<!channel> & <@U1>")]), None);
+        let (text, _) = message(
+            &Message::paragraph(vec![Span::text("<!channel> & <@U1>")]),
+            None,
+        );
         assert_eq!(text, "&lt;!channel&gt; &amp; &lt;@U1&gt;");
     }
 
     #[test]
     fn times_render_in_the_readers_zone_with_a_utc_fallback() {
         let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-        assert_eq!(spans(&[Span::Time(t)], None), "<!date^1700000000^{date_short_pretty} {time}|2023-11-14 22:13 UTC>");
+        assert_eq!(
+            spans(&[Span::Time(t)], None),
+            "<!date^1700000000^{date_short_pretty} {time}|2023-11-14 22:13 UTC>"
+        );
     }
 
     #[test]

@@ -78,7 +78,11 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &'static str, json: &
 
 /// Parses the `actor` column.
 pub(crate) fn actor_from_str(s: &str) -> Actor {
-    if s == "klaxon" { Actor::Klaxon } else { Actor::User(s.to_string()) }
+    if s == "klaxon" {
+        Actor::Klaxon
+    } else {
+        Actor::User(s.to_string())
+    }
 }
 
 /// The database handle: a pool plus which backend it is.
@@ -98,7 +102,9 @@ impl Store {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Backend::Postgres
         } else {
-            return Err(StoreError::UnsupportedUrl(url.split(':').next().unwrap_or_default().to_string()));
+            return Err(StoreError::UnsupportedUrl(
+                url.split(':').next().unwrap_or_default().to_string(),
+            ));
         };
         let pool = match backend {
             Backend::Sqlite => {
@@ -127,7 +133,12 @@ impl Store {
                     .connect_with(AnyConnectOptions::from_str(&url)?)
                     .await?
             }
-            Backend::Postgres => AnyPoolOptions::new().max_connections(10).connect(url).await?,
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(10)
+                    .connect(url)
+                    .await?
+            }
         };
         Ok(Store { pool, backend })
     }
@@ -141,7 +152,11 @@ impl Store {
     pub async fn migrate(&self) -> Result<()> {
         match self.backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
-            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
+            Backend::Postgres => {
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -179,24 +194,28 @@ impl Store {
 
     /// The incident whose channel is `channel_id`.
     pub async fn incident_by_channel(&self, channel_id: &str) -> Result<Option<Incident>> {
-        let row: Option<(String,)> = sqlx::query_as("select state from incidents where channel_id = $1")
-            .bind(channel_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(String,)> =
+            sqlx::query_as("select state from incidents where channel_id = $1")
+                .bind(channel_id)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|(s,)| decode("incident", &s)).transpose()
     }
 
     /// Open incidents, oldest first.
     pub async fn open_incidents(&self) -> Result<Vec<Incident>> {
-        let rows: Vec<(String,)> = sqlx::query_as("select state from incidents where status <> 'resolved' order by id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(String,)> =
+            sqlx::query_as("select state from incidents where status <> 'resolved' order by id")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(|(s,)| decode("incident", s)).collect()
     }
 
     /// Every incident number, for audits.
     pub async fn incident_ids(&self) -> Result<Vec<IncidentId>> {
-        let rows: Vec<(i64,)> = sqlx::query_as("select id from incidents order by id").fetch_all(&self.pool).await?;
+        let rows: Vec<(i64,)> = sqlx::query_as("select id from incidents order by id")
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.into_iter().map(|(id,)| IncidentId(id)).collect())
     }
 
@@ -228,7 +247,10 @@ impl Store {
     /// Runs raw SQL; for tests that need to tamper with or inspect the database.
     #[doc(hidden)]
     pub async fn execute_raw(&self, sql: &str) -> Result<u64> {
-        Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).execute(&self.pool).await?.rows_affected())
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {

@@ -84,7 +84,12 @@ impl Store {
     }
 
     /// Releases a row to be tried again at `next_attempt_at`, keeping the error.
-    pub async fn retry_outbox(&self, id: i64, next_attempt_at: DateTime<Utc>, error: &str) -> Result<()> {
+    pub async fn retry_outbox(
+        &self,
+        id: i64,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<()> {
         sqlx::query("update outbox set lease_until_ms = null, next_attempt_at_ms = $1, last_error = $2 where id = $3")
             .bind(ms(next_attempt_at))
             .bind(error)
@@ -122,9 +127,10 @@ impl Store {
 
     /// Counts rows by state.
     pub async fn outbox_counts(&self) -> Result<OutboxCounts> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("select state, count(*) from outbox group by state")
-            .fetch_all(self.pool())
-            .await?;
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("select state, count(*) from outbox group by state")
+                .fetch_all(self.pool())
+                .await?;
         let mut counts = OutboxCounts::default();
         for (state, n) in rows {
             match state.as_str() {

@@ -35,12 +35,38 @@ pub struct RunRow {
     pub expires_at: DateTime<Utc>,
 }
 
-type RawRun = (i64, i64, String, String, String, String, String, i64, String, Option<String>, Option<String>, i64);
+type RawRun = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+);
 
 const COLUMNS: &str = "id, incident_id, command, action, params, requester, approvers, required_approvals, state, preview, result, expires_at_ms";
 
 fn decode_run(raw: RawRun) -> Result<RunRow> {
-    let (id, incident_id, command, action, params, requester, approvers, required, state, preview, result, expires) = raw;
+    let (
+        id,
+        incident_id,
+        command,
+        action,
+        params,
+        requester,
+        approvers,
+        required,
+        state,
+        preview,
+        result,
+        expires,
+    ) = raw;
     Ok(RunRow {
         id,
         incident_id: IncidentId(incident_id),
@@ -108,14 +134,26 @@ impl StoreTx {
                  preview, result, expires_at_ms from command_runs where id = $1"
             }
         };
-        let raw: Option<RawRun> = sqlx::query_as(sql).bind(id).fetch_optional(&mut *self.tx).await?;
+        let raw: Option<RawRun> = sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
         raw.map(decode_run).transpose()
     }
 
     /// Moves a run from `from` to `to` (and optionally sets approvers, preview, result,
     /// the executing lease). `false` when the run was not in `from`: someone else moved it.
-    pub async fn transition_run(&mut self, id: i64, from: RunState, to: RunState, set: RunUpdate<'_>, now: DateTime<Utc>) -> Result<bool> {
-        let approvers = set.approvers.map(|a| serde_json::to_string(a).expect("strings serialize"));
+    pub async fn transition_run(
+        &mut self,
+        id: i64,
+        from: RunState,
+        to: RunState,
+        set: RunUpdate<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let approvers = set
+            .approvers
+            .map(|a| serde_json::to_string(a).expect("strings serialize"));
         let done = sqlx::query(
             "update command_runs set state = $1, approvers = coalesce($2, approvers), preview = coalesce($3, preview), \
              result = coalesce($4, result), executing_until_ms = $5, updated_at_ms = $6 where id = $7 and state = $8",
@@ -151,7 +189,10 @@ impl Store {
     /// One run.
     pub async fn run(&self, id: i64) -> Result<Option<RunRow>> {
         let sql = sqlx::AssertSqlSafe(format!("select {COLUMNS} from command_runs where id = $1"));
-        let raw: Option<RawRun> = sqlx::query_as(sql).bind(id).fetch_optional(self.pool()).await?;
+        let raw: Option<RawRun> = sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
         raw.map(decode_run).transpose()
     }
 
@@ -160,7 +201,10 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "select {COLUMNS} from command_runs where state = 'executing' and executing_until_ms <= $1 order by id"
         ));
-        let raws: Vec<RawRun> = sqlx::query_as(sql).bind(ms(now)).fetch_all(self.pool()).await?;
+        let raws: Vec<RawRun> = sqlx::query_as(sql)
+            .bind(ms(now))
+            .fetch_all(self.pool())
+            .await?;
         raws.into_iter().map(decode_run).collect()
     }
 }

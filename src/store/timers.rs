@@ -23,21 +23,34 @@ pub struct TimerRow {
 type RawTimer = (i64, i64, String, i64);
 
 fn decode_timer((id, incident_id, kind, due): RawTimer) -> Option<TimerRow> {
-    Some(TimerRow { id, incident_id: IncidentId(incident_id), kind: TimerKind::from_key(&kind)?, due_at: from_ms(due) })
+    Some(TimerRow {
+        id,
+        incident_id: IncidentId(incident_id),
+        kind: TimerKind::from_key(&kind)?,
+        due_at: from_ms(due),
+    })
 }
 
 impl StoreTx {
     /// Makes the incident's pending timers exactly `plan`: cancels pending rows the plan no
     /// longer has (same kind at another time counts as different) and inserts the missing.
-    pub async fn sync_timers(&mut self, incident_id: IncidentId, plan: &[TimerSpec], now: DateTime<Utc>) -> Result<bool> {
-        let pending: Vec<(i64, String, i64)> =
-            sqlx::query_as("select id, kind, due_at_ms from timers where incident_id = $1 and state = 'pending'")
-                .bind(incident_id.0)
-                .fetch_all(&mut *self.tx)
-                .await?;
+    pub async fn sync_timers(
+        &mut self,
+        incident_id: IncidentId,
+        plan: &[TimerSpec],
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let pending: Vec<(i64, String, i64)> = sqlx::query_as(
+            "select id, kind, due_at_ms from timers where incident_id = $1 and state = 'pending'",
+        )
+        .bind(incident_id.0)
+        .fetch_all(&mut *self.tx)
+        .await?;
         let mut changed = false;
         for (id, kind, due) in &pending {
-            let wanted = plan.iter().any(|t| t.kind.key() == *kind && ms(t.due_at) == *due);
+            let wanted = plan
+                .iter()
+                .any(|t| t.kind.key() == *kind && ms(t.due_at) == *due);
             if !wanted {
                 sqlx::query("update timers set state = 'cancelled', lease_until_ms = null where id = $1 and state = 'pending'")
                     .bind(id)
@@ -48,7 +61,9 @@ impl StoreTx {
         }
         for spec in plan {
             let key = spec.kind.key();
-            let exists = pending.iter().any(|(_, kind, due)| *kind == key && *due == ms(spec.due_at));
+            let exists = pending
+                .iter()
+                .any(|(_, kind, due)| *kind == key && *due == ms(spec.due_at));
             if !exists {
                 sqlx::query("insert into timers (incident_id, kind, due_at_ms, created_at_ms) values ($1, $2, $3, $4)")
                     .bind(incident_id.0)
@@ -90,7 +105,12 @@ impl Store {
     /// Claims up to `limit` due timers until `lease_until`. On PostgreSQL the candidates are
     /// locked with `for update skip locked`, so replicas split the work instead of queueing
     /// on each other; the lease keeps a crashed replica's timers from being lost.
-    pub async fn claim_timers(&self, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: i64) -> Result<Vec<TimerRow>> {
+    pub async fn claim_timers(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<TimerRow>> {
         let mut tx = self.begin_raw().await?;
         let select = match self.backend() {
             Backend::Postgres => {
@@ -104,7 +124,11 @@ impl Store {
                  order by due_at_ms, id limit $2"
             }
         };
-        let rows: Vec<RawTimer> = sqlx::query_as(select).bind(ms(now)).bind(limit).fetch_all(&mut *tx).await?;
+        let rows: Vec<RawTimer> = sqlx::query_as(select)
+            .bind(ms(now))
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for raw in rows {
             let id = raw.0;
@@ -122,7 +146,10 @@ impl Store {
                     Some(timer) => claimed.push(timer),
                     None => {
                         tracing::error!(timer_id = id, "unknown timer kind; cancelling it");
-                        sqlx::query("update timers set state = 'cancelled' where id = $1").bind(id).execute(&mut *tx).await?;
+                        sqlx::query("update timers set state = 'cancelled' where id = $1")
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                 }
             }
@@ -145,12 +172,18 @@ impl Store {
 
     /// An incident's timers as `(kind, due_at, state)`, soonest first (for tests and
     /// `klaxon` tooling).
-    pub async fn timers_of(&self, incident_id: IncidentId) -> Result<Vec<(String, DateTime<Utc>, String)>> {
+    pub async fn timers_of(
+        &self,
+        incident_id: IncidentId,
+    ) -> Result<Vec<(String, DateTime<Utc>, String)>> {
         let rows: Vec<(String, i64, String)> =
             sqlx::query_as("select kind, due_at_ms, state from timers where incident_id = $1 order by due_at_ms, id")
                 .bind(incident_id.0)
                 .fetch_all(self.pool())
                 .await?;
-        Ok(rows.into_iter().map(|(k, d, s)| (k, from_ms(d), s)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(k, d, s)| (k, from_ms(d), s))
+            .collect())
     }
 }

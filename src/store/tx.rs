@@ -44,7 +44,10 @@ impl StoreTx {
             Backend::Postgres => "select state from incidents where id = $1 for update",
             Backend::Sqlite => "select state from incidents where id = $1",
         };
-        let row: Option<(String,)> = sqlx::query_as(sql).bind(id.0).fetch_optional(&mut *self.tx).await?;
+        let row: Option<(String,)> = sqlx::query_as(sql)
+            .bind(id.0)
+            .fetch_optional(&mut *self.tx)
+            .await?;
         row.map(|(s,)| decode("incident", &s)).transpose()
     }
 
@@ -75,11 +78,12 @@ impl StoreTx {
         request_id: &str,
         kinds: &[EventKind],
     ) -> Result<Vec<TimelineEntry>> {
-        let last: Option<(i64, String)> =
-            sqlx::query_as("select seq, hash from timeline where incident_id = $1 order by seq desc limit 1")
-                .bind(incident_id.0)
-                .fetch_optional(&mut *self.tx)
-                .await?;
+        let last: Option<(i64, String)> = sqlx::query_as(
+            "select seq, hash from timeline where incident_id = $1 order by seq desc limit 1",
+        )
+        .bind(incident_id.0)
+        .fetch_optional(&mut *self.tx)
+        .await?;
         let (mut seq, mut prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
         let mut entries = Vec::with_capacity(kinds.len());
         for kind in kinds {
@@ -137,7 +141,12 @@ impl StoreTx {
 
     /// Records that an inbound event was processed. `false` means it already had been
     /// (a retry): the caller should roll back and acknowledge without acting.
-    pub async fn record_inbound(&mut self, source: &str, event_id: &str, now: DateTime<Utc>) -> Result<bool> {
+    pub async fn record_inbound(
+        &mut self,
+        source: &str,
+        event_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "insert into inbound_events (source, event_id, received_at_ms) values ($1, $2, $3) \
              on conflict do nothing",

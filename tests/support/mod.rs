@@ -1,6 +1,9 @@
 //! Shared test harness: fresh databases on both backends, the Slack emulator, and a
 //! `TestApp` that sends signed requests into the real router.
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
 
 pub mod pagerduty;
 pub mod slack_emulator;
@@ -19,8 +22,8 @@ use klaxon::outbox::{OutboxWorker, PassReport};
 use klaxon::scheduler::{FireReport, Scheduler};
 use klaxon::slack::morphism::MorphismSlack;
 use klaxon::store::Store;
-use serde_json::Value;
 use pagerduty::PagerDutyReceiver;
+use serde_json::Value;
 use slack_emulator::SlackEmulator;
 use tower::ServiceExt;
 
@@ -67,7 +70,9 @@ macro_rules! both_backends {
 
 /// The PostgreSQL URL tests use, if configured.
 pub fn postgres_url() -> Option<String> {
-    std::env::var("KLAXON_TEST_DATABASE_URL").ok().filter(|v| !v.is_empty())
+    std::env::var("KLAXON_TEST_DATABASE_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
 }
 
 /// A migrated, empty store on `db`. SQLite files live in a temp dir kept for the test's
@@ -90,7 +95,10 @@ pub async fn fresh_store_with_url(db: Db) -> (Store, String) {
                 .await
                 .unwrap_or_else(|e| panic!("KLAXON_TEST_DATABASE_URL is set but unreachable: {e}"));
             let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-            admin.execute_raw(&format!("create schema {schema}")).await.expect("create schema");
+            admin
+                .execute_raw(&format!("create schema {schema}"))
+                .await
+                .expect("create schema");
             let sep = if base.contains('?') { '&' } else { '?' };
             let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
             (Store::connect(&url).await.expect("postgres"), url)
@@ -107,7 +115,9 @@ pub fn routing_key(target: &str) -> String {
 
 /// The instant tests start at.
 pub fn start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(START).unwrap().with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(START)
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 /// A running Klaxon wired to the Slack emulator, on a manual clock.
@@ -129,7 +139,12 @@ pub fn test_config(api_url: &str, db_url: &str) -> Config {
 
 /// [`test_config`] with a PagerDuty receiver (routing keys for every default target) and
 /// a team time zone.
-pub fn test_config_with(api_url: &str, db_url: &str, pagerduty_url: &str, timezone: &str) -> Config {
+pub fn test_config_with(
+    api_url: &str,
+    db_url: &str,
+    pagerduty_url: &str,
+    timezone: &str,
+) -> Config {
     let api_url = api_url.to_string();
     let db_url = db_url.to_string();
     let pagerduty_url = pagerduty_url.to_string();
@@ -137,9 +152,9 @@ pub fn test_config_with(api_url: &str, db_url: &str, pagerduty_url: &str, timezo
     let env = move |name: &str| match name {
         "KLAXON_PAGERDUTY_EVENTS_URL" => Some(pagerduty_url.clone()),
         "KLAXON_TIMEZONE" => Some(timezone.clone()),
-        _ if name.starts_with("KLAXON_PAGERDUTY_KEY_") => {
-            Some(routing_key(&name["KLAXON_PAGERDUTY_KEY_".len()..].to_ascii_lowercase()))
-        }
+        _ if name.starts_with("KLAXON_PAGERDUTY_KEY_") => Some(routing_key(
+            &name["KLAXON_PAGERDUTY_KEY_".len()..].to_ascii_lowercase(),
+        )),
         "SLACK_SIGNING_SECRET" => Some(SECRET.to_string()),
         "SLACK_BOT_TOKEN" => Some("xoxb-test-token".to_string()),
         "KLAXON_SLACK_API_URL" => Some(api_url.clone()),
@@ -173,11 +188,23 @@ impl TestApp {
     ) -> TestApp {
         let slack = SlackEmulator::start().await;
         let pagerduty = PagerDutyReceiver::start().await;
-        let config = test_config_with(&slack.base_url, "sqlite://unused.db", &pagerduty.url, timezone);
+        let config = test_config_with(
+            &slack.base_url,
+            "sqlite://unused.db",
+            &pagerduty.url,
+            timezone,
+        );
         let clock = Arc::new(ManualClock::new(at));
-        let client = MorphismSlack::new(&config.slack.api_url, config.slack.bot_token.clone()).expect("slack client");
+        let client = MorphismSlack::new(&config.slack.api_url, config.slack.bot_token.clone())
+            .expect("slack client");
         let services = match recovery {
-            Some(recovery) => klaxon::app::wire_with(store.clone(), &config, clock.clone(), Arc::new(client), recovery),
+            Some(recovery) => klaxon::app::wire_with(
+                store.clone(),
+                &config,
+                clock.clone(),
+                Arc::new(client),
+                recovery,
+            ),
             None => klaxon::app::wire(store.clone(), &config, clock.clone(), Arc::new(client)),
         };
         TestApp {
@@ -193,7 +220,12 @@ impl TestApp {
     }
 
     /// Sends `body` to `path` signed with the test secret at the clock's time.
-    pub async fn post_signed(&self, path: &str, content_type: &str, body: &str) -> (StatusCode, String) {
+    pub async fn post_signed(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> (StatusCode, String) {
         let ts = self.clock.now().timestamp();
         let request = Request::post(path)
             .header("content-type", content_type)
@@ -225,7 +257,13 @@ impl TestApp {
             ("response_url", "https://hooks.slack.invalid/commands/1"),
         ])
         .unwrap();
-        let (status, body) = self.post_signed("/slack/commands", "application/x-www-form-urlencoded", &body).await;
+        let (status, body) = self
+            .post_signed(
+                "/slack/commands",
+                "application/x-www-form-urlencoded",
+                &body,
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         if body.is_empty() {
             return body;
@@ -263,15 +301,26 @@ impl TestApp {
 
     /// Declares an incident and delivers its effects; returns the incident channel id.
     pub async fn declare(&self, user: &str, text: &str) -> String {
-        let reply = self.command(user, "CGENERAL01", &format!("declare {text}")).await;
+        let reply = self
+            .command(user, "CGENERAL01", &format!("declare {text}"))
+            .await;
         assert!(reply.contains("declared"), "{reply}");
         self.deliver().await;
         let open = self.store.open_incidents().await.unwrap();
-        open.last().and_then(|i| i.channel.clone()).expect("channel opened").id
+        open.last()
+            .and_then(|i| i.channel.clone())
+            .expect("channel opened")
+            .id
     }
 
     /// Presses a button in `channel` as `user` (a `block_actions` interaction).
-    pub async fn press(&self, user: &str, channel: &str, action_id: &str, value: &str) -> StatusCode {
+    pub async fn press(
+        &self,
+        user: &str,
+        channel: &str,
+        action_id: &str,
+        value: &str,
+    ) -> StatusCode {
         let payload = serde_json::json!({
             "type": "block_actions",
             "user": { "id": user },
@@ -279,7 +328,13 @@ impl TestApp {
             "actions": [{ "action_id": action_id, "value": value, "type": "button" }]
         });
         let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
-        self.post_signed("/slack/interactions", "application/x-www-form-urlencoded", &body).await.0
+        self.post_signed(
+            "/slack/interactions",
+            "application/x-www-form-urlencoded",
+            &body,
+        )
+        .await
+        .0
     }
 
     /// Ephemeral texts `user` received, in order.
