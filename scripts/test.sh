@@ -18,4 +18,6 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
 fi
 export KLAXON_STANDIN_VENV="$venv"
 
-exec cargo test --locked --all-targets "$@"
+# Benchmarks are built by `cargo build --all-targets` but not run here: they print
+# figures and take minutes (`cargo bench`).
+exec cargo test --locked --lib --bins --tests "$@"

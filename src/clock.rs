@@ -2,8 +2,10 @@
 //! [`Clock`]; the domain never does. Tests use [`ManualClock`] to run hours in no time.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::{Notify, watch};
 
 /// A source of the current time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -46,4 +48,28 @@ impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().expect("clock lock")
     }
+}
+
+/// The wait of a background loop (outbox worker, scheduler): until `next` is due (at most
+/// `idle`, so a clock jump or a missed wake-up costs little), until `wake` is notified
+/// (new work was committed), or until shutdown. Returns `true` when shutting down.
+pub async fn wait_for_work(
+    clock: &dyn Clock,
+    next: Option<DateTime<Utc>>,
+    idle: Duration,
+    wake: &Notify,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let sleep_for = next.map_or(idle, |t| {
+        (t - clock.now())
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(idle)
+    });
+    tokio::select! {
+        _ = wake.notified() => {}
+        _ = tokio::time::sleep(sleep_for) => {}
+        _ = shutdown.changed() => {}
+    }
+    *shutdown.borrow()
 }

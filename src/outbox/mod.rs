@@ -249,22 +249,24 @@ impl OutboxWorker {
             if let Err(e) = self.deliver_due().await {
                 tracing::error!(error = %e, "outbox pass failed; retrying shortly");
             }
-            let next = self.engine.store().next_outbox_due().await.ok().flatten();
-            let idle = Duration::from_secs(30);
-            let sleep_for = next
-                .map(|t| {
-                    (t - self.clock.now())
-                        .to_std()
-                        .unwrap_or(Duration::ZERO)
-                        .min(idle)
-                })
-                .unwrap_or(idle);
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(sleep_for) => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
+            let next = self
+                .engine
+                .store()
+                .next_outbox_due()
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "cannot read the next due time; polling");
+                    None
+                });
+            if crate::clock::wait_for_work(
+                &*self.clock,
+                next,
+                Duration::from_secs(30),
+                &self.wake,
+                &mut shutdown,
+            )
+            .await
+            {
                 return;
             }
         }

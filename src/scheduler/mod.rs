@@ -86,22 +86,24 @@ impl Scheduler {
             if let Err(e) = self.fire_due().await {
                 tracing::error!(error = %e, "scheduler pass failed; retrying shortly");
             }
-            let idle = Duration::from_secs(60);
-            let next = self.engine.store().next_timer_due().await.ok().flatten();
-            let sleep_for = next
-                .map(|t| {
-                    (t - self.clock.now())
-                        .to_std()
-                        .unwrap_or(Duration::ZERO)
-                        .min(idle)
-                })
-                .unwrap_or(idle);
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(sleep_for) => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
+            let next = self
+                .engine
+                .store()
+                .next_timer_due()
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "cannot read the next due time; polling");
+                    None
+                });
+            if crate::clock::wait_for_work(
+                &*self.clock,
+                next,
+                Duration::from_secs(60),
+                &self.wake,
+                &mut shutdown,
+            )
+            .await
+            {
                 return;
             }
         }
