@@ -81,6 +81,7 @@ pub fn wire_with(
         escalation: config.escalation.clone(),
     };
     let engine = Engine::new(store, clock.clone(), policy, wakers.clone());
+    let slack_for_groups = slack.clone();
     let outlets = Outlets {
         slack,
         pagerduty: PagerDuty::new(&config.pagerduty_events_url),
@@ -100,6 +101,7 @@ pub fn wire_with(
         signing_secrets: Arc::new(config.slack.signing_secrets.clone()),
         clock,
         catalog: recovery.catalog,
+        groups: crate::slack::groups::GroupDirectory::new(slack_for_groups),
     };
     Services {
         state,

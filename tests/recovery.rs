@@ -30,6 +30,7 @@ both_backends!(
     a_second_person_approves_and_it_runs_once,
     the_requester_cannot_approve_their_own_run,
     an_approver_outside_the_policy_is_refused,
+    an_approver_in_a_named_user_group_is_allowed,
     many_racing_approvals_execute_once,
     an_expired_request_cannot_be_approved,
     a_denied_run_never_runs,
@@ -256,6 +257,31 @@ async fn an_approver_outside_the_policy_is_refused(db: Db) {
         reply.starts_with("You may not request `k8s-scale`"),
         "{reply}"
     );
+}
+
+async fn an_approver_in_a_named_user_group_is_allowed(db: Db) {
+    let exec = Arc::new(CountingExecutor::default());
+    let app = app_with(db, shipped_catalog(), exec.clone(), false).await;
+    // The shipped k8s-scale approvers: role commander or group S0PLACEHOLDER.
+    app.slack.set_usergroup("S0PLACEHOLDER", &["UDAVE"]);
+    let ch = incident(&app).await;
+    app.command("UBOB", &ch, SCALE).await;
+    app.deliver().await;
+    app.press("UERIN", &ch, APPROVE_ACTION, "1").await;
+    app.deliver().await;
+    assert_eq!(
+        run_state(&app, 1).await,
+        RunState::Pending,
+        "not in the group, no role"
+    );
+    app.press("UDAVE", &ch, APPROVE_ACTION, "1").await;
+    app.deliver().await;
+    assert_eq!(
+        run_state(&app, 1).await,
+        RunState::Succeeded,
+        "a group member without a role may approve"
+    );
+    assert_eq!(exec.executions.load(Ordering::SeqCst), 1);
 }
 
 async fn many_racing_approvals_execute_once(db: Db) {

@@ -186,9 +186,11 @@ async fn request_run(
             known.join(", ")
         )));
     };
-    // User groups are not resolved yet (that needs usergroups.users.list): users and
-    // incident roles decide.
-    if !spec.may_request(&inv.user, &[], &roles_of(incident, &inv.user)) {
+    let groups = state
+        .groups
+        .groups_of(&inv.user, &spec.requesters.groups)
+        .await;
+    if !spec.may_request(&inv.user, &groups, &roles_of(incident, &inv.user)) {
         return Ok(Reply::text(format!(
             "You may not request `{name}`: requesters are {}.",
             spec.requesters.describe()

@@ -201,10 +201,13 @@ async fn button(state: &AppState, request_id: &str, payload: &Payload) -> Respon
             .await?
             .ok_or(EngineError::NotFound(run.incident_id))?;
         let (may_approve, policy) = match state.catalog.get(&run.command) {
-            Some(spec) => (
-                spec.may_approve(&user, &[], &roles_of(&incident, &user)),
-                spec.approvers.describe(),
-            ),
+            Some(spec) => {
+                let groups = state.groups.groups_of(&user, &spec.approvers.groups).await;
+                (
+                    spec.may_approve(&user, &groups, &roles_of(&incident, &user)),
+                    spec.approvers.describe(),
+                )
+            }
             None => (
                 false,
                 "nobody: the command is no longer in the catalog".to_string(),

@@ -37,6 +37,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Approved recovery commands.
     pub catalog: Arc<crate::commands::catalog::Catalog>,
+    /// Slack user-group membership, for command policies that name groups.
+    pub groups: crate::slack::groups::GroupDirectory,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -5,6 +5,7 @@
 //! [`morphism::MorphismSlack`] implements it with slack-morphism; the base URL is
 //! configurable so tests point the real client at the emulator in `tests/support`.
 
+pub mod groups;
 pub mod morphism;
 pub mod render;
 
@@ -103,6 +104,9 @@ pub trait SlackApi: Send + Sync {
         blocks: &serde_json::Value,
         thread_ts: Option<&str>,
     ) -> Result<String, SlackError>;
+
+    /// `usergroups.users.list`: the members of user group `group` (`S...`).
+    async fn usergroup_members(&self, group: &str) -> Result<Vec<String>, SlackError>;
 
     /// `chat.postEphemeral`: `text` visible only to `user` in `channel`.
     async fn post_ephemeral(&self, channel: &str, user: &str, text: &str)

@@ -133,6 +133,10 @@ impl SlackApi for MorphismSlack {
         self.inner.post_ephemeral(channel, user, text).await
     }
 
+    async fn usergroup_members(&self, group: &str) -> Result<Vec<String>, SlackError> {
+        self.inner.usergroup_members(group).await
+    }
+
     async fn open_view(
         &self,
         trigger_id: &str,
@@ -395,6 +399,18 @@ where
             .await
             .map_err(|e| self.map_error("chat.postMessage", e))?;
         Ok(answer.ts)
+    }
+
+    async fn usergroup_members(&self, group: &str) -> Result<Vec<String>, SlackError> {
+        let token = self.api_token();
+        let session = self.client.open_session(&token);
+        let request =
+            SlackApiUserGroupsUsersListRequest::new(SlackUserGroupId::new(group.to_owned()));
+        let answer = session
+            .usergroups_users_list(&request)
+            .await
+            .map_err(|e| self.map_error("usergroups.users.list", e))?;
+        Ok(answer.users.into_iter().map(|u| u.0).collect())
     }
 
     async fn post_ephemeral(

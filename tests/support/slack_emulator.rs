@@ -93,6 +93,7 @@ struct Inner {
     channel_counter: u64,
     ts_counter: u64,
     view_counter: u64,
+    usergroups: HashMap<String, Vec<String>>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -152,6 +153,14 @@ impl SlackEmulator {
             .entry(method.to_owned())
             .or_default()
             .push_back(failure);
+    }
+
+    /// Defines user group `group` with these members (for `usergroups.users.list`).
+    pub fn set_usergroup(&self, group: &str, members: &[&str]) {
+        self.lock().usergroups.insert(
+            group.to_owned(),
+            members.iter().map(|m| m.to_string()).collect(),
+        );
     }
 
     /// Adds a pre-existing public channel (its creator is its only member); returns its id.
@@ -491,6 +500,15 @@ impl Inner {
                 answer(json!({"channel": channel_json(channel)}))
             }
             "conversations.list" => self.list(args),
+            "usergroups.users.list" => {
+                let group = arg(args, "usergroup").ok_or("no_such_subteam")?;
+                let users = self
+                    .usergroups
+                    .get(&group)
+                    .ok_or("no_such_subteam")?
+                    .clone();
+                answer(json!({"users": users}))
+            }
             "conversations.info" => {
                 let channel = self.channel_mut(args)?;
                 answer(json!({"channel": channel_json(channel)}))

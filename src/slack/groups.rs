@@ -1,0 +1,67 @@
+//! Which Slack user groups a person belongs to, for recovery-command policies that name
+//! groups (`approvers.groups = ["S0123"]`).
+//!
+//! Membership is read with `usergroups.users.list` when a policy needs it (a read, not a
+//! side effect, so it happens on the request path rather than through the outbox) and
+//! cached for a minute: an approval click should not wait on Slack twice. A failed lookup
+//! counts as "not a member": a policy fails closed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::SlackApi;
+
+/// How long a group's member list is trusted.
+const TTL: Duration = Duration::from_secs(60);
+
+/// Cached user-group membership.
+#[derive(Clone)]
+pub struct GroupDirectory {
+    slack: Arc<dyn SlackApi>,
+    cache: Arc<Mutex<HashMap<String, (Instant, Vec<String>)>>>,
+}
+
+impl GroupDirectory {
+    /// A directory reading through `slack`.
+    pub fn new(slack: Arc<dyn SlackApi>) -> Self {
+        Self {
+            slack,
+            cache: Arc::default(),
+        }
+    }
+
+    /// The groups among `candidates` that `user` belongs to.
+    pub async fn groups_of(&self, user: &str, candidates: &[String]) -> Vec<String> {
+        let mut member_of = Vec::new();
+        for group in candidates {
+            let cached = self
+                .cache
+                .lock()
+                .expect("group cache")
+                .get(group)
+                .filter(|(at, _)| at.elapsed() < TTL)
+                .cloned();
+            let members = match cached {
+                Some((_, members)) => members,
+                None => match self.slack.usergroup_members(group).await {
+                    Ok(members) => {
+                        self.cache
+                            .lock()
+                            .expect("group cache")
+                            .insert(group.clone(), (Instant::now(), members.clone()));
+                        members
+                    }
+                    Err(e) => {
+                        tracing::warn!(%group, error = %e, "cannot read user group members; treating as not a member");
+                        continue;
+                    }
+                },
+            };
+            if members.iter().any(|m| m == user) {
+                member_of.push(group.clone());
+            }
+        }
+        member_of
+    }
+}
