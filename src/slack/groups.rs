@@ -15,11 +15,14 @@ use super::SlackApi;
 /// How long a group's member list is trusted.
 const TTL: Duration = Duration::from_secs(60);
 
+/// Group id -> (when read, member ids).
+type Cache = Arc<Mutex<HashMap<String, (Instant, Vec<String>)>>>;
+
 /// Cached user-group membership.
 #[derive(Clone)]
 pub struct GroupDirectory {
     slack: Arc<dyn SlackApi>,
-    cache: Arc<Mutex<HashMap<String, (Instant, Vec<String>)>>>,
+    cache: Cache,
 }
 
 impl GroupDirectory {
