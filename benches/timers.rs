@@ -33,6 +33,12 @@
 //!
 //! Then the loops are stopped through their watch channel and joined.
 //!
+//! **Millisecond due times.** Every declaration time the bench chooses is a whole
+//! millisecond. The `timers` table keeps milliseconds, while the incident state keeps the
+//! clock's full precision, and `Change::TimerFired` only fires a timer whose stored due time
+//! equals the planned one exactly: a timer derived from a sub-millisecond declaration time
+//! is cancelled as "no longer wanted" instead of firing. "burst timers cancelled" shows it.
+//!
 //! `cargo bench --bench timers [-- --quick]`
 
 #[path = "../tests/support/pagerduty.rs"]
@@ -155,6 +161,11 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[rank - 1]
 }
 
+/// The real time, truncated to whole milliseconds.
+fn now_ms() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("valid time")
+}
+
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -244,7 +255,7 @@ async fn run(label: &str, url: &str, opts: Opts) {
                 } else {
                     Severity::Sev4
                 };
-                (Utc::now(), severity, format!("Background incident {i}"))
+                (now_ms(), severity, format!("Background incident {i}"))
             })
             .collect();
         let (d, f) = declare_chunk(&engine, &loader.worker, &manual, &batch).await;
@@ -262,7 +273,9 @@ async fn run(label: &str, url: &str, opts: Opts) {
     // only moves forward.
     let mut plan: Vec<(DateTime<Utc>, Severity, String)> = (0..due_count)
         .map(|i| {
-            let offset = burst * i as i32 / due_count as i32;
+            // Whole milliseconds: see "Millisecond due times" in the header.
+            let offset =
+                TimeDelta::milliseconds(burst.num_milliseconds() * i as i64 / due_count as i64);
             if i % 5 == 4 {
                 (
                     first_due - TimeDelta::minutes(30) + offset,
@@ -359,6 +372,14 @@ async fn run(label: &str, url: &str, opts: Opts) {
     }
     on_time.sort_unstable();
     overdue.sort_unstable();
+    let (cancelled,): (i64,) = sqlx::query_as(
+        "select count(*) from timers where state = 'cancelled' and due_at_ms >= $1 and due_at_ms <= $2",
+    )
+    .bind(ms(first_due))
+    .bind(ms(last_due))
+    .fetch_one(&reads)
+    .await
+    .expect("cancelled timers");
     let delivered = count(
         &reads,
         "select count(*) from outbox where state = 'done' and finished_at_ms >= $1",
@@ -452,6 +473,9 @@ async fn run(label: &str, url: &str, opts: Opts) {
         "timers fired in window    : {fired} ({} due after the loops started, {} overdue)",
         on_time.len(),
         overdue.len()
+    );
+    println!(
+        "burst timers cancelled    : {cancelled} (due in the burst but not fired: should be 0)"
     );
     println!("firing lateness           : {}", stats(&on_time));
     if !overdue.is_empty() {

@@ -18,8 +18,12 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    /// Now, to the millisecond: the precision the store keeps. Times that go into an
+    /// incident's state and into its timer rows then compare equal after a round trip
+    /// (a sub-millisecond `declared_at` once made every real timer look rescheduled).
     fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        let now = Utc::now();
+        DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
     }
 }
 

@@ -24,6 +24,7 @@ both_backends!(
     two_schedulers_fire_a_thousand_timers_exactly_once,
     sev4_on_friday_evening_responds_next_business_day,
     paging_retries_until_pagerduty_accepts,
+    regression_sub_millisecond_declaration_times_still_fire,
 );
 
 fn minutes(m: i64) -> DateTime<Utc> {
@@ -494,4 +495,20 @@ async fn paging_retries_until_pagerduty_accepts(db: Db) {
         app.pagerduty.actions(),
         [("trigger".to_string(), "klaxon-1-team".to_string())]
     );
+}
+
+/// Found by the timers benchmark: with the real clock, `declared_at` carried microseconds
+/// while timer rows keep milliseconds, so the due-time check never matched and every timer
+/// was cancelled as "no longer wanted". The clock here is deliberately off the millisecond.
+async fn regression_sub_millisecond_declaration_times_still_fire(db: Db) {
+    let odd = start() + TimeDelta::nanoseconds(123_456_789);
+    let app = TestApp::start_with(fresh_store(db).await, "UTC", odd).await;
+    app.declare("UALICE", "sev1 Database is down").await;
+    app.run_until(odd + TimeDelta::minutes(31)).await;
+    let fired: Vec<String> = timer_events(&app, IncidentId(1))
+        .await
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect();
+    assert_eq!(fired, ["page team", "page management", "reminder"]);
 }

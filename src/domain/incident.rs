@@ -740,9 +740,11 @@ pub fn apply(
                 )
             }
             Change::TimerFired { kind, due_at } => {
-                let planned = timers::plan(incident, policy)
-                    .into_iter()
-                    .any(|t| t.kind == kind && t.due_at == due_at);
+                // Stored due times have millisecond precision: compare at that precision,
+                // or a state time with microseconds would make every timer look moved.
+                let planned = timers::plan(incident, policy).into_iter().any(|t| {
+                    t.kind == kind && t.due_at.timestamp_millis() == due_at.timestamp_millis()
+                });
                 if !planned {
                     return Err(DomainError::Unchanged(format!(
                         "{id}: timer {kind} is no longer wanted"
