@@ -25,6 +25,7 @@ both_backends!(
     sev4_on_friday_evening_responds_next_business_day,
     paging_retries_until_pagerduty_accepts,
     regression_sub_millisecond_declaration_times_still_fire,
+    an_escalation_notifies_its_targets_slack_channels_and_groups,
 );
 
 fn minutes(m: i64) -> DateTime<Utc> {
@@ -511,4 +512,37 @@ async fn regression_sub_millisecond_declaration_times_still_fire(db: Db) {
         .map(|(_, l)| l)
         .collect();
     assert_eq!(fired, ["page team", "page management", "reminder"]);
+}
+
+async fn an_escalation_notifies_its_targets_slack_channels_and_groups(db: Db) {
+    let app = TestApp::start_configured(db, |config| {
+        let team = config.targets.get_mut("team").unwrap();
+        team.slack_channels = vec!["CSRETEAM01".into(), "CPLATFORM1".into()];
+        team.slack_usergroups = vec!["SONCALL01".into()];
+        // No routing key for management: it is paged nowhere, but still on the timeline.
+        config.targets.get_mut("management").unwrap().routing_key = None;
+    })
+    .await;
+    let ch = app.declare("UALICE", "sev1 Database is down").await;
+    app.run_until(minutes(31)).await;
+    for channel in ["CSRETEAM01", "CPLATFORM1"] {
+        let posts = app.messages_in(channel);
+        assert_eq!(posts.len(), 1, "{channel}: {posts:?}");
+        assert!(
+            posts[0].starts_with("<!subteam^SONCALL01> ")
+                && posts[0].contains("Escalated INC-1 to team"),
+            "{}",
+            posts[0]
+        );
+        assert!(posts[0].contains(&format!("<#{ch}>")), "{}", posts[0]);
+    }
+    assert_eq!(
+        app.pagerduty.actions(),
+        [("trigger".to_string(), "klaxon-1-team".to_string())]
+    );
+    assert!(
+        timer_events(&app, IncidentId(1))
+            .await
+            .contains(&(30, "page management".to_string()))
+    );
 }

@@ -180,20 +180,36 @@ impl TestApp {
         Self::start_full(fresh_store(db).await, "UTC", start(), Some(recovery)).await
     }
 
+    /// A Klaxon whose config `configure` adjusts first (targets, policies...).
+    pub async fn start_configured(db: Db, configure: impl FnOnce(&mut Config)) -> TestApp {
+        Self::start_inner(fresh_store(db).await, "UTC", start(), None, configure).await
+    }
+
     async fn start_full(
         store: Store,
         timezone: &str,
         at: DateTime<Utc>,
         recovery: Option<klaxon::outbox::Recovery>,
     ) -> TestApp {
+        Self::start_inner(store, timezone, at, recovery, |_| {}).await
+    }
+
+    async fn start_inner(
+        store: Store,
+        timezone: &str,
+        at: DateTime<Utc>,
+        recovery: Option<klaxon::outbox::Recovery>,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let slack = SlackEmulator::start().await;
         let pagerduty = PagerDutyReceiver::start().await;
-        let config = test_config_with(
+        let mut config = test_config_with(
             &slack.base_url,
             "sqlite://unused.db",
             &pagerduty.url,
             timezone,
         );
+        configure(&mut config);
         let clock = Arc::new(ManualClock::new(at));
         let client = MorphismSlack::new(&config.slack.api_url, config.slack.bot_token.clone())
             .expect("slack client");
