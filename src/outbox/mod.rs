@@ -123,16 +123,6 @@ pub const MAX_ATTEMPTS: i64 = 30;
 /// How long a claimed row is reserved for one delivery.
 pub const LEASE: TimeDelta = TimeDelta::seconds(60);
 
-/// Rows claimed (and so delivered concurrently) per round trip.
-const BATCH: i64 = 16;
-
-/// What became of one row.
-enum Settled {
-    Delivered,
-    Retried,
-    Failed,
-}
-
 /// What one pass of [`OutboxWorker::deliver_due`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PassReport {
@@ -196,34 +186,29 @@ impl OutboxWorker {
             let rows = self
                 .engine
                 .store()
-                .claim_outbox(now, now + LEASE, BATCH)
+                .claim_outbox(now, now + LEASE, 50)
                 .await?;
             if rows.is_empty() {
                 return Ok(report);
             }
-            // Claimed rows all have different ordering keys (only the oldest pending row
-            // of a key is ever handed out), so delivering them at once keeps every key's
-            // order; a burst of escalations no longer queues pages behind Slack posts.
-            let settled =
-                futures_util::future::join_all(rows.into_iter().map(|row| self.settle(row))).await;
-            for outcome in settled {
-                match outcome? {
-                    Settled::Delivered => report.delivered += 1,
-                    Settled::Retried => report.retried += 1,
-                    Settled::Failed => report.failed += 1,
-                }
+            for row in rows {
+                self.settle(row, &mut report).await?;
             }
         }
     }
 
-    async fn settle(&self, row: OutboxRow) -> Result<Settled, crate::store::StoreError> {
+    async fn settle(
+        &self,
+        row: OutboxRow,
+        report: &mut PassReport,
+    ) -> Result<(), crate::store::StoreError> {
         let store = self.engine.store();
         let result = self.deliver(&row).await;
         let now = self.clock.now();
         match result {
             Ok(()) => {
                 store.complete_outbox(row.id, now).await?;
-                Ok(Settled::Delivered)
+                report.delivered += 1;
             }
             Err(e) => {
                 let permanent = match &e {
@@ -236,7 +221,7 @@ impl OutboxWorker {
                 if permanent || row.attempts >= MAX_ATTEMPTS {
                     tracing::error!(outbox_id = row.id, key = %row.ordering_key, attempts = row.attempts, error = %message, "outbox delivery failed for good");
                     store.fail_outbox(row.id, &message, now).await?;
-                    Ok(Settled::Failed)
+                    report.failed += 1;
                 } else {
                     let wait = match &e {
                         DeliveryError::Slack(SlackError::RateLimited {
@@ -250,10 +235,11 @@ impl OutboxWorker {
                     };
                     tracing::warn!(outbox_id = row.id, key = %row.ordering_key, attempts = row.attempts, retry_in_ms = wait.num_milliseconds(), error = %message, "outbox delivery will be retried");
                     store.retry_outbox(row.id, now + wait, &message).await?;
-                    Ok(Settled::Retried)
+                    report.retried += 1;
                 }
             }
         }
+        Ok(())
     }
 
     /// Runs until `shutdown` turns true: delivers what is due, then sleeps until the next
