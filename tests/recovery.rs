@@ -301,7 +301,7 @@ async fn many_racing_approvals_execute_once(db: Db) {
         let ch = ch.clone();
         async move { app.press(&user, &ch, APPROVE_ACTION, "1").await }
     });
-    futures_join_all(presses).await;
+    futures_util::future::join_all(presses).await;
     // Two workers deliver at once.
     let (a, b) = tokio::join!(app.worker.deliver_due(), app.worker.deliver_due());
     a.unwrap();
@@ -324,35 +324,6 @@ async fn many_racing_approvals_execute_once(db: Db) {
         19,
         "every other click was told why"
     );
-}
-
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let handles: Vec<_> = futures.into_iter().collect();
-    let mut out = Vec::new();
-    // Poll them concurrently on this task.
-    let mut pinned: Vec<_> = handles.into_iter().map(Box::pin).collect();
-    let mut results: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if results[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => results[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.extend(results.into_iter().map(Option::unwrap));
-    out
 }
 
 async fn an_expired_request_cannot_be_approved(db: Db) {

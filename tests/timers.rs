@@ -4,10 +4,7 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use chrono::{DateTime, TimeDelta, Utc};
-use klaxon::clock::{Clock, ManualClock};
 use klaxon::domain::incident::{Actor, EventKind, IncidentId};
 use klaxon::domain::severity::Severity;
 use klaxon::engine::RequestMeta;
@@ -34,7 +31,8 @@ fn minutes(m: i64) -> DateTime<Utc> {
 
 /// `(minute after start, event label)` for an incident's timer events.
 async fn timer_events(app: &TestApp, id: IncidentId) -> Vec<(i64, String)> {
-    app.store
+    let events = app
+        .store
         .timeline(id)
         .await
         .unwrap()
@@ -49,27 +47,18 @@ async fn timer_events(app: &TestApp, id: IncidentId) -> Vec<(i64, String)> {
             };
             Some(((e.at - start()).num_minutes(), label))
         })
-        .collect::<Vec<_>>()
-        .tap_sort()
+        .collect::<Vec<_>>();
+    sorted(events)
 }
 
 /// Timers due at the same instant fire in claim order; compare per minute, not by tie order.
-trait TapSort {
-    fn tap_sort(self) -> Self;
-}
-
-impl TapSort for Vec<(i64, String)> {
-    fn tap_sort(mut self) -> Self {
-        self.sort();
-        self
-    }
+fn sorted(mut events: Vec<(i64, String)>) -> Vec<(i64, String)> {
+    events.sort();
+    events
 }
 
 fn events(list: &[(i64, &str)]) -> Vec<(i64, String)> {
-    list.iter()
-        .map(|(m, l)| (*m, l.to_string()))
-        .collect::<Vec<_>>()
-        .tap_sort()
+    sorted(list.iter().map(|(m, l)| (*m, l.to_string())).collect())
 }
 
 async fn a_sev1_left_alone_for_three_hours(db: Db) {
@@ -400,7 +389,6 @@ async fn two_schedulers_fire_a_thousand_timers_exactly_once(db: Db) {
             .unwrap();
     }
     // At minute 16 exactly one timer per incident is due: the team escalation.
-    let clock = Arc::new(ManualClock::new(minutes(16)));
     app.clock.set(minutes(16));
     let replica = TestApp::start_with(
         klaxon::store::Store::connect(&url).await.unwrap(),
@@ -426,7 +414,6 @@ async fn two_schedulers_fire_a_thousand_timers_exactly_once(db: Db) {
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), 1000, "no page twice");
-    assert_eq!(clock.now(), minutes(16));
 }
 
 async fn sev4_on_friday_evening_responds_next_business_day(db: Db) {

@@ -80,7 +80,10 @@ pub async fn handle(
             return Json(json!({ "challenge": challenge })).into_response();
         }
         Envelope::EventCallback { event_id, event } => (event_id, event),
-        Envelope::Other => return StatusCode::OK.into_response(),
+        Envelope::Other => {
+            tracing::info!("Events API envelope of an unhandled type acknowledged");
+            return StatusCode::OK.into_response();
+        }
     };
     let outcome = match (event.kind.as_str(), event.user, event.channel, event.ts) {
         ("app_mention", Some(user), Some(channel), Some(ts)) => {

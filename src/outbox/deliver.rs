@@ -143,6 +143,9 @@ impl OutboxWorker {
             }
             Effect::NotifyTarget { target, message } => {
                 let Some(config) = self.outlets.targets.get(&target) else {
+                    // Config validation ties ladders to targets; a row queued before the
+                    // target was removed from the config has nowhere to go.
+                    tracing::warn!(incident = %id, %target, "escalation target no longer configured; nobody notified");
                     return Ok(());
                 };
                 let incident_channel = incident.channel.as_ref().map(|c| c.id.as_str());

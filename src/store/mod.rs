@@ -54,6 +54,14 @@ pub enum StoreError {
         /// The decode error.
         source: serde_json::Error,
     },
+    /// A stored state name Klaxon does not know (a hand edit, or a newer version's row).
+    #[error("unknown {what} `{value}` in the database")]
+    UnknownValue {
+        /// Which column.
+        what: &'static str,
+        /// The value found.
+        value: String,
+    },
     /// The URL names a database Klaxon does not support.
     #[error("unsupported database URL (expected sqlite:// or postgres://): {0}")]
     UnsupportedUrl(String),

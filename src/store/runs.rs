@@ -76,7 +76,10 @@ fn decode_run(raw: RawRun) -> Result<RunRow> {
         requester,
         approvers: decode("run approvers", &approvers)?,
         required,
-        state: RunState::parse(&state).unwrap_or(RunState::OutcomeUnknown),
+        state: RunState::parse(&state).ok_or(super::StoreError::UnknownValue {
+            what: "run state",
+            value: state,
+        })?,
         preview,
         result,
         expires_at: from_ms(expires),
