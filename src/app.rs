@@ -31,6 +31,8 @@ pub struct Services {
     pub worker: OutboxWorker,
     /// The timer scheduler (run it with [`Scheduler::run`] or drive `fire_due`).
     pub scheduler: Scheduler,
+    /// What wakes the worker and the scheduler (for the PostgreSQL LISTEN task).
+    pub wakers: Wakers,
 }
 
 /// Connects to the database (migrating it) and wires the parts together.
@@ -80,8 +82,15 @@ pub fn wire_with(
         calendar: config.calendar.clone(),
         escalation: config.escalation.clone(),
     };
-    let engine = Engine::new(store, clock.clone(), policy, wakers.clone());
-    let slack_for_groups = slack.clone();
+    // The loops get connections of their own (PostgreSQL), so request bursts cannot
+    // starve delivery; they share the wakers, so a request's commit wakes them.
+    let background_store = store.for_background().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "no reserved connections for the background loops; sharing the request pool");
+        store.clone()
+    });
+    let engine = Engine::new(store, clock.clone(), policy.clone(), wakers.clone());
+    let background = Engine::new(background_store, clock.clone(), policy, wakers.clone());
+    let slack_for_state = slack.clone();
     let outlets = Outlets {
         slack,
         pagerduty: PagerDuty::new(&config.pagerduty_events_url),
@@ -90,23 +99,26 @@ pub fn wire_with(
         recovery: recovery.clone(),
     };
     let worker = OutboxWorker::new(
-        engine.clone(),
+        background.clone(),
         outlets,
         clock.clone(),
         wakers.outbox.clone(),
+        config.delivery,
     );
-    let scheduler = Scheduler::new(engine.clone(), clock.clone(), wakers.scheduler.clone());
+    let scheduler = Scheduler::new(background, clock.clone(), wakers.scheduler.clone());
     let state = AppState {
         engine,
         signing_secrets: Arc::new(config.slack.signing_secrets.clone()),
         clock,
         catalog: recovery.catalog,
-        groups: crate::slack::groups::GroupDirectory::new(slack_for_groups),
+        groups: crate::slack::groups::GroupDirectory::new(slack_for_state.clone()),
+        slack: slack_for_state,
     };
     Services {
         state,
         worker,
         scheduler,
+        wakers,
     }
 }
 
@@ -134,6 +146,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         recovery,
     );
     let (stop_tx, stop_rx) = watch::channel(false);
+    let store = services.state.engine.store().clone();
+    let notifications = {
+        let store = store.clone();
+        let wakers = services.wakers.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            store
+                .listen_for_commits(wakers.outbox, wakers.scheduler, stop)
+                .await
+        })
+    };
+    let retention = tokio::spawn(crate::scheduler::retention::run(
+        store,
+        Arc::new(SystemClock),
+        config.retention.keep,
+        config.retention.every,
+        stop_rx.clone(),
+    ));
     let worker = tokio::spawn(services.worker.run(stop_rx.clone()));
     let scheduler = tokio::spawn(services.scheduler.run(stop_rx));
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -149,6 +179,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     worker.await.context("outbox worker")?;
     scheduler.await.context("scheduler")?;
+    notifications.await.context("LISTEN task")?;
+    retention.await.context("retention")?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -695,14 +695,22 @@ async fn a_worker_that_died_mid_delivery_loses_nothing(db: Db) {
         .await;
     // A worker claims the rows and dies before delivering.
     let now = app.clock.now();
+    let lease = klaxon::outbox::DeliverySettings::default().lease;
     let claimed = app
         .store
-        .claim_outbox(now, now + klaxon::outbox::LEASE, 10)
+        .claim_lanes(
+            klaxon::domain::outbound::LaneClass::Slack,
+            "a-worker-that-dies",
+            now,
+            now + lease,
+            10,
+        )
         .await
         .unwrap();
-    assert_eq!(claimed.len(), 1, "one row per incident at a time");
+    // The channel's lane; the announcement waits for the channel to exist.
+    assert_eq!(claimed.len(), 1, "one row per lane at a time");
     assert_eq!(app.deliver().await.delivered, 0, "the lease still holds");
-    app.clock.advance(klaxon::outbox::LEASE);
+    app.clock.advance(lease);
     assert_eq!(app.deliver().await.delivered, 4);
     assert_eq!(app.slack.calls_to("conversations.create").len(), 1);
 
@@ -734,12 +742,21 @@ async fn permanent_errors_are_kept_not_dropped(db: Db) {
     app.slack
         .fail_next("chat.postMessage", Failure::Error("is_archived"));
     let report = app.deliver().await;
-    assert_eq!((report.failed, report.delivered), (1, 1));
+    // Update two, and the notice that update one failed.
+    assert_eq!((report.failed, report.delivered), (1, 2));
     let failed = app.store.failed_outbox().await.unwrap();
     assert_eq!(failed.len(), 1);
     assert!(
         failed[0].1.contains("one") && failed[0].2.contains("is_archived"),
         "{failed:?}"
+    );
+    let notices = app.messages_in(ANNOUNCE);
+    assert!(
+        notices
+            .last()
+            .is_some_and(|n| n.contains("could not deliver a message for INC-1")
+                && n.contains("is_archived")),
+        "{notices:#?}"
     );
 }
 

@@ -500,6 +500,17 @@ pub fn clean_text(field: &'static str, text: &str, max: usize) -> Result<String,
     Ok(text.to_string())
 }
 
+/// The title as [`declare`] keeps it, or why it is refused. Lets the engine refuse a title
+/// before it reserves an incident number. Titles are one line: a modal's multi-line input
+/// is folded.
+pub fn declared_title(title: &str) -> Result<String, DomainError> {
+    clean_text(
+        "title",
+        &title.split_whitespace().collect::<Vec<_>>().join(" "),
+        MAX_TITLE_CHARS,
+    )
+}
+
 /// Declares a new incident numbered `id`. The declarer becomes incident commander.
 pub fn declare(
     id: IncidentId,
@@ -509,12 +520,7 @@ pub fn declare(
     now: DateTime<Utc>,
     policy: Policy<'_>,
 ) -> Result<Decision, DomainError> {
-    // Titles are one line: a modal's multi-line input is folded.
-    let title = clean_text(
-        "title",
-        &title.split_whitespace().collect::<Vec<_>>().join(" "),
-        MAX_TITLE_CHARS,
-    )?;
+    let title = declared_title(title)?;
     let respond_by = policy.severities.respond_by(severity, now, policy.calendar);
     let local_date = now.with_timezone(&policy.calendar.tz).date_naive();
     let incident = Incident {

@@ -11,6 +11,7 @@ pub mod command;
 pub mod escalation;
 pub mod incident;
 pub mod message;
+pub mod outbound;
 pub mod render;
 pub mod severity;
 pub mod timeline;

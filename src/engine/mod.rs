@@ -13,12 +13,14 @@ use crate::clock::Clock;
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::escalation::EscalationPolicy;
 use crate::domain::incident::{
-    self, Actor, Change, Decision, DomainError, Effect, Incident, IncidentId, Policy,
+    self, Actor, Change, Decision, Destination, DomainError, Effect, Incident, IncidentId, Policy,
 };
+use crate::domain::outbound::{Outbound, announce_key, effect_key};
 use crate::domain::severity::{Severity, SeverityPolicies};
 use crate::domain::timers;
-use crate::outbox::Outbound;
-use crate::store::{Store, StoreError, StoreTx, TimerRow};
+use crate::store::{Committed, Store, StoreError, StoreTx, TimerRow};
+
+pub use crate::domain::outbound::incident_key;
 
 mod runs;
 pub use runs::{Finished, Prepared, run_key};
@@ -111,19 +113,9 @@ pub enum TimerOutcome {
     AlreadyHandled,
 }
 
-/// The outbox ordering key of an incident: its Slack effects are delivered in order.
-pub fn incident_key(id: IncidentId) -> String {
-    format!("incident:{}", id.0)
-}
-
-/// The ordering key of an effect: pages get their own lane so a Slack rate limit never
-/// holds back a PagerDuty page.
-fn ordering_key(id: IncidentId, effect: &Effect) -> String {
-    match effect {
-        Effect::Page { .. } => format!("page:{}", id.0),
-        _ => incident_key(id),
-    }
-}
+/// How long an announcement in `#incident-response` waits for the incident channel to
+/// exist (so it can link to it) before it goes out without the link.
+pub const ANNOUNCEMENT_WAITS_FOR_CHANNEL: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
 impl Engine {
     /// Builds an engine; `wakers` are notified after commits that enqueue work or move
@@ -177,26 +169,58 @@ impl Engine {
         tx.save_incident(&decision.incident, now).await?;
         tx.append_events(id, now, &meta.actor, &meta.request_id, &decision.events)
             .await?;
-        for effect in &decision.effects {
-            let payload = Outbound::Incident {
-                incident_id: id,
-                effect: effect.clone(),
+        let rows: Vec<(String, String, bool)> = decision
+            .effects
+            .iter()
+            .map(|effect| {
+                // An announcement waits (a little) for the channel it links to.
+                let waits = decision.incident.channel.is_none()
+                    && matches!(
+                        effect,
+                        Effect::Post {
+                            destination: Destination::Announcements,
+                            ..
+                        }
+                    );
+                let payload = Outbound::Incident {
+                    incident_id: id,
+                    effect: effect.clone(),
+                }
+                .to_json();
+                (effect_key(id, effect), payload, waits)
+            })
+            .collect();
+        for waits in [false, true] {
+            let batch: Vec<(&str, Option<IncidentId>, &str)> = rows
+                .iter()
+                .filter(|(_, _, w)| *w == waits)
+                .map(|(key, payload, _)| (key.as_str(), Some(id), payload.as_str()))
+                .collect();
+            if !batch.is_empty() {
+                let due = if waits {
+                    now + ANNOUNCEMENT_WAITS_FOR_CHANNEL
+                } else {
+                    now
+                };
+                tx.enqueue_all(&batch, due).await?;
             }
-            .to_json();
-            tx.enqueue(&ordering_key(id, effect), Some(id), &payload, now)
-                .await?;
         }
-        let timers_moved = tx
-            .sync_timers(id, &timers::plan(&decision.incident, self.policy()), now)
+        tx.sync_timers(id, &timers::plan(&decision.incident, self.policy()), now)
             .await?;
-        tx.commit().await?;
-        if !decision.effects.is_empty() {
+        let committed = tx.commit().await?;
+        self.woke(committed);
+        Ok(())
+    }
+
+    /// Wakes this process's worker and scheduler after a commit (other replicas hear the
+    /// commit's `NOTIFY`).
+    pub(crate) fn woke(&self, committed: Committed) {
+        if committed.enqueued {
             self.wakers.outbox.notify_one();
         }
-        if timers_moved {
+        if committed.timers_moved {
             self.wakers.scheduler.notify_one();
         }
-        Ok(())
     }
 
     /// Declares a new incident.
@@ -207,15 +231,8 @@ impl Engine {
         title: &str,
     ) -> Result<Outcome, EngineError> {
         let now = self.clock.now();
-        // Validate before allocating a number, so a refused title does not burn one.
-        incident::declare(
-            IncidentId(0),
-            severity,
-            title,
-            &meta.actor,
-            now,
-            self.policy(),
-        )?;
+        // Refuse a bad title before allocating a number, so it does not burn one.
+        incident::declared_title(title)?;
         let mut tx = self.begin(meta, now).await?;
         let id = tx.allocate_incident_id(now).await?;
         let decision = incident::declare(id, severity, title, &meta.actor, now, self.policy())?;
@@ -240,7 +257,12 @@ impl Engine {
             .lock_incident(id)
             .await?
             .ok_or(EngineError::NotFound(id))?;
+        let channel_opened = matches!(change, Change::ChannelOpened(_));
         let decision = incident::apply(&incident, change, &meta.actor, now, self.policy())?;
+        if channel_opened {
+            // The announcements that were waiting for the channel can link to it now.
+            tx.hurry_lane(&announce_key(id), now).await?;
+        }
         self.commit(tx, meta, &decision, now).await?;
         Ok(Outcome {
             incident: decision.incident,
@@ -260,8 +282,8 @@ impl Engine {
         let mut tx = self.begin(meta, now).await?;
         tx.enqueue(ordering_key, None, &outbound.to_json(), now)
             .await?;
-        tx.commit().await?;
-        self.wakers.outbox.notify_one();
+        let committed = tx.commit().await?;
+        self.woke(committed);
         Ok(())
     }
 
@@ -275,14 +297,17 @@ impl Engine {
             request_id: format!("timer-{}", timer.id),
             dedupe: None,
         };
+        // Lock the incident first, as every other change does: on PostgreSQL a timer
+        // firing while someone posts an update to the same incident then waits its turn
+        // instead of deadlocking (incident, then timers, everywhere).
         let mut tx = self.store.begin().await?;
-        if !tx.mark_timer_fired(timer.id, now).await? {
-            return Ok(TimerOutcome::AlreadyHandled);
-        }
         let incident = tx
             .lock_incident(timer.incident_id)
             .await?
             .ok_or(EngineError::NotFound(timer.incident_id))?;
+        if !tx.mark_timer_fired(timer.id, now).await? {
+            return Ok(TimerOutcome::AlreadyHandled);
+        }
         let change = Change::TimerFired {
             kind: timer.kind.clone(),
             due_at: timer.due_at,
@@ -293,7 +318,7 @@ impl Engine {
                 Ok(TimerOutcome::Fired)
             }
             Err(_) => {
-                tx.cancel_timer(timer.id).await?;
+                tx.cancel_timer(timer.id, now).await?;
                 tx.commit().await?;
                 Ok(TimerOutcome::Cancelled)
             }

@@ -6,7 +6,7 @@ use crate::commands::{params, render as run_render};
 use crate::domain::command::{self, SlashCommand};
 use crate::domain::incident::{Change, Incident, Role};
 use crate::engine::{EngineError, RequestMeta};
-use crate::outbox::{Modal, Outbound};
+use crate::outbox::Modal;
 use crate::slack::render;
 use crate::store::NewRun;
 
@@ -240,30 +240,43 @@ fn usage_of(spec: &crate::commands::catalog::CommandSpec) -> String {
         .join(" ")
 }
 
+/// How long the handler waits for `views.open`. Slack's trigger id expires 3 s after the
+/// command and Slack wants the command answered within 3 s too.
+const FORM_DEADLINE: std::time::Duration = std::time::Duration::from_millis(2_500);
+
+/// Opens a form right from the request (no state changes, so nothing to store first):
+/// queued behind other deliveries, the trigger id could expire before it was used. When
+/// Slack cannot open it, the person is told so, with the text form of the command.
 async fn open_form(
     state: &AppState,
     inv: &Invocation,
     modal: Modal,
     without_form: &str,
 ) -> Result<Reply, EngineError> {
-    match &inv.trigger_id {
-        Some(trigger_id) => {
-            let key = format!("modal:{trigger_id}");
-            state
-                .engine
-                .send(
-                    &inv.meta(),
-                    &key,
-                    Outbound::OpenModal {
-                        trigger_id: trigger_id.clone(),
-                        modal,
-                    },
-                )
-                .await?;
-            Ok(Reply::after_write(""))
+    let Some(trigger_id) = &inv.trigger_id else {
+        return Ok(Reply::text(without_form));
+    };
+    let view = render::modal(&modal);
+    let opened = tokio::time::timeout(FORM_DEADLINE, state.slack.open_view(trigger_id, &view));
+    let problem = match opened.await {
+        Ok(Ok(())) => return Ok(Reply::text("")),
+        Ok(Err(e)) => {
+            tracing::warn!(request_id = %inv.request_id, error = %e, "views.open failed");
+            match e.code() {
+                Some("expired_trigger_id") => {
+                    "the form's trigger expired before Slack got it".to_string()
+                }
+                _ => format!("Slack did not open it ({e})"),
+            }
         }
-        None => Ok(Reply::text(without_form)),
-    }
+        Err(_) => {
+            tracing::warn!(request_id = %inv.request_id, "views.open did not answer in time");
+            "Slack did not answer in time".to_string()
+        }
+    };
+    Ok(Reply::text(format!(
+        "The form could not be opened: {problem}. {without_form}"
+    )))
 }
 
 async fn list(state: &AppState) -> Result<Reply, EngineError> {

@@ -39,6 +39,9 @@ pub struct AppState {
     pub catalog: Arc<crate::commands::catalog::Catalog>,
     /// Slack user-group membership, for command policies that name groups.
     pub groups: crate::slack::groups::GroupDirectory,
+    /// The Slack Web API, for the one call made on the request path: opening a form
+    /// (`views.open`), whose trigger id expires 3 s after the command.
+    pub slack: Arc<dyn crate::slack::SlackApi>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

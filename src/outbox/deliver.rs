@@ -1,4 +1,7 @@
-//! Delivery of one outbox payload through the Slack Web API.
+//! Delivery of one outbox payload through the Slack Web API (or PagerDuty, or the
+//! recovery executors), each Slack call paced and under a timeout.
+
+use std::future::Future;
 
 use crate::domain::channel_name;
 use crate::domain::incident::{
@@ -9,12 +12,42 @@ use crate::paging::PageEvent;
 use crate::slack::{ChannelInfo, SlackError, render};
 use crate::store::OutboxRow;
 
+use super::pacing::Grant;
 use super::{DeliveryError, Outbound, OutboxWorker};
 
 /// How many `-N` suffixes to try before giving up on a channel name.
 const MAX_NAME_SUFFIX: u32 = 20;
 
 impl OutboxWorker {
+    /// One Slack Web API call: paced (a short wait is slept through, a longer one defers
+    /// the row), under the call timeout, and a 429 pauses `method` (or the channel, for
+    /// posts) for everyone in this process.
+    pub(super) async fn slack<T>(
+        &self,
+        method: &'static str,
+        channel: Option<&str>,
+        call: impl Future<Output = Result<T, SlackError>>,
+    ) -> Result<T, DeliveryError> {
+        match self.pacer.acquire(method, channel, self.clock.now()) {
+            Grant::Go(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
+            Grant::Go(_) => {}
+            Grant::Defer(wait) => return Err(DeliveryError::Deferred(wait)),
+        }
+        let limit = self.settings.call_timeout;
+        match tokio::time::timeout(limit, call).await {
+            Err(_) => Err(DeliveryError::TimedOut(method, limit)),
+            Ok(Err(SlackError::RateLimited { retry_after })) => {
+                let wait = retry_after.unwrap_or(super::DEFAULT_RETRY_AFTER);
+                let now = self.clock.now();
+                let until =
+                    now + chrono::TimeDelta::from_std(wait).unwrap_or(chrono::TimeDelta::MAX);
+                self.pacer.pause(method, channel, until, now);
+                Err(SlackError::RateLimited { retry_after }.into())
+            }
+            Ok(result) => Ok(result?),
+        }
+    }
+
     pub(super) async fn deliver(&self, row: &OutboxRow) -> Result<(), DeliveryError> {
         let outbound: Outbound = serde_json::from_str(&row.payload)
             .map_err(|e| DeliveryError::Permanent(format!("undecodable payload: {e}")))?;
@@ -23,32 +56,43 @@ impl OutboxWorker {
                 incident_id,
                 effect,
             } => self.deliver_effect(row, incident_id, effect).await,
-            Outbound::OpenModal { trigger_id, modal } => Ok(self
-                .outlets
-                .slack
-                .open_view(&trigger_id, &render::modal(&modal))
-                .await?),
+            Outbound::OpenModal { trigger_id, modal } => {
+                let view = render::modal(&modal);
+                self.slack(
+                    "views.open",
+                    None,
+                    self.outlets.slack.open_view(&trigger_id, &view),
+                )
+                .await
+            }
             Outbound::PrepareRun { run_id } => self.prepare_run(run_id).await,
             Outbound::ExecuteRun { run_id } => self.execute_run(run_id).await,
             Outbound::Ephemeral {
                 channel,
                 user,
                 text,
-            } => Ok(self
-                .outlets
-                .slack
-                .post_ephemeral(&channel, &user, &text)
-                .await?),
+            } => {
+                self.slack(
+                    "chat.postEphemeral",
+                    Some(&channel),
+                    self.outlets.slack.post_ephemeral(&channel, &user, &text),
+                )
+                .await
+            }
             Outbound::Reply {
                 channel,
                 thread_ts,
                 text,
             } => {
                 let blocks = serde_json::json!([{ "type": "section", "text": { "type": "mrkdwn", "text": text } }]);
-                self.outlets
-                    .slack
-                    .post_message(&channel, &text, &blocks, thread_ts.as_deref())
-                    .await?;
+                self.slack(
+                    "chat.postMessage",
+                    Some(&channel),
+                    self.outlets
+                        .slack
+                        .post_message(&channel, &text, &blocks, thread_ts.as_deref()),
+                )
+                .await?;
                 Ok(())
             }
         }
@@ -64,12 +108,15 @@ impl OutboxWorker {
     }
 
     fn channel_of(incident: &Incident) -> Result<&IncidentChannel, DeliveryError> {
-        // Rows of one incident are delivered in order, so the channel exists unless opening
-        // it failed; then this row waits (and fails after MAX_ATTEMPTS) rather than vanish.
-        incident
-            .channel
-            .as_ref()
-            .ok_or_else(|| DeliveryError::Internal(format!("{} has no channel yet", incident.id)))
+        // The channel's own lane opens it before anything else in that lane, so a later row
+        // that finds no channel means opening it failed for good (and was reported): this
+        // row fails at once instead of blocking the lane through every retry.
+        incident.channel.as_ref().ok_or_else(|| {
+            DeliveryError::Dependency(format!(
+                "{} has no channel: opening it failed (see #incident-response)",
+                incident.id
+            ))
+        })
     }
 
     async fn deliver_effect(
@@ -111,7 +158,12 @@ impl OutboxWorker {
             }
             Effect::SetTopic { topic } => {
                 let channel = Self::channel_of(&incident)?;
-                Ok(self.outlets.slack.set_topic(&channel.id, &topic).await?)
+                self.slack(
+                    "conversations.setTopic",
+                    Some(&channel.id),
+                    self.outlets.slack.set_topic(&channel.id, &topic),
+                )
+                .await
             }
             Effect::Invite { users } => {
                 let channel = Self::channel_of(&incident)?;
@@ -165,10 +217,14 @@ impl OutboxWorker {
                 // One row posts to every channel of the target; a retry after a partial
                 // failure may repeat a post in the channels that already got it.
                 for channel in &config.slack_channels {
-                    self.outlets
-                        .slack
-                        .post_message(channel, &text, &blocks, None)
-                        .await?;
+                    self.slack(
+                        "chat.postMessage",
+                        Some(channel),
+                        self.outlets
+                            .slack
+                            .post_message(channel, &text, &blocks, None),
+                    )
+                    .await?;
                 }
                 Ok(())
             }
@@ -182,21 +238,33 @@ impl OutboxWorker {
                 };
                 let incident_channel = incident.channel.as_ref().map(|c| c.id.as_str());
                 let (text, blocks) = render::message(&message, incident_channel);
-                self.outlets
-                    .slack
-                    .post_message(&channel_id, &text, &blocks, None)
-                    .await?;
+                self.slack(
+                    "chat.postMessage",
+                    Some(&channel_id),
+                    self.outlets
+                        .slack
+                        .post_message(&channel_id, &text, &blocks, None),
+                )
+                .await?;
                 Ok(())
             }
         }
     }
 
+    async fn set_purpose(&self, channel: &str, purpose: &str) -> Result<(), DeliveryError> {
+        self.slack(
+            "conversations.setPurpose",
+            Some(channel),
+            self.outlets.slack.set_purpose(channel, purpose),
+        )
+        .await
+    }
+
     async fn bot_user_id(&self) -> Result<&str, DeliveryError> {
-        Ok(self
-            .bot_user_id
-            .get_or_try_init(|| self.outlets.slack.bot_user_id())
-            .await?
-            .as_str())
+        self.bot_user_id
+            .get_or_try_init(|| self.slack("auth.test", None, self.outlets.slack.bot_user_id()))
+            .await
+            .map(String::as_str)
     }
 
     async fn invite(&self, channel: &str, users: &[String]) -> Result<(), DeliveryError> {
@@ -209,7 +277,12 @@ impl OutboxWorker {
         if users.is_empty() {
             return Ok(());
         }
-        Ok(self.outlets.slack.invite(channel, &users).await?)
+        self.slack(
+            "conversations.invite",
+            Some(channel),
+            self.outlets.slack.invite(channel, &users),
+        )
+        .await
     }
 
     /// Creates the incident channel, trying `-2`, `-3`... when the name is taken, but
@@ -230,33 +303,108 @@ impl OutboxWorker {
             } else {
                 channel_name::with_suffix(planned, n)
             };
-            match self.outlets.slack.create_channel(&name).await {
+            let created = self
+                .slack(
+                    "conversations.create",
+                    None,
+                    self.outlets.slack.create_channel(&name),
+                )
+                .await;
+            match created {
                 Ok(channel) => {
-                    self.outlets.slack.set_purpose(&channel.id, purpose).await?;
+                    self.set_purpose(&channel.id, purpose).await?;
                     return Ok(channel);
                 }
-                Err(SlackError::Api { code }) if code == "name_taken" => {
+                Err(DeliveryError::Slack(SlackError::Api { code })) if code == "name_taken" => {
                     // An empty purpose is a channel whose purpose call never happened (a
                     // crash right after creation); only the bot creates such channels.
-                    if let Some(existing) = self.outlets.slack.find_channel_by_name(&name).await?
+                    let found = self
+                        .slack(
+                            "conversations.list",
+                            None,
+                            self.outlets.slack.find_channel_by_name(&name),
+                        )
+                        .await?;
+                    if let Some(existing) = found
                         && existing.creator.as_deref() == Some(bot.as_str())
                         && (existing.purpose.starts_with(&marker) || existing.purpose.is_empty())
                     {
                         tracing::info!(incident = %incident.id, channel = %existing.id, "adopting the channel created on an earlier attempt");
                         if existing.purpose.is_empty() {
-                            self.outlets
-                                .slack
-                                .set_purpose(&existing.id, purpose)
-                                .await?;
+                            self.set_purpose(&existing.id, purpose).await?;
                         }
                         return Ok(existing);
                     }
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
         Err(DeliveryError::Permanent(format!(
             "every name from {planned} to {planned}-{MAX_NAME_SUFFIX} is taken"
         )))
+    }
+
+    /// Says in `#incident-response` that a row failed for good, so a failure that holds
+    /// up an incident (its channel could not be opened, a page was rejected) is seen by
+    /// people and not only in the logs. Notices have a lane of their own and a failed
+    /// notice is not itself noticed.
+    pub(super) async fn tell_failure(&self, row: &OutboxRow, error: &str) {
+        if row.ordering_key == NOTICE_KEY || self.outlets.announce_channel.is_empty() {
+            return;
+        }
+        let what = match serde_json::from_str::<Outbound>(&row.payload) {
+            Ok(Outbound::Incident {
+                incident_id,
+                effect,
+            }) => format!("{} for {incident_id}", effect_name(&effect)),
+            Ok(Outbound::PrepareRun { run_id }) => format!("the preview of run #{run_id}"),
+            Ok(Outbound::ExecuteRun { run_id }) => format!("the execution of run #{run_id}"),
+            Ok(Outbound::OpenModal { .. }) => "a form".to_string(),
+            Ok(Outbound::Ephemeral { .. } | Outbound::Reply { .. }) => "a reply".to_string(),
+            Err(_) => "an unreadable outbox row".to_string(),
+        };
+        let blocked = if matches!(
+            serde_json::from_str::<Outbound>(&row.payload),
+            Ok(Outbound::Incident {
+                effect: Effect::OpenIncidentChannel { .. },
+                ..
+            })
+        ) {
+            " Messages meant for that channel will not be posted; the incident's announcements and pages still go out."
+        } else {
+            ""
+        };
+        let text = format!(
+            ":warning: Klaxon could not deliver {what} (outbox row {}): {error}.{blocked}",
+            row.id
+        );
+        let meta = RequestMeta {
+            actor: Actor::Klaxon,
+            request_id: format!("outbox-{}", row.id),
+            dedupe: None,
+        };
+        let notice = Outbound::Reply {
+            channel: self.outlets.announce_channel.clone(),
+            thread_ts: None,
+            text,
+        };
+        if let Err(e) = self.engine.send(&meta, NOTICE_KEY, notice).await {
+            tracing::error!(outbox_id = row.id, error = %e, "could not queue the delivery-failure notice");
+        }
+    }
+}
+
+/// The lane of delivery-failure notices.
+const NOTICE_KEY: &str = "notice";
+
+/// What an effect does, in words.
+fn effect_name(effect: &Effect) -> &'static str {
+    match effect {
+        Effect::OpenIncidentChannel { .. } => "the incident channel",
+        Effect::SetTopic { .. } => "the channel topic",
+        Effect::Invite { .. } => "an invitation",
+        Effect::Post { .. } => "a message",
+        Effect::Page { .. } => "a PagerDuty page",
+        Effect::NotifyTarget { .. } => "an escalation notice",
     }
 }

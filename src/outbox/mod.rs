@@ -1,104 +1,47 @@
-//! The outbox worker: delivers what the engine stored, to Slack, at least once, in order.
+//! The outbox worker: delivers what the engine stored, at least once, in order per lane,
+//! many lanes at a time.
 //!
-//! - Claims due rows with a lease (`Store::claim_outbox`); a worker that dies mid-delivery
-//!   leaves its rows to be claimed again when the lease runs out. Nothing is lost.
-//! - Rows of one ordering key (one incident) go one at a time, oldest first: the channel
-//!   exists before its topic is set, and messages arrive in the order they were decided.
-//! - 429 waits exactly `Retry-After`; other transient errors back off exponentially
-//!   (1 s, 2 s, 4 s... capped at 5 min); permanent errors (`channel_not_found`...) and rows
-//!   that kept failing are marked `failed`, logged and kept in the table: never dropped.
+//! - **Lanes** (`domain::outbound`): rows of one ordering key go one at a time, oldest
+//!   first; different lanes go concurrently, with a bounded number in flight per class
+//!   (Slack, PagerDuty, recovery runs), so a slow Slack never holds back a page.
+//! - **Leases that prove liveness**: a claimed lane is leased for [`DeliverySettings::lease`]
+//!   and the worker renews the leases of everything in flight every
+//!   [`DeliverySettings::heartbeat`]. A dead process's lanes come due again within the
+//!   lease (PostgreSQL), or at once when it restarts (SQLite: one process owns the file).
+//! - **Time-bounded**: every Slack call runs under [`DeliverySettings::call_timeout`]; a
+//!   delivery as a whole under a bound of its class.
+//! - **Paced** ([`pacing`]): Slack's per-channel and per-method limits are kept before
+//!   Slack says 429; a 429 pauses that method or channel for `Retry-After` and is not a
+//!   failed attempt.
+//! - **Failures**: transient errors back off exponentially (1 s, 2 s, 4 s... capped at
+//!   5 min) up to [`MAX_ATTEMPTS`]; permanent errors and rows that kept failing are marked
+//!   `failed`, kept in the table, and said in `#incident-response`: never dropped.
+//! - **Batched writes**: the outcomes of a batch of deliveries are settled in one
+//!   transaction, so the worker takes the single SQLite writer a few times per batch, not
+//!   several times per row.
 
 mod deliver;
+pub mod pacing;
 mod runs;
 
+pub use crate::domain::outbound::{Modal, Outbound};
+pub use pacing::{PaceSettings, Pacer};
 pub use runs::{EXECUTION_LEASE, Recovery};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, OnceCell, watch};
+use tokio::task::JoinSet;
 
 use crate::clock::Clock;
-use crate::domain::incident::{Effect, IncidentId};
+use crate::domain::outbound::LaneClass;
 use crate::engine::Engine;
 use crate::paging::{PageError, PagerDuty, Target};
 use crate::slack::{SlackApi, SlackError};
-use crate::store::OutboxRow;
-
-/// A form Klaxon opens in Slack.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "modal", rename_all = "snake_case")]
-pub enum Modal {
-    /// Declare an incident (severity + title). `channel` is where it was asked for.
-    Declare {
-        /// Channel the command came from.
-        channel: String,
-    },
-    /// Ask for the resolution summary of an incident.
-    Resolve {
-        /// The incident.
-        incident_id: IncidentId,
-    },
-}
-
-/// One outbox row's payload.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Outbound {
-    /// An effect of an incident change.
-    Incident {
-        /// The incident.
-        incident_id: IncidentId,
-        /// What to do.
-        effect: Effect,
-    },
-    /// Open a form (`views.open`); the trigger id expires 3 s after the command.
-    OpenModal {
-        /// Slack's trigger id.
-        trigger_id: String,
-        /// Which form.
-        modal: Modal,
-    },
-    /// Compute a recovery run's preview, then ask for approval (or run it at once when it
-    /// needs none, or stop in dry-run mode).
-    PrepareRun {
-        /// Run number.
-        run_id: i64,
-    },
-    /// Execute an approved run, once.
-    ExecuteRun {
-        /// Run number.
-        run_id: i64,
-    },
-    /// A message only `user` sees (`chat.postEphemeral`), e.g. why a click was refused.
-    Ephemeral {
-        /// Channel id.
-        channel: String,
-        /// User id.
-        user: String,
-        /// Text (Slack mrkdwn).
-        text: String,
-    },
-    /// A plain-text reply in a channel or thread (answers to @mentions).
-    Reply {
-        /// Channel id.
-        channel: String,
-        /// Thread to answer in.
-        thread_ts: Option<String>,
-        /// Text (Slack mrkdwn).
-        text: String,
-    },
-}
-
-impl Outbound {
-    /// The stored JSON form.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("outbound payloads serialize")
-    }
-}
+use crate::store::{OutboxRow, Settlement, StoreError};
 
 /// Why one delivery attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -115,20 +58,116 @@ pub enum DeliveryError {
     /// The payload cannot be delivered, ever (unknown incident, bad JSON).
     #[error("{0}")]
     Permanent(String),
+    /// A row this one depends on failed for good (the incident channel was never opened):
+    /// failed at once, without a notice of its own (the root failure had one).
+    #[error("{0}")]
+    Dependency(String),
+    /// Not yet: pacing, a 429, or waiting for the incident channel. Not a failed attempt.
+    #[error("deferred for {0:?}")]
+    Deferred(Duration),
+    /// The call did not answer in time.
+    #[error("{0} did not answer within {1:?}")]
+    TimedOut(&'static str, Duration),
 }
 
-/// Attempts after which a row is marked failed even if its error looked transient
-/// (with the 5-minute cap this is about two hours of trying).
+impl DeliveryError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            DeliveryError::Slack(s) => s.is_permanent(),
+            DeliveryError::Paging(p) => p.is_permanent(),
+            DeliveryError::Permanent(_) | DeliveryError::Dependency(_) => true,
+            DeliveryError::Internal(_)
+            | DeliveryError::Deferred(_)
+            | DeliveryError::TimedOut(..) => false,
+        }
+    }
+
+    /// For a rate limit or a deferral: how long to hold the lane, without counting an
+    /// attempt.
+    fn hold(&self) -> Option<Duration> {
+        match self {
+            DeliveryError::Deferred(d) => Some(*d),
+            DeliveryError::Slack(SlackError::RateLimited { retry_after }) => {
+                Some(retry_after.unwrap_or(DEFAULT_RETRY_AFTER))
+            }
+            DeliveryError::Paging(PageError::Retry {
+                status: 429,
+                retry_after,
+            }) => Some(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),
+            _ => None,
+        }
+    }
+}
+
+/// Failed attempts after which a row is marked failed even if its error looked transient
+/// (with the 5-minute cap this is about two hours of trying). Rate limits and pacing do
+/// not count.
 pub const MAX_ATTEMPTS: i64 = 30;
-/// How long a claimed row is reserved for one delivery.
-pub const LEASE: TimeDelta = TimeDelta::seconds(60);
+/// The wait after a 429 that came without `Retry-After`.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// How the worker delivers.
+#[derive(Clone, Copy, Debug)]
+pub struct DeliverySettings {
+    /// Slack lanes in flight at once.
+    pub slack_slots: usize,
+    /// PagerDuty lanes in flight at once.
+    pub page_slots: usize,
+    /// Recovery-run lanes (previews, executions) in flight at once.
+    pub run_slots: usize,
+    /// The longest one Slack call may take.
+    pub call_timeout: Duration,
+    /// The longest one preview or execution may take as a whole (the executors bound
+    /// each SDK call more tightly; this frees the slot if one hangs regardless).
+    pub run_timeout: Duration,
+    /// How long a claimed lane is reserved without a heartbeat.
+    pub lease: TimeDelta,
+    /// How often the leases of in-flight deliveries are renewed.
+    pub heartbeat: TimeDelta,
+    /// Slack pacing.
+    pub pacing: PaceSettings,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            slack_slots: 64,
+            page_slots: 16,
+            run_slots: 8,
+            call_timeout: Duration::from_secs(15),
+            run_timeout: Duration::from_secs(15 * 60),
+            lease: TimeDelta::seconds(10),
+            heartbeat: TimeDelta::seconds(3),
+            pacing: PaceSettings::default(),
+        }
+    }
+}
+
+impl DeliverySettings {
+    fn slots(&self, class: LaneClass) -> usize {
+        match class {
+            LaneClass::Slack => self.slack_slots,
+            LaneClass::Page => self.page_slots,
+            LaneClass::Run => self.run_slots,
+        }
+    }
+
+    /// The bound on one whole delivery of `class`.
+    fn delivery_timeout(&self, class: LaneClass) -> Duration {
+        match class {
+            LaneClass::Run => self.run_timeout,
+            // Several calls, plus up to one inline pacing wait each.
+            _ => self.call_timeout * 4 + self.pacing.inline_wait * 4,
+        }
+    }
+}
 
 /// What one pass of [`OutboxWorker::deliver_due`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PassReport {
     /// Rows delivered.
     pub delivered: usize,
-    /// Rows put back for a later retry.
+    /// Rows put back for a later retry (failed attempts, rate limits, pacing).
     pub retried: usize,
     /// Rows given up on.
     pub failed: usize,
@@ -149,13 +188,18 @@ pub struct Outlets {
     pub recovery: Recovery,
 }
 
-/// Delivers outbox rows.
+/// Delivers outbox rows. Cheap to clone: each delivery runs in its own task on a clone.
+#[derive(Clone)]
 pub struct OutboxWorker {
     engine: Engine,
     outlets: Outlets,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
-    bot_user_id: OnceCell<String>,
+    /// This instance's lease token.
+    owner: Arc<str>,
+    settings: DeliverySettings,
+    pacer: Arc<Pacer>,
+    bot_user_id: Arc<OnceCell<String>>,
 }
 
 /// The backoff before attempt `attempts + 1`.
@@ -164,111 +208,300 @@ pub fn backoff(attempts: i64) -> TimeDelta {
     TimeDelta::seconds(2i64.saturating_pow(exp).min(300))
 }
 
+/// One finished delivery, waiting to be settled.
+struct Attempt {
+    row: OutboxRow,
+    result: Result<(), DeliveryError>,
+}
+
 impl OutboxWorker {
     /// A worker delivering to `outlets`, woken by `wake`.
-    pub fn new(engine: Engine, outlets: Outlets, clock: Arc<dyn Clock>, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        engine: Engine,
+        outlets: Outlets,
+        clock: Arc<dyn Clock>,
+        wake: Arc<Notify>,
+        settings: DeliverySettings,
+    ) -> Self {
         Self {
             engine,
             outlets,
             clock,
             wake,
-            bot_user_id: OnceCell::new(),
+            owner: uuid::Uuid::new_v4().simple().to_string().into(),
+            settings,
+            pacer: Arc::new(Pacer::new(settings.pacing)),
+            bot_user_id: Arc::new(OnceCell::new()),
         }
     }
 
-    /// Delivers every row that is due now, in order, until none is left due. Returns
-    /// what happened; errors only when the database itself fails.
-    pub async fn deliver_due(&self) -> Result<PassReport, crate::store::StoreError> {
-        let mut report = PassReport::default();
+    /// Claims up to `limit` due lanes of `class`.
+    async fn claim(&self, class: LaneClass, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = self.clock.now();
+        self.engine
+            .store()
+            .claim_lanes(
+                class,
+                &self.owner,
+                now,
+                now + self.settings.lease,
+                limit as i64,
+            )
+            .await
+    }
+
+    /// Delivers one row under its class's time bound.
+    async fn attempt(self, row: OutboxRow) -> Attempt {
+        let class = LaneClass::of(&row.ordering_key);
+        let limit = self.settings.delivery_timeout(class);
+        let result = match tokio::time::timeout(limit, self.deliver(&row)).await {
+            Ok(result) => result,
+            Err(_) => Err(DeliveryError::TimedOut("the delivery", limit)),
+        };
+        Attempt { row, result }
+    }
+
+    /// Delivers every lane that is due now, concurrently within the slot limits, until
+    /// none is left due. Returns what happened; errors only when the database fails. The
+    /// tests' way to run the worker one pass at a time; [`OutboxWorker::run`] is the loop.
+    pub async fn deliver_due(&self) -> Result<PassReport, StoreError> {
         self.recover_interrupted_runs().await?;
+        let mut report = PassReport::default();
         loop {
-            let now = self.clock.now();
-            let rows = self
-                .engine
-                .store()
-                .claim_outbox(now, now + LEASE, 50)
-                .await?;
-            if rows.is_empty() {
+            let mut tasks = Vec::new();
+            for class in LaneClass::ALL {
+                for row in self.claim(class, self.settings.slots(class)).await? {
+                    tasks.push(self.clone().attempt(row));
+                }
+            }
+            if tasks.is_empty() {
                 return Ok(report);
             }
-            for row in rows {
-                self.settle(row, &mut report).await?;
+            let mut attempts = Vec::with_capacity(tasks.len());
+            let mut set: JoinSet<Attempt> = tasks.into_iter().collect();
+            while let Some(done) = set.join_next().await {
+                match done {
+                    Ok(attempt) => attempts.push(attempt),
+                    // Its lease runs out and the row is tried again.
+                    Err(e) => tracing::error!(error = %e, "an outbox delivery task failed"),
+                }
             }
+            self.settle(attempts, &mut report).await?;
         }
     }
 
+    /// Records a batch of outcomes in one transaction, then says what failed for good.
     async fn settle(
         &self,
-        row: OutboxRow,
+        attempts: Vec<Attempt>,
         report: &mut PassReport,
-    ) -> Result<(), crate::store::StoreError> {
-        let store = self.engine.store();
-        let result = self.deliver(&row).await;
+    ) -> Result<(), StoreError> {
         let now = self.clock.now();
-        match result {
-            Ok(()) => {
-                store.complete_outbox(row.id, now).await?;
-                report.delivered += 1;
-            }
-            Err(e) => {
-                let permanent = match &e {
-                    DeliveryError::Slack(s) => s.is_permanent(),
-                    DeliveryError::Paging(p) => p.is_permanent(),
-                    DeliveryError::Internal(_) => false,
-                    DeliveryError::Permanent(_) => true,
-                };
-                let message = e.to_string();
-                if permanent || row.attempts >= MAX_ATTEMPTS {
-                    tracing::error!(outbox_id = row.id, key = %row.ordering_key, attempts = row.attempts, error = %message, "outbox delivery failed for good");
-                    store.fail_outbox(row.id, &message, now).await?;
-                    report.failed += 1;
-                } else {
-                    let wait = match &e {
-                        DeliveryError::Slack(SlackError::RateLimited {
-                            retry_after: Some(after),
-                        })
-                        | DeliveryError::Paging(PageError::Retry {
-                            retry_after: Some(after),
-                            ..
-                        }) => TimeDelta::from_std(*after).unwrap_or(TimeDelta::seconds(60)),
-                        _ => backoff(row.attempts),
-                    };
-                    tracing::warn!(outbox_id = row.id, key = %row.ordering_key, attempts = row.attempts, retry_in_ms = wait.num_milliseconds(), error = %message, "outbox delivery will be retried");
-                    store.retry_outbox(row.id, now + wait, &message).await?;
-                    report.retried += 1;
+        let mut outcomes = Vec::with_capacity(attempts.len());
+        let mut notices = Vec::new();
+        for Attempt { row, result } in attempts {
+            let settlement = match result {
+                Ok(()) => {
+                    report.delivered += 1;
+                    Settlement::Delivered { row_id: row.id }
                 }
+                Err(e) => {
+                    let message = e.to_string();
+                    let attempts = row.attempts + 1;
+                    if let Some(hold) = e.hold() {
+                        tracing::debug!(outbox_id = row.id, lane = %row.ordering_key, hold_ms = hold.as_millis() as u64, reason = %message, "outbox delivery held back");
+                        report.retried += 1;
+                        Settlement::Retry {
+                            row_id: row.id,
+                            at: now + TimeDelta::from_std(hold).unwrap_or(TimeDelta::seconds(60)),
+                            error: message,
+                            counted: false,
+                        }
+                    } else if e.is_permanent() || attempts >= MAX_ATTEMPTS {
+                        tracing::error!(outbox_id = row.id, lane = %row.ordering_key, attempts, error = %message, "outbox delivery failed for good");
+                        report.failed += 1;
+                        if !matches!(e, DeliveryError::Dependency(_)) {
+                            notices.push((row.clone(), message.clone()));
+                        }
+                        Settlement::Failed {
+                            row_id: row.id,
+                            error: message,
+                        }
+                    } else {
+                        let wait = backoff(attempts);
+                        tracing::warn!(outbox_id = row.id, lane = %row.ordering_key, attempts, retry_in_ms = wait.num_milliseconds(), error = %message, "outbox delivery will be retried");
+                        report.retried += 1;
+                        Settlement::Retry {
+                            row_id: row.id,
+                            at: now + wait,
+                            error: message,
+                            counted: true,
+                        }
+                    }
+                }
+            };
+            outcomes.push((row.ordering_key, settlement));
+        }
+        self.engine
+            .store()
+            .settle_outbox(&self.owner, &outcomes, now)
+            .await?;
+        for (row, error) in notices {
+            self.tell_failure(&row, &error).await;
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown` turns true: keeps up to the slot limit of each class in
+    /// flight, settles outcomes as they come, renews the leases of what is in flight, and
+    /// otherwise sleeps until the next lane is due or the engine (or, on PostgreSQL, a
+    /// `NOTIFY` from any replica) says there is new work.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        if let Err(e) = self.start_up().await {
+            tracing::error!(error = %e, "outbox start-up recovery failed; leases will run out instead");
+        }
+        let mut in_flight: JoinSet<Attempt> = JoinSet::new();
+        let mut lanes_in_flight: HashMap<tokio::task::Id, (LaneClass, String)> = HashMap::new();
+        let mut next_heartbeat = self.clock.now() + self.settings.heartbeat;
+        let mut report = PassReport::default();
+        loop {
+            // Fill the free slots of every class. A class whose slots are all taken is
+            // looked at again when one of its deliveries finishes; a class that still has
+            // free slots after claiming got everything due, so its next due time is ahead.
+            let mut next_due: Option<chrono::DateTime<chrono::Utc>> = None;
+            for class in LaneClass::ALL {
+                let busy = lanes_in_flight
+                    .values()
+                    .filter(|(c, _)| *c == class)
+                    .count();
+                let free = self.settings.slots(class).saturating_sub(busy);
+                if free == 0 {
+                    continue;
+                }
+                match self.claim(class, free).await {
+                    Ok(rows) => {
+                        let all_claimed = rows.len() < free;
+                        for row in rows {
+                            let key = row.ordering_key.clone();
+                            let handle = in_flight.spawn(self.clone().attempt(row));
+                            lanes_in_flight.insert(handle.id(), (class, key));
+                        }
+                        if all_claimed {
+                            match self.engine.store().next_lane_due(class).await {
+                                Ok(due) => next_due = next_due.into_iter().chain(due).min(),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "cannot read the next due time; polling")
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "outbox claim failed; retrying shortly"),
+                }
+            }
+            if self.clock.now() >= next_heartbeat {
+                self.heartbeat(&lanes_in_flight).await;
+                next_heartbeat = self.clock.now() + self.settings.heartbeat;
+            }
+            let wake_at = match (next_due, lanes_in_flight.is_empty()) {
+                (Some(due), false) => Some(due.min(next_heartbeat)),
+                (Some(due), true) => Some(due),
+                (None, false) => Some(next_heartbeat),
+                (None, true) => None,
+            };
+            let finished = tokio::select! {
+                Some(done) = in_flight.join_next_with_id() => Some(done),
+                stop = crate::clock::wait_for_work(&*self.clock, wake_at, Duration::from_secs(30), &self.wake, &mut shutdown) => {
+                    if stop {
+                        break;
+                    }
+                    None
+                }
+            };
+            // Settle everything that has finished, in one transaction.
+            let mut batch = Vec::new();
+            let mut next = finished;
+            loop {
+                match next {
+                    Some(Ok((id, attempt))) => {
+                        lanes_in_flight.remove(&id);
+                        batch.push(attempt);
+                    }
+                    Some(Err(e)) => {
+                        // A delivery task panicked: its lane's lease runs out and the row
+                        // is tried again.
+                        lanes_in_flight.remove(&e.id());
+                        tracing::error!(error = %e, "an outbox delivery task failed");
+                    }
+                    None => break,
+                }
+                next = in_flight.try_join_next_with_id();
+            }
+            if !batch.is_empty()
+                && let Err(e) = self.settle(batch, &mut report).await
+            {
+                // The leases run out and the rows are delivered again: at least once.
+                tracing::error!(error = %e, "could not record outbox outcomes");
+            }
+        }
+        // Shutting down: let what is in flight finish (bounded by its timeouts) and record
+        // it, so a clean stop repeats nothing.
+        let mut batch = Vec::new();
+        while let Some(done) = in_flight.join_next().await {
+            if let Ok(attempt) = done {
+                batch.push(attempt);
+            }
+        }
+        if !batch.is_empty()
+            && let Err(e) = self.settle(batch, &mut report).await
+        {
+            tracing::error!(error = %e, "could not record outbox outcomes at shutdown");
+        }
+    }
+
+    /// At start-up on SQLite, takes back the leases a previous life of this process held
+    /// (one process owns the file), so what it was delivering resumes at once.
+    async fn start_up(&self) -> Result<(), StoreError> {
+        if self.engine.store().backend() == crate::store::Backend::Sqlite {
+            let released = self
+                .engine
+                .store()
+                .release_outbox_leases(self.clock.now())
+                .await?;
+            if released > 0 {
+                tracing::info!(
+                    lanes = released,
+                    "resuming deliveries interrupted by the last stop"
+                );
             }
         }
         Ok(())
     }
 
-    /// Runs until `shutdown` turns true: delivers what is due, then sleeps until the next
-    /// row is due or the engine signals new work.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            if let Err(e) = self.deliver_due().await {
-                tracing::error!(error = %e, "outbox pass failed; retrying shortly");
-            }
-            let next = self
-                .engine
-                .store()
-                .next_outbox_due()
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "cannot read the next due time; polling");
-                    None
-                });
-            if crate::clock::wait_for_work(
-                &*self.clock,
-                next,
-                Duration::from_secs(30),
-                &self.wake,
-                &mut shutdown,
-            )
+    /// Renews the leases of every lane in flight.
+    async fn heartbeat(&self, lanes: &HashMap<tokio::task::Id, (LaneClass, String)>) {
+        if lanes.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = lanes.values().map(|(_, k)| k.clone()).collect();
+        let until = self.clock.now() + self.settings.lease;
+        match self
+            .engine
+            .store()
+            .renew_lanes(&self.owner, &keys, until)
             .await
-            {
-                return;
+        {
+            Ok(held) if (held as usize) < keys.len() => {
+                tracing::warn!(
+                    in_flight = keys.len(),
+                    held,
+                    "some outbox leases were lost (this worker was too slow to renew them)"
+                )
             }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "could not renew outbox leases"),
         }
     }
 }
@@ -286,13 +519,23 @@ mod tests {
     }
 
     #[test]
-    fn payloads_round_trip() {
-        let o = Outbound::OpenModal {
-            trigger_id: "t".into(),
-            modal: Modal::Resolve {
-                incident_id: IncidentId(3),
-            },
-        };
-        assert_eq!(serde_json::from_str::<Outbound>(&o.to_json()).unwrap(), o);
+    fn rate_limits_and_deferrals_hold_without_counting_and_are_not_permanent() {
+        let limited = DeliveryError::Slack(SlackError::RateLimited {
+            retry_after: Some(Duration::from_secs(7)),
+        });
+        assert_eq!(limited.hold(), Some(Duration::from_secs(7)));
+        assert!(!limited.is_permanent());
+        let busy = DeliveryError::Paging(PageError::Retry {
+            status: 429,
+            retry_after: None,
+        });
+        assert_eq!(busy.hold(), Some(DEFAULT_RETRY_AFTER));
+        let down = DeliveryError::Paging(PageError::Retry {
+            status: 503,
+            retry_after: None,
+        });
+        assert_eq!(down.hold(), None);
+        assert!(DeliveryError::Dependency("x".into()).is_permanent());
+        assert!(!DeliveryError::TimedOut("x", Duration::from_secs(1)).is_permanent());
     }
 }

@@ -15,8 +15,12 @@ use tokio::sync::{Notify, watch};
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineError, TimerOutcome};
 
-/// How long a claimed timer is reserved for one firing.
-pub const LEASE: TimeDelta = TimeDelta::seconds(60);
+pub mod retention;
+
+/// How long a claimed timer is reserved for one firing. A batch fires in well under a
+/// second; a scheduler that dies leaves its timers to the others this much later (on
+/// SQLite, a restart takes them back at once).
+pub const LEASE: TimeDelta = TimeDelta::seconds(15);
 /// Timers claimed per round trip.
 const BATCH: i64 = 100;
 
@@ -82,6 +86,16 @@ impl Scheduler {
 
     /// Runs until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        if self.engine.store().backend() == crate::store::Backend::Sqlite {
+            // One process owns the file: any lease is from this process's previous life.
+            match self.engine.store().release_timer_leases().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(timers = n, "resuming timers interrupted by the last stop"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot release old timer leases; they run out instead")
+                }
+            }
+        }
         loop {
             if let Err(e) = self.fire_due().await {
                 tracing::error!(error = %e, "scheduler pass failed; retrying shortly");

@@ -9,7 +9,9 @@
 //! Every change goes through a [`StoreTx`]: the engine appends events, saves the
 //! projection and enqueues outbox rows in ONE transaction.
 
+mod listen;
 mod outbox;
+mod retention;
 mod runs;
 mod timers;
 mod tx;
@@ -23,10 +25,11 @@ use sqlx::{AnyPool, Executor};
 use crate::domain::incident::{Actor, Incident, IncidentId};
 use crate::domain::timeline::TimelineEntry;
 
-pub use outbox::{OutboxCounts, OutboxRow};
+pub use outbox::{OutboxCounts, OutboxRow, Settlement};
+pub use retention::Pruned;
 pub use runs::{NewRun, RunRow, RunUpdate};
 pub use timers::TimerRow;
-pub use tx::StoreTx;
+pub use tx::{Committed, OUTBOX_CHANNEL, StoreTx, TIMERS_CHANNEL};
 
 /// Which database is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,12 +96,34 @@ pub(crate) fn actor_from_str(s: &str) -> Actor {
     }
 }
 
-/// The database handle: a pool plus which backend it is.
+/// The database handle: the pools plus which backend it is.
+///
+/// - `pool` takes every write transaction. On SQLite it is ONE connection: SQLite has a
+///   single writer anyway, and one connection means no SQLITE_BUSY between our own
+///   transactions (DESIGN.md: "the single writer on SQLite").
+/// - `read` serves plain reads. On SQLite it is a pool of read-only connections beside the
+///   writer (WAL lets readers run while the writer commits), so a worker loading an
+///   incident never queues behind a declare's transaction. On PostgreSQL it is `pool`.
+/// - [`Store::for_background`] gives the scheduler and the outbox worker a PostgreSQL pool
+///   of their own, so a burst of HTTP requests cannot take every connection and starve
+///   the loops that deliver what those requests stored.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    read: AnyPool,
     backend: Backend,
+    url: std::sync::Arc<str>,
 }
+
+/// Connections in the SQLite read pool.
+const SQLITE_READERS: u32 = 4;
+/// Connections in the PostgreSQL request pool.
+const POSTGRES_CONNECTIONS: u32 = 10;
+/// Connections reserved for the background loops on PostgreSQL.
+const POSTGRES_BACKGROUND_CONNECTIONS: u32 = 3;
+/// How long a statement waits for SQLite's write lock (another process on the file).
+const SQLITE_PRAGMAS: &str = "pragma journal_mode = wal; pragma synchronous = normal; \
+     pragma foreign_keys = on; pragma busy_timeout = 5000;";
 
 impl Store {
     /// Connects to `url` (`sqlite://path.db` or `postgres://...`). A SQLite file is
@@ -114,7 +139,7 @@ impl Store {
                 url.split(':').next().unwrap_or_default().to_string(),
             ));
         };
-        let pool = match backend {
+        let (pool, read) = match backend {
             Backend::Sqlite => {
                 let url = if url.contains("mode=") || url.contains(":memory:") {
                     url.to_string()
@@ -123,32 +148,71 @@ impl Store {
                 } else {
                     format!("{url}?mode=rwc")
                 };
-                // One connection: SQLite has a single writer anyway, and one connection
-                // means no SQLITE_BUSY between our own transactions (DESIGN.md: "the
-                // single writer on SQLite").
-                AnyPoolOptions::new()
+                let writer = AnyPoolOptions::new()
                     .max_connections(1)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            conn.execute(
-                                "pragma journal_mode = wal; pragma synchronous = normal; \
-                                 pragma foreign_keys = on; pragma busy_timeout = 5000;",
-                            )
-                            .await?;
+                            conn.execute(SQLITE_PRAGMAS).await?;
                             Ok(())
                         })
                     })
                     .connect_with(AnyConnectOptions::from_str(&url)?)
-                    .await?
+                    .await?;
+                // An in-memory database is private to its connection: no readers beside.
+                let read = if url.contains(":memory:") {
+                    writer.clone()
+                } else {
+                    AnyPoolOptions::new()
+                        .max_connections(SQLITE_READERS)
+                        .after_connect(|conn, _| {
+                            Box::pin(async move {
+                                conn.execute("pragma query_only = on; pragma busy_timeout = 5000;")
+                                    .await?;
+                                Ok(())
+                            })
+                        })
+                        .connect_lazy_with(AnyConnectOptions::from_str(&url)?)
+                };
+                (writer, read)
             }
             Backend::Postgres => {
-                AnyPoolOptions::new()
-                    .max_connections(10)
+                let pool = AnyPoolOptions::new()
+                    .max_connections(POSTGRES_CONNECTIONS)
                     .connect(url)
-                    .await?
+                    .await?;
+                (pool.clone(), pool)
             }
         };
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            read,
+            backend,
+            url: url.into(),
+        })
+    }
+
+    /// The same database through connections reserved for the background loops
+    /// (scheduler, outbox worker). On SQLite, the same store: there is one writer.
+    pub fn for_background(&self) -> Result<Store> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.clone()),
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(POSTGRES_BACKGROUND_CONNECTIONS)
+                    .connect_lazy(&self.url)?;
+                Ok(Store {
+                    pool: pool.clone(),
+                    read: pool,
+                    backend: self.backend,
+                    url: self.url.clone(),
+                })
+            }
+        }
+    }
+
+    /// The URL this store was opened with (it may hold a password: never log it).
+    pub(crate) fn url(&self) -> &str {
+        &self.url
     }
 
     /// Which backend this is.
@@ -177,7 +241,31 @@ impl Store {
 
     /// Starts a transaction for one change.
     pub async fn begin(&self) -> Result<StoreTx> {
-        Ok(StoreTx::new(self.begin_raw().await?, self.backend))
+        Ok(StoreTx::new(self.begin_raw().await?, self.backend, None))
+    }
+
+    /// Starts a transaction whose commit must survive an OS crash or power loss, for the
+    /// few that decide an execution (`approved -> executing`, its result). On SQLite the
+    /// commit runs with `synchronous = FULL` (the WAL is fsynced before the commit
+    /// returns) instead of the default NORMAL, under which a committed transaction can
+    /// be rolled back by a crash before the next checkpoint. PostgreSQL commits are
+    /// durable already (`synchronous_commit = on`).
+    pub async fn begin_durable(&self) -> Result<StoreTx> {
+        match self.backend {
+            Backend::Postgres => self.begin().await,
+            Backend::Sqlite => {
+                // SQLite refuses to change the safety level inside a transaction: set it
+                // on the writer first, then begin on that same connection.
+                let mut conn = self.pool.acquire().await?;
+                conn.execute("pragma synchronous = full").await?;
+                let tx = sqlx::Transaction::begin(
+                    conn,
+                    Some(sqlx::SqlSafeStr::into_sql_str("begin immediate")),
+                )
+                .await?;
+                Ok(StoreTx::new(tx, self.backend, Some(self.pool.clone())))
+            }
+        }
     }
 
     /// A raw write transaction. On SQLite it takes the write lock up front (`BEGIN
@@ -195,7 +283,7 @@ impl Store {
     pub async fn incident(&self, id: IncidentId) -> Result<Option<Incident>> {
         let row: Option<(String,)> = sqlx::query_as("select state from incidents where id = $1")
             .bind(id.0)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?;
         row.map(|(s,)| decode("incident", &s)).transpose()
     }
@@ -205,7 +293,7 @@ impl Store {
         let row: Option<(String,)> =
             sqlx::query_as("select state from incidents where channel_id = $1")
                 .bind(channel_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.read)
                 .await?;
         row.map(|(s,)| decode("incident", &s)).transpose()
     }
@@ -214,7 +302,7 @@ impl Store {
     pub async fn open_incidents(&self) -> Result<Vec<Incident>> {
         let rows: Vec<(String,)> =
             sqlx::query_as("select state from incidents where status <> 'resolved' order by id")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?;
         rows.iter().map(|(s,)| decode("incident", s)).collect()
     }
@@ -222,7 +310,7 @@ impl Store {
     /// Every incident number, for audits.
     pub async fn incident_ids(&self) -> Result<Vec<IncidentId>> {
         let rows: Vec<(i64,)> = sqlx::query_as("select id from incidents order by id")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await?;
         Ok(rows.into_iter().map(|(id,)| IncidentId(id)).collect())
     }
@@ -234,7 +322,7 @@ impl Store {
              where incident_id = $1 order by seq",
         )
         .bind(id.0)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?;
         rows.into_iter()
             .map(|(seq, at, actor, request_id, kind, prev_hash, hash)| {
@@ -263,5 +351,9 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    pub(crate) fn read_pool(&self) -> &AnyPool {
+        &self.read
     }
 }

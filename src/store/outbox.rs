@@ -1,22 +1,74 @@
-//! The outbox queue: claim due rows with a lease, then mark them done, retry later or
-//! failed. Rows sharing an `ordering_key` are handed out one at a time, oldest first, so
-//! a channel's messages arrive in the order they were decided.
+//! The outbox queue, in lanes (`migrations/*/0004_delivery_lanes.sql`).
+//!
+//! Rows sharing an `ordering_key` form a lane and are delivered one at a time, oldest
+//! first, so a channel's messages arrive in the order they were decided. The lane row
+//! carries the schedule (`due_at_ms`) and the lease (`lease_owner`), so:
+//! - a claim takes the due lanes (an index range), leases them to one worker instance
+//!   and returns their heads: its cost does not grow with the rows queued behind;
+//! - the lease is short and renewed by the holder's heartbeat while a call is in flight;
+//!   a dead holder's lanes come due again when it stops renewing;
+//! - settling checks the owner token, so a worker that lost its lease never moves a lane
+//!   another worker now holds;
+//! - "when is the next thing due" is the earliest lane `due_at_ms`, which is in the future
+//!   while a head waits out its backoff: an idle worker sleeps, whatever waits behind.
+//!
+//! Every statement that locks lanes locks them in key order (claims skip locked ones), so
+//! settling, heartbeats and enqueuing transactions never deadlock on PostgreSQL.
 
 use chrono::{DateTime, Utc};
 
-use super::{Result, Store, from_ms, ms};
+use super::{Backend, Result, Store, from_ms, ms};
+use crate::domain::outbound::LaneClass;
 
-/// One claimed outbox row.
+/// The head of a claimed lane.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct OutboxRow {
     /// Row id.
     pub id: i64,
-    /// Rows with the same key are delivered in id order.
+    /// Its lane.
     pub ordering_key: String,
-    /// JSON payload (see `crate::outbox::Outbound`).
+    /// JSON payload (see `crate::domain::outbound::Outbound`).
     pub payload: String,
-    /// Attempts so far, including this one.
+    /// Failed attempts so far (rate limits and pacing are not counted).
     pub attempts: i64,
+    /// When it was enqueued (epoch ms).
+    pub created_at_ms: i64,
+}
+
+impl OutboxRow {
+    /// When the row was enqueued.
+    pub fn created_at(&self) -> DateTime<Utc> {
+        from_ms(self.created_at_ms)
+    }
+}
+
+/// How one claimed lane head ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    /// Delivered: the row is done and the lane moves to its next row.
+    Delivered {
+        /// Row id.
+        row_id: i64,
+    },
+    /// Try the same row again at `at`. `counted` says whether this was a failed attempt
+    /// (a 429 or pacing is not).
+    Retry {
+        /// Row id.
+        row_id: i64,
+        /// Next attempt.
+        at: DateTime<Utc>,
+        /// The error, kept on the row.
+        error: String,
+        /// Whether it counts toward the attempt limit.
+        counted: bool,
+    },
+    /// Given up: the row is kept as `failed` and the lane moves on.
+    Failed {
+        /// Row id.
+        row_id: i64,
+        /// Why.
+        error: String,
+    },
 }
 
 /// How many rows are in each state.
@@ -30,106 +82,245 @@ pub struct OutboxCounts {
     pub failed: i64,
 }
 
+/// `$first, $first+1, ...` for an IN list of `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Store {
-    /// Claims up to `limit` due rows until `lease_until`. Only the oldest pending row of
-    /// each ordering key is eligible. A claim is a conditional UPDATE, so two workers
-    /// (replicas on PostgreSQL) never get the same row while its lease holds; a worker
-    /// that dies leaves the row to be claimed again when the lease runs out.
-    pub async fn claim_outbox(
+    /// Claims up to `limit` due lanes of `class` for `owner` until `lease_until` and
+    /// returns their head rows. On PostgreSQL the lanes are picked with `for update skip
+    /// locked`, so replicas split the work instead of queueing on each other.
+    pub async fn claim_lanes(
         &self,
+        class: LaneClass,
+        owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<OutboxRow>> {
-        let candidates: Vec<(i64,)> = sqlx::query_as(
-            "select o.id from outbox o \
-             where o.state = 'pending' and o.next_attempt_at_ms <= $1 \
-               and (o.lease_until_ms is null or o.lease_until_ms <= $1) \
-               and not exists (select 1 from outbox p \
-                               where p.ordering_key = o.ordering_key and p.state = 'pending' and p.id < o.id) \
-             order by o.id limit $2",
-        )
-        .bind(ms(now))
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
-        let mut claimed = Vec::with_capacity(candidates.len());
-        for (id,) in candidates {
-            let row: Option<OutboxRow> = sqlx::query_as(
-                "update outbox set lease_until_ms = $1, attempts = attempts + 1 \
-                 where id = $2 and state = 'pending' and (lease_until_ms is null or lease_until_ms <= $3) \
-                 returning id, ordering_key, payload, attempts",
-            )
+        let mut tx = self.begin_raw().await?;
+        let lock = match self.backend() {
+            Backend::Postgres => "for update skip locked",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "update outbox_lanes set lease_owner = $1, due_at_ms = $2 where ordering_key in \
+             (select ordering_key from outbox_lanes where class = $3 and due_at_ms is not null and due_at_ms <= $4 \
+              order by due_at_ms limit $5 {lock}) \
+             returning ordering_key"
+        );
+        let keys: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(owner)
             .bind(ms(lease_until))
-            .bind(id)
+            .bind(class.as_str())
             .bind(ms(now))
-            .fetch_optional(self.pool())
+            .bind(limit)
+            .fetch_all(&mut *tx)
             .await?;
-            claimed.extend(row);
+        if keys.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
         }
-        Ok(claimed)
+        let sql = format!(
+            "select id, ordering_key, payload, attempts, created_at_ms from outbox where id in \
+             (select min(id) from outbox where state = 'pending' and ordering_key in ({}) group by ordering_key) \
+             order by id",
+            placeholders(1, keys.len())
+        );
+        let mut query = sqlx::query_as::<_, OutboxRow>(sqlx::AssertSqlSafe(sql));
+        for (key,) in &keys {
+            query = query.bind(key);
+        }
+        let heads = query.fetch_all(&mut *tx).await?;
+        // A lane with nothing pending (its rows were settled elsewhere) goes idle.
+        for (key,) in &keys {
+            if !heads.iter().any(|h| &h.ordering_key == key) {
+                sqlx::query(
+                    "update outbox_lanes set due_at_ms = null, lease_owner = null, updated_at_ms = $1 \
+                     where ordering_key = $2 and lease_owner = $3",
+                )
+                .bind(ms(now))
+                .bind(key)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(heads)
     }
 
-    /// Marks a delivered row done.
-    pub async fn complete_outbox(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query(
-            "update outbox set state = 'done', lease_until_ms = null, finished_at_ms = $1, last_error = null \
-             where id = $2",
-        )
-        .bind(ms(now))
-        .bind(id)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
-    /// Releases a row to be tried again at `next_attempt_at`, keeping the error.
-    pub async fn retry_outbox(
+    /// Extends `owner`'s lease on `keys` to `lease_until` (the heartbeat of in-flight
+    /// deliveries). Returns how many lanes it still held.
+    pub async fn renew_lanes(
         &self,
-        id: i64,
-        next_attempt_at: DateTime<Utc>,
-        error: &str,
+        owner: &str,
+        keys: &[String],
+        lease_until: DateTime<Utc>,
+    ) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut keys = keys.to_vec();
+        keys.sort();
+        let lock = match self.backend() {
+            Backend::Postgres => "order by ordering_key for update",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "update outbox_lanes set due_at_ms = $1 where ordering_key in \
+             (select ordering_key from outbox_lanes where lease_owner = $2 and ordering_key in ({}) {lock})",
+            placeholders(3, keys.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ms(lease_until))
+            .bind(owner);
+        for key in &keys {
+            query = query.bind(key);
+        }
+        Ok(query.execute(self.pool()).await?.rows_affected())
+    }
+
+    /// Applies the outcomes of a batch of deliveries in ONE transaction (one commit for
+    /// many rows keeps the single SQLite writer free for requests). A lane whose lease
+    /// `owner` no longer holds is not moved: the row's own outcome is still recorded.
+    pub async fn settle_outbox(
+        &self,
+        owner: &str,
+        outcomes: &[(String, Settlement)],
+        now: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query("update outbox set lease_until_ms = null, next_attempt_at_ms = $1, last_error = $2 where id = $3")
-            .bind(ms(next_attempt_at))
-            .bind(error)
-            .bind(id)
-            .execute(self.pool())
+        let mut sorted: Vec<&(String, Settlement)> = outcomes.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut tx = self.begin_raw().await?;
+        for (key, outcome) in sorted {
+            // Lock the lane first: an enqueue that commits meanwhile then either is seen
+            // below or finds the lane idle and schedules it itself.
+            let held: Option<(String,)> = sqlx::query_as(
+                "update outbox_lanes set lease_owner = null, updated_at_ms = $1 \
+                 where ordering_key = $2 and lease_owner = $3 returning ordering_key",
+            )
+            .bind(ms(now))
+            .bind(key)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
             .await?;
+            let next_due = match outcome {
+                Settlement::Delivered { row_id } => {
+                    sqlx::query(
+                        "update outbox set state = 'done', lease_until_ms = null, finished_at_ms = $1, last_error = null \
+                         where id = $2 and state = 'pending'",
+                    )
+                    .bind(ms(now))
+                    .bind(row_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    None
+                }
+                Settlement::Failed { row_id, error } => {
+                    sqlx::query(
+                        "update outbox set state = 'failed', lease_until_ms = null, last_error = $1, finished_at_ms = $2 \
+                         where id = $3 and state = 'pending'",
+                    )
+                    .bind(error)
+                    .bind(ms(now))
+                    .bind(row_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    None
+                }
+                Settlement::Retry {
+                    row_id,
+                    at,
+                    error,
+                    counted,
+                } => {
+                    sqlx::query(
+                        "update outbox set next_attempt_at_ms = $1, last_error = $2, attempts = attempts + $3 \
+                         where id = $4 and state = 'pending'",
+                    )
+                    .bind(ms(*at))
+                    .bind(error)
+                    .bind(i64::from(*counted))
+                    .bind(row_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    Some(ms(*at))
+                }
+            };
+            if held.is_none() {
+                tracing::warn!(lane = %key, "outbox lease lost before settling; the lane is left to its new holder");
+                continue;
+            }
+            let due = match next_due {
+                Some(at) => Some(at),
+                None => {
+                    let next: Option<(i64,)> = sqlx::query_as(
+                        "select next_attempt_at_ms from outbox where ordering_key = $1 and state = 'pending' \
+                         order by id limit 1",
+                    )
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    next.map(|(at,)| at)
+                }
+            };
+            sqlx::query("update outbox_lanes set due_at_ms = $1 where ordering_key = $2")
+                .bind(due)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Gives up on a row. It stays in the table with its error, for people to see.
-    pub async fn fail_outbox(&self, id: i64, error: &str, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query(
-            "update outbox set state = 'failed', lease_until_ms = null, last_error = $1, finished_at_ms = $2 \
-             where id = $3",
+    /// Lets go of every outbox lease, due now. For SQLite at start-up: one process owns
+    /// the file, so any lease found is its previous life's, and waiting it out would only
+    /// delay what was being delivered when it died.
+    pub async fn release_outbox_leases(&self, now: DateTime<Utc>) -> Result<u64> {
+        Ok(sqlx::query(
+            "update outbox_lanes set lease_owner = null, due_at_ms = $1 where lease_owner is not null",
         )
-        .bind(error)
         .bind(ms(now))
-        .bind(id)
         .execute(self.pool())
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected())
     }
 
-    /// When the next pending row becomes due (or its lease runs out), if any.
-    pub async fn next_outbox_due(&self) -> Result<Option<DateTime<Utc>>> {
+    /// When the next lane of `class` comes due (a fresh row, a retry, or a lease that runs
+    /// out), if any. One index lookup.
+    pub async fn next_lane_due(&self, class: LaneClass) -> Result<Option<DateTime<Utc>>> {
         let (next,): (Option<i64>,) = sqlx::query_as(
-            "select min(case when lease_until_ms is not null and lease_until_ms > next_attempt_at_ms \
-                        then lease_until_ms else next_attempt_at_ms end) \
-             from outbox where state = 'pending'",
+            "select min(due_at_ms) from outbox_lanes where class = $1 and due_at_ms is not null",
         )
-        .fetch_one(self.pool())
+        .bind(class.as_str())
+        .fetch_one(self.read_pool())
         .await?;
         Ok(next.map(from_ms))
+    }
+
+    /// When the next lane of any class comes due.
+    pub async fn next_outbox_due(&self) -> Result<Option<DateTime<Utc>>> {
+        let mut next = None;
+        for class in LaneClass::ALL {
+            next = next
+                .into_iter()
+                .chain(self.next_lane_due(class).await?)
+                .min();
+        }
+        Ok(next)
     }
 
     /// Counts rows by state.
     pub async fn outbox_counts(&self) -> Result<OutboxCounts> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("select state, count(*) from outbox group by state")
-                .fetch_all(self.pool())
+                .fetch_all(self.read_pool())
                 .await?;
         let mut counts = OutboxCounts::default();
         for (state, n) in rows {
@@ -147,7 +338,18 @@ impl Store {
         Ok(sqlx::query_as(
             "select id, payload, coalesce(last_error, '') from outbox where state = 'failed' order by id desc",
         )
-        .fetch_all(self.pool())
+        .fetch_all(self.read_pool())
         .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholders;
+
+    #[test]
+    fn placeholders_count_from_first() {
+        assert_eq!(placeholders(3, 3), "$3, $4, $5");
+        assert_eq!(placeholders(1, 1), "$1");
     }
 }

@@ -33,7 +33,9 @@ fn decode_timer((id, incident_id, kind, due): RawTimer) -> Option<TimerRow> {
 
 impl StoreTx {
     /// Makes the incident's pending timers exactly `plan`: cancels pending rows the plan no
-    /// longer has (same kind at another time counts as different) and inserts the missing.
+    /// longer has (same kind at another time counts as different) and inserts the missing
+    /// ones in one statement. Returns whether anything changed (the scheduler is then
+    /// woken at commit).
     pub async fn sync_timers(
         &mut self,
         incident_id: IncidentId,
@@ -46,35 +48,52 @@ impl StoreTx {
         .bind(incident_id.0)
         .fetch_all(&mut *self.tx)
         .await?;
-        let mut changed = false;
-        for (id, kind, due) in &pending {
-            let wanted = plan
-                .iter()
-                .any(|t| t.kind.key() == *kind && ms(t.due_at) == *due);
-            if !wanted {
-                sqlx::query("update timers set state = 'cancelled', lease_until_ms = null where id = $1 and state = 'pending'")
-                    .bind(id)
-                    .execute(&mut *self.tx)
-                    .await?;
-                changed = true;
-            }
+        let unwanted: Vec<i64> = pending
+            .iter()
+            .filter(|(_, kind, due)| {
+                !plan
+                    .iter()
+                    .any(|t| t.kind.key() == *kind && ms(t.due_at) == *due)
+            })
+            .map(|(id, _, _)| *id)
+            .collect();
+        let missing: Vec<&TimerSpec> = plan
+            .iter()
+            .filter(|spec| {
+                let key = spec.kind.key();
+                !pending
+                    .iter()
+                    .any(|(_, kind, due)| *kind == key && *due == ms(spec.due_at))
+            })
+            .collect();
+        for id in &unwanted {
+            sqlx::query(
+                "update timers set state = 'cancelled', lease_until_ms = null, finished_at_ms = $1 \
+                 where id = $2 and state = 'pending'",
+            )
+            .bind(ms(now))
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
         }
-        for spec in plan {
-            let key = spec.kind.key();
-            let exists = pending
-                .iter()
-                .any(|(_, kind, due)| *kind == key && *due == ms(spec.due_at));
-            if !exists {
-                sqlx::query("insert into timers (incident_id, kind, due_at_ms, created_at_ms) values ($1, $2, $3, $4)")
-                    .bind(incident_id.0)
-                    .bind(key)
-                    .bind(ms(spec.due_at))
-                    .bind(ms(now))
-                    .execute(&mut *self.tx)
-                    .await?;
-                changed = true;
+        for chunk in missing.chunks(super::tx::MAX_ROWS_PER_INSERT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("($1, ${}, ${}, $2)", 2 * i + 3, 2 * i + 4))
+                .collect();
+            let sql = format!(
+                "insert into timers (incident_id, kind, due_at_ms, created_at_ms) values {}",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(incident_id.0)
+                .bind(ms(now));
+            for spec in chunk {
+                query = query.bind(spec.kind.key()).bind(ms(spec.due_at));
             }
+            query.execute(&mut *self.tx).await?;
         }
+        let changed = !unwanted.is_empty() || !missing.is_empty();
+        self.timers_moved |= changed;
         Ok(changed)
     }
 
@@ -82,7 +101,8 @@ impl StoreTx {
     /// earlier run) already fired or cancelled it, and the caller must do nothing.
     pub async fn mark_timer_fired(&mut self, id: i64, now: DateTime<Utc>) -> Result<bool> {
         let done = sqlx::query(
-            "update timers set state = 'fired', fired_at_ms = $1, lease_until_ms = null where id = $2 and state = 'pending'",
+            "update timers set state = 'fired', fired_at_ms = $1, finished_at_ms = $1, lease_until_ms = null \
+             where id = $2 and state = 'pending'",
         )
         .bind(ms(now))
         .bind(id)
@@ -92,8 +112,9 @@ impl StoreTx {
     }
 
     /// Marks a timer whose purpose is gone as cancelled.
-    pub async fn cancel_timer(&mut self, id: i64) -> Result<()> {
-        sqlx::query("update timers set state = 'cancelled', lease_until_ms = null where id = $1")
+    pub async fn cancel_timer(&mut self, id: i64, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("update timers set state = 'cancelled', lease_until_ms = null, finished_at_ms = $1 where id = $2")
+            .bind(ms(now))
             .bind(id)
             .execute(&mut *self.tx)
             .await?;
@@ -146,7 +167,8 @@ impl Store {
                     Some(timer) => claimed.push(timer),
                     None => {
                         tracing::error!(timer_id = id, "unknown timer kind; cancelling it");
-                        sqlx::query("update timers set state = 'cancelled' where id = $1")
+                        sqlx::query("update timers set state = 'cancelled', finished_at_ms = $1 where id = $2")
+                            .bind(ms(now))
                             .bind(id)
                             .execute(&mut *tx)
                             .await?;
@@ -158,16 +180,38 @@ impl Store {
         Ok(claimed)
     }
 
-    /// When the next pending timer is due (or its lease runs out).
+    /// Lets go of every timer lease, so a restarted process fires its overdue timers at
+    /// once instead of waiting out the lease its previous life took. Only for SQLite,
+    /// where one process owns the file (DESIGN.md); on PostgreSQL other replicas may hold
+    /// live leases, and short leases bound the wait instead.
+    pub async fn release_timer_leases(&self) -> Result<u64> {
+        Ok(sqlx::query("update timers set lease_until_ms = null where state = 'pending' and lease_until_ms is not null")
+            .execute(self.pool())
+            .await?
+            .rows_affected())
+    }
+
+    /// When the next pending timer is due (or, for one claimed by a scheduler that may
+    /// have died, when its lease runs out). Two index lookups, whatever the number of
+    /// pending timers: the earliest unclaimed due time and the earliest lease expiry.
     pub async fn next_timer_due(&self) -> Result<Option<DateTime<Utc>>> {
-        let (next,): (Option<i64>,) = sqlx::query_as(
-            "select min(case when lease_until_ms is not null and lease_until_ms > due_at_ms \
-                        then lease_until_ms else due_at_ms end) \
-             from timers where state = 'pending'",
+        let free: Option<(i64,)> = sqlx::query_as(
+            "select due_at_ms from timers where state = 'pending' and lease_until_ms is null \
+             order by due_at_ms limit 1",
         )
-        .fetch_one(self.pool())
+        .fetch_optional(self.read_pool())
         .await?;
-        Ok(next.map(from_ms))
+        let (leased,): (Option<i64>,) = sqlx::query_as(
+            "select min(lease_until_ms) from timers where lease_until_ms is not null and state = 'pending'",
+        )
+        .fetch_one(self.read_pool())
+        .await?;
+        Ok(free
+            .map(|(t,)| t)
+            .into_iter()
+            .chain(leased)
+            .min()
+            .map(from_ms))
     }
 
     /// An incident's timers as `(kind, due_at, state)`, soonest first (for tests and
@@ -179,7 +223,7 @@ impl Store {
         let rows: Vec<(String, i64, String)> =
             sqlx::query_as("select kind, due_at_ms, state from timers where incident_id = $1 order by due_at_ms, id")
                 .bind(incident_id.0)
-                .fetch_all(self.pool())
+                .fetch_all(self.read_pool())
                 .await?;
         Ok(rows
             .into_iter()

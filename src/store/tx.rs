@@ -1,27 +1,121 @@
 //! [`StoreTx`]: the writes of one change, committed together or not at all.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
-use sqlx::{Any, Transaction};
+use sqlx::{Any, AnyPool, Transaction};
 
 use super::{Backend, Result, decode, ms};
 use crate::domain::incident::{Actor, EventKind, Incident, IncidentId};
+use crate::domain::outbound::LaneClass;
 use crate::domain::timeline::{GENESIS, TimelineEntry};
 
 /// One open transaction.
 pub struct StoreTx {
     pub(super) tx: Transaction<'static, Any>,
     pub(super) backend: Backend,
+    /// For a durable transaction on SQLite: the writer pool, to put back to
+    /// `synchronous = NORMAL` after the commit.
+    durable_sqlite: Option<AnyPool>,
+    /// Outbox lanes to schedule at commit: the earliest due time of the rows this
+    /// transaction added to each, and whether to bring the lane forward (see
+    /// [`StoreTx::hurry_lane`]).
+    lanes: BTreeMap<String, LaneSchedule>,
+    /// Whether a pending timer was added or moved (see `sync_timers`).
+    pub(super) timers_moved: bool,
 }
 
+#[derive(Clone, Copy, Debug)]
+struct LaneSchedule {
+    due_ms: i64,
+    hurry: bool,
+}
+
+/// Rows per multi-row INSERT (PostgreSQL allows 65,535 bind parameters, SQLite 32,766).
+pub(super) const MAX_ROWS_PER_INSERT: usize = 200;
+
+/// What a commit changed that the background loops care about.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Outbox rows were added: wake the worker.
+    pub enqueued: bool,
+    /// Timers were added or moved: wake the scheduler.
+    pub timers_moved: bool,
+}
+
+/// PostgreSQL `NOTIFY` channel: a commit added outbox rows.
+pub const OUTBOX_CHANNEL: &str = "klaxon_outbox";
+/// PostgreSQL `NOTIFY` channel: a commit added or moved timers.
+pub const TIMERS_CHANNEL: &str = "klaxon_timers";
+
 impl StoreTx {
-    pub(super) fn new(tx: Transaction<'static, Any>, backend: Backend) -> Self {
-        Self { tx, backend }
+    pub(super) fn new(
+        tx: Transaction<'static, Any>,
+        backend: Backend,
+        durable_sqlite: Option<AnyPool>,
+    ) -> Self {
+        Self {
+            tx,
+            backend,
+            durable_sqlite,
+            lanes: BTreeMap::new(),
+            timers_moved: false,
+        }
     }
 
-    /// Commits everything written through this transaction.
-    pub async fn commit(self) -> Result<()> {
-        self.tx.commit().await?;
-        Ok(())
+    /// Commits everything written through this transaction: first the lanes of the rows
+    /// it enqueued (in key order, the order every transaction locks lanes in, so two
+    /// never deadlock on them), then on PostgreSQL a `NOTIFY` so every replica's worker
+    /// and scheduler wake up, then the commit itself.
+    pub async fn commit(mut self) -> Result<Committed> {
+        let lanes = std::mem::take(&mut self.lanes);
+        for (key, schedule) in &lanes {
+            // A new row never pulls a lane forward: a head waiting out its backoff keeps
+            // waiting, and an idle lane is due when its new row is. A hurried lane is
+            // due now unless a worker holds it.
+            let on_conflict = if schedule.hurry {
+                "case when outbox_lanes.lease_owner is null then excluded.due_at_ms else outbox_lanes.due_at_ms end"
+            } else {
+                "coalesce(outbox_lanes.due_at_ms, excluded.due_at_ms)"
+            };
+            let sql = format!(
+                "insert into outbox_lanes (ordering_key, class, due_at_ms, updated_at_ms) values ($1, $2, $3, $3) \
+                 on conflict (ordering_key) do update set due_at_ms = {on_conflict}, updated_at_ms = excluded.updated_at_ms"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(key)
+                .bind(LaneClass::of(key).as_str())
+                .bind(schedule.due_ms)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        let committed = Committed {
+            enqueued: !lanes.is_empty(),
+            timers_moved: self.timers_moved,
+        };
+        if self.backend == Backend::Postgres {
+            if committed.enqueued {
+                sqlx::query(sqlx::AssertSqlSafe(format!("notify {OUTBOX_CHANNEL}")))
+                    .execute(&mut *self.tx)
+                    .await?;
+            }
+            if committed.timers_moved {
+                sqlx::query(sqlx::AssertSqlSafe(format!("notify {TIMERS_CHANNEL}")))
+                    .execute(&mut *self.tx)
+                    .await?;
+            }
+        }
+        match self.durable_sqlite.take() {
+            None => self.tx.commit().await?,
+            Some(writer) => {
+                // Begun with `synchronous = FULL`: this commit fsyncs the WAL.
+                self.tx.commit().await?;
+                sqlx::query("pragma synchronous = normal")
+                    .execute(&writer)
+                    .await?;
+            }
+        }
+        Ok(committed)
     }
 
     /// Reserves the next incident number (a row the caller must fill with
@@ -126,16 +220,69 @@ impl StoreTx {
         payload: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
-            "insert into outbox (ordering_key, incident_id, payload, next_attempt_at_ms, created_at_ms) \
-             values ($1, $2, $3, $4, $4)",
+        self.enqueue_all(&[(ordering_key, incident_id, payload)], now)
+            .await
+    }
+
+    /// Adds several outbound calls in one INSERT, due at `now`, in the order given (ids
+    /// ascend, so each lane delivers them in this order). Their lanes are scheduled at
+    /// commit. (`now` may be in the future: the rows wait until then.)
+    pub async fn enqueue_all(
+        &mut self,
+        rows: &[(&str, Option<IncidentId>, &str)],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let b = i * 3;
+                    format!("(${}, ${}, ${}, $1, $1)", b + 2, b + 3, b + 4)
+                })
+                .collect();
+            let sql = format!(
+                "insert into outbox (ordering_key, incident_id, payload, next_attempt_at_ms, created_at_ms) values {}",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ms(now));
+            for (key, incident_id, payload) in chunk {
+                query = query
+                    .bind(*key)
+                    .bind(incident_id.map(|i| i.0))
+                    .bind(*payload);
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        for (key, _, _) in rows {
+            let lane = self.lanes.entry(key.to_string()).or_insert(LaneSchedule {
+                due_ms: ms(now),
+                hurry: false,
+            });
+            lane.due_ms = lane.due_ms.min(ms(now));
+        }
+        Ok(())
+    }
+
+    /// Makes a lane's pending rows due at `now` (they were enqueued to wait for something
+    /// that has now happened, e.g. announcements waiting for the incident channel).
+    pub async fn hurry_lane(&mut self, key: &str, now: DateTime<Utc>) -> Result<()> {
+        let hurried = sqlx::query(
+            "update outbox set next_attempt_at_ms = $1 where ordering_key = $2 and state = 'pending' \
+             and next_attempt_at_ms > $1 and attempts = 0",
         )
-        .bind(ordering_key)
-        .bind(incident_id.map(|i| i.0))
-        .bind(payload)
         .bind(ms(now))
+        .bind(key)
         .execute(&mut *self.tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if hurried > 0 {
+            self.lanes.insert(
+                key.to_string(),
+                LaneSchedule {
+                    due_ms: ms(now),
+                    hurry: true,
+                },
+            );
+        }
         Ok(())
     }
 

@@ -162,7 +162,15 @@ pub fn test_config_with(
         "KLAXON_INCIDENT_RESPONSE_CHANNEL" => Some(ANNOUNCE.to_string()),
         _ => None,
     };
-    Config::from_toml(include_str!("../../deploy/klaxon.example.toml"), &env).expect("test config")
+    let mut config = Config::from_toml(include_str!("../../deploy/klaxon.example.toml"), &env)
+        .expect("test config");
+    // Pacing stays on, with a spacing short enough that a test posting a few messages to
+    // one channel does not sleep for seconds, and without the per-minute method tiers
+    // (tests declaring dozens of incidents would wait on them in real time). The pacer's
+    // own tests cover both at their real values.
+    config.delivery.pacing.post_interval = std::time::Duration::from_millis(5);
+    config.delivery.pacing.method_tiers = false;
+    config
 }
 
 impl TestApp {

@@ -1,0 +1,206 @@
+//! What Klaxon sends out, as stored in the outbox, and which delivery lane each row
+//! belongs to.
+//!
+//! The engine writes these payloads and the outbox worker reads them; keeping the model
+//! here (pure serde types, no I/O) lets both use it without importing each other.
+//!
+//! **Lanes.** Rows with the same ordering key form a lane: delivered one at a time, in id
+//! order. Different lanes are delivered concurrently. The keys are chosen so that what
+//! must be ordered shares a lane and what must not wait does not:
+//! - `incident:N`: the incident channel: create it, then topic, invites, posts, in order;
+//! - `announce:N`: the incident's posts in `#incident-response` (never held back by a
+//!   channel creation that keeps failing);
+//! - `notify:N`: escalation notices to the targets' own channels;
+//! - `page:N`: PagerDuty pages (never behind Slack);
+//! - `run:N`: a recovery run's preview and execution;
+//! - anything else (replies, ephemerals) has a key of its own.
+
+use serde::{Deserialize, Serialize};
+
+use super::incident::{Destination, Effect, IncidentId};
+
+/// A form Klaxon opens in Slack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "modal", rename_all = "snake_case")]
+pub enum Modal {
+    /// Declare an incident (severity + title). `channel` is where it was asked for.
+    Declare {
+        /// Channel the command came from.
+        channel: String,
+    },
+    /// Ask for the resolution summary of an incident.
+    Resolve {
+        /// The incident.
+        incident_id: IncidentId,
+    },
+}
+
+/// One outbox row's payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outbound {
+    /// An effect of an incident change.
+    Incident {
+        /// The incident.
+        incident_id: IncidentId,
+        /// What to do.
+        effect: Effect,
+    },
+    /// Open a form (`views.open`). Forms are now opened inline by the HTTP handler (the
+    /// trigger id expires 3 s after the command); rows of this kind written by older
+    /// versions are still delivered.
+    OpenModal {
+        /// Slack's trigger id.
+        trigger_id: String,
+        /// Which form.
+        modal: Modal,
+    },
+    /// Compute a recovery run's preview, then ask for approval (or run it at once when it
+    /// needs none, or stop in dry-run mode).
+    PrepareRun {
+        /// Run number.
+        run_id: i64,
+    },
+    /// Execute an approved run, once.
+    ExecuteRun {
+        /// Run number.
+        run_id: i64,
+    },
+    /// A message only `user` sees (`chat.postEphemeral`), e.g. why a click was refused.
+    Ephemeral {
+        /// Channel id.
+        channel: String,
+        /// User id.
+        user: String,
+        /// Text (Slack mrkdwn).
+        text: String,
+    },
+    /// A plain-text reply in a channel or thread (answers to @mentions, delivery notices).
+    Reply {
+        /// Channel id.
+        channel: String,
+        /// Thread to answer in.
+        thread_ts: Option<String>,
+        /// Text (Slack mrkdwn).
+        text: String,
+    },
+}
+
+impl Outbound {
+    /// The stored JSON form.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("outbound payloads serialize")
+    }
+}
+
+/// The lane of an incident's own channel.
+pub fn incident_key(id: IncidentId) -> String {
+    format!("incident:{}", id.0)
+}
+
+/// The lane of an incident's announcements in `#incident-response`.
+pub fn announce_key(id: IncidentId) -> String {
+    format!("announce:{}", id.0)
+}
+
+/// The lane of a recovery run's jobs.
+pub fn run_key(run_id: i64) -> String {
+    format!("run:{run_id}")
+}
+
+/// The lane of an incident effect (see the module doc).
+pub fn effect_key(id: IncidentId, effect: &Effect) -> String {
+    match effect {
+        Effect::Page { .. } => format!("page:{}", id.0),
+        Effect::NotifyTarget { .. } => format!("notify:{}", id.0),
+        Effect::Post {
+            destination: Destination::Announcements,
+            ..
+        } => announce_key(id),
+        _ => incident_key(id),
+    }
+}
+
+/// Which pool of delivery slots a lane draws from. Each class has its own slots, so a
+/// slow Slack never holds back a page and a long execution never holds back a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LaneClass {
+    /// Slack Web API calls.
+    Slack,
+    /// PagerDuty Events API.
+    Page,
+    /// Recovery command previews and executions (AWS, Kubernetes).
+    Run,
+}
+
+impl LaneClass {
+    /// Every class.
+    pub const ALL: [LaneClass; 3] = [LaneClass::Slack, LaneClass::Page, LaneClass::Run];
+
+    /// The class of a lane, from its key.
+    pub fn of(ordering_key: &str) -> LaneClass {
+        if ordering_key.starts_with("page:") {
+            LaneClass::Page
+        } else if ordering_key.starts_with("run:") {
+            LaneClass::Run
+        } else {
+            LaneClass::Slack
+        }
+    }
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaneClass::Slack => "slack",
+            LaneClass::Page => "page",
+            LaneClass::Run => "run",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::incident::PageAction;
+    use crate::domain::message::Message;
+
+    #[test]
+    fn pages_announcements_and_notices_have_lanes_of_their_own() {
+        let id = IncidentId(7);
+        let page = Effect::Page {
+            action: PageAction::Trigger,
+            target: "team".into(),
+            dedup_key: "k".into(),
+            summary: "s".into(),
+            severity: "critical".into(),
+        };
+        let announce = Effect::Post {
+            destination: Destination::Announcements,
+            message: Message::paragraph(vec![]),
+        };
+        let post = Effect::Post {
+            destination: Destination::IncidentChannel,
+            message: Message::paragraph(vec![]),
+        };
+        let topic = Effect::SetTopic { topic: "t".into() };
+        assert_eq!(effect_key(id, &page), "page:7");
+        assert_eq!(effect_key(id, &announce), "announce:7");
+        assert_eq!(effect_key(id, &post), "incident:7");
+        assert_eq!(effect_key(id, &topic), "incident:7");
+        assert_eq!(LaneClass::of("page:7"), LaneClass::Page);
+        assert_eq!(LaneClass::of(&run_key(3)), LaneClass::Run);
+        assert_eq!(LaneClass::of("announce:7"), LaneClass::Slack);
+        assert_eq!(LaneClass::of("modal:abc"), LaneClass::Slack);
+    }
+
+    #[test]
+    fn payloads_round_trip() {
+        let o = Outbound::OpenModal {
+            trigger_id: "t".into(),
+            modal: Modal::Resolve {
+                incident_id: IncidentId(3),
+            },
+        };
+        assert_eq!(serde_json::from_str::<Outbound>(&o.to_json()).unwrap(), o);
+    }
+}

@@ -1,0 +1,307 @@
+//! Pacing of Slack Web API calls, so Klaxon stays under Slack's published limits before
+//! Slack has to answer 429 (<https://api.slack.com/apis/rate-limits>):
+//! - `chat.postMessage`: about one message per second per channel;
+//! - other methods by tier, per workspace: Tier 2 ~20/min, Tier 3 ~50/min, Tier 4
+//!   ~100/min, each a token bucket holding one minute's worth, so a burst goes out at
+//!   once and a sustained flood is spread out;
+//! - a 429 pauses the method (or, for posts, the channel) for its `Retry-After`.
+//!
+//! The worker asks before each call. A short wait (up to `inline_wait`) is slept through
+//! in the delivering task; a longer one hands the lane back with a due time, so a slot is
+//! never held for long by a call that cannot go yet. Neither counts as a failed attempt.
+//!
+//! The state is in memory, per process: replicas on PostgreSQL pace independently (each
+//! holds its share of the lanes), which is what Slack's per-app limits need in practice.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+/// The pacer's notion of time: the injected clock's (so tests on a manual clock see a
+/// `Retry-After` run out when they move the clock).
+type Instant = DateTime<Utc>;
+
+fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+fn span(from: Instant, to: Instant) -> Duration {
+    (to - from).to_std().unwrap_or(Duration::ZERO)
+}
+
+/// How calls are paced.
+#[derive(Clone, Copy, Debug)]
+pub struct PaceSettings {
+    /// Minimum spacing of `chat.postMessage` calls to one channel.
+    pub post_interval: Duration,
+    /// Whether per-method tier limits apply (off only for load tests against a stand-in).
+    pub method_tiers: bool,
+    /// The longest wait slept through inside a delivery; longer waits hand the lane back.
+    pub inline_wait: Duration,
+}
+
+impl Default for PaceSettings {
+    fn default() -> Self {
+        Self {
+            post_interval: Duration::from_secs(1),
+            method_tiers: true,
+            inline_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Calls per minute Slack documents for a method's tier, for the methods Klaxon calls.
+/// `chat.postMessage` is paced per channel instead; `None` means unpaced.
+pub fn tier_per_minute(method: &str) -> Option<f64> {
+    Some(match method {
+        "conversations.create"
+        | "conversations.setPurpose"
+        | "conversations.setTopic"
+        | "conversations.list"
+        | "usergroups.users.list" => 20.0,
+        "conversations.invite" | "chat.update" => 50.0,
+        "chat.postEphemeral"
+        | "views.open"
+        | "views.publish"
+        | "users.info"
+        | "users.lookupByEmail" => 100.0,
+        _ => return None,
+    })
+}
+
+/// What the pacer says about one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grant {
+    /// Go after this wait (zero: now). The slot is reserved.
+    Go(Duration),
+    /// Not within `inline_wait`: try again after this long. Nothing was reserved.
+    Defer(Duration),
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Next free slot for a post, per channel.
+    channels: HashMap<String, Instant>,
+    /// Tier token buckets, per method.
+    buckets: HashMap<&'static str, Bucket>,
+    /// 429 pauses, per method or `method channel`.
+    paused: HashMap<String, Instant>,
+}
+
+/// Paces Slack calls (see the module doc).
+#[derive(Debug, Default)]
+pub struct Pacer {
+    settings: PaceSettings,
+    state: Mutex<State>,
+}
+
+/// Entries kept before expired ones are swept from the maps.
+const SWEEP_ABOVE: usize = 10_000;
+
+fn pause_key(method: &str, channel: Option<&str>) -> String {
+    match channel {
+        Some(c) if method == "chat.postMessage" => format!("{method} {c}"),
+        _ => method.to_string(),
+    }
+}
+
+impl Pacer {
+    /// A pacer with `settings`.
+    pub fn new(settings: PaceSettings) -> Self {
+        Self {
+            settings,
+            state: Mutex::default(),
+        }
+    }
+
+    /// Asks to call `method` (on `channel`) at `now`.
+    pub fn acquire(&self, method: &'static str, channel: Option<&str>, now: Instant) -> Grant {
+        let mut state = self.state.lock().expect("pacer lock");
+        let mut earliest = now;
+        if let Some(until) = state.paused.get(&pause_key(method, channel)) {
+            earliest = earliest.max(*until);
+        }
+        if let Some(until) = state.paused.get(method) {
+            earliest = earliest.max(*until);
+        }
+        let post_channel = channel.filter(|_| method == "chat.postMessage");
+        if let Some(next) = post_channel.and_then(|c| state.channels.get(c)) {
+            earliest = earliest.max(*next);
+        }
+        let rate = tier_per_minute(method).filter(|_| self.settings.method_tiers);
+        if let Some(per_minute) = rate {
+            let per_second = per_minute / 60.0;
+            let bucket = state.buckets.entry(method).or_insert(Bucket {
+                tokens: per_minute,
+                at: now,
+            });
+            let elapsed = span(bucket.at, now).as_secs_f64();
+            let tokens = (bucket.tokens + elapsed * per_second).min(per_minute);
+            if tokens < 1.0 {
+                let wait = Duration::from_secs_f64((1.0 - tokens) / per_second);
+                earliest = earliest.max(now + delta(wait));
+            }
+        }
+        let wait = span(now, earliest);
+        if wait > self.settings.inline_wait {
+            return Grant::Defer(wait);
+        }
+        if let Some(c) = post_channel {
+            if state.channels.len() > SWEEP_ABOVE {
+                state.channels.retain(|_, next| *next > now);
+            }
+            state
+                .channels
+                .insert(c.to_string(), earliest + delta(self.settings.post_interval));
+        }
+        if let Some(per_minute) = rate {
+            let per_second = per_minute / 60.0;
+            let bucket = state.buckets.get_mut(method).expect("inserted above");
+            let elapsed = span(bucket.at, now).as_secs_f64();
+            // May go below zero: the tokens of slots already promised to waiting calls.
+            bucket.tokens = (bucket.tokens + elapsed * per_second).min(per_minute) - 1.0;
+            bucket.at = now;
+        }
+        Grant::Go(wait)
+    }
+
+    /// Slack answered 429 for `method` (on `channel`): hold such calls until `until`.
+    pub fn pause(&self, method: &str, channel: Option<&str>, until: Instant, now: Instant) {
+        let mut state = self.state.lock().expect("pacer lock");
+        if state.paused.len() > SWEEP_ABOVE {
+            state.paused.retain(|_, u| *u > now);
+        }
+        let entry = state
+            .paused
+            .entry(pause_key(method, channel))
+            .or_insert(until);
+        *entry = (*entry).max(until);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pacer(post_interval_ms: u64, tiers: bool) -> Pacer {
+        Pacer::new(PaceSettings {
+            post_interval: Duration::from_millis(post_interval_ms),
+            method_tiers: tiers,
+            inline_wait: Duration::from_secs(1),
+        })
+    }
+
+    #[test]
+    fn posts_to_one_channel_are_a_second_apart_and_other_channels_are_free() {
+        let p = pacer(1000, true);
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        assert_eq!(
+            p.acquire("chat.postMessage", Some("C1"), t),
+            Grant::Go(Duration::ZERO)
+        );
+        assert_eq!(
+            p.acquire("chat.postMessage", Some("C2"), t),
+            Grant::Go(Duration::ZERO)
+        );
+        // The second post to C1 waits out the second inline...
+        assert_eq!(
+            p.acquire("chat.postMessage", Some("C1"), t),
+            Grant::Go(Duration::from_secs(1))
+        );
+        // ...and a third is handed back: its slot is 2 s away.
+        assert_eq!(
+            p.acquire("chat.postMessage", Some("C1"), t),
+            Grant::Defer(Duration::from_secs(2))
+        );
+        // Deferring reserved nothing: later, the next slot is at +2 s.
+        assert_eq!(
+            p.acquire(
+                "chat.postMessage",
+                Some("C1"),
+                t + TimeDelta::milliseconds(1500)
+            ),
+            Grant::Go(Duration::from_millis(500))
+        );
+    }
+
+    #[test]
+    fn tier_two_allows_a_minute_of_burst_then_spreads_calls_out() {
+        let p = pacer(1000, true);
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        for i in 0..20 {
+            assert_eq!(
+                p.acquire("conversations.setTopic", Some("C1"), t),
+                Grant::Go(Duration::ZERO),
+                "call {i}"
+            );
+        }
+        // 20/min refills one token every 3 s.
+        assert_eq!(
+            p.acquire("conversations.setTopic", Some("C1"), t),
+            Grant::Defer(Duration::from_secs(3))
+        );
+        assert_eq!(
+            p.acquire(
+                "conversations.setTopic",
+                Some("C9"),
+                t + TimeDelta::seconds(3)
+            ),
+            Grant::Go(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn tiers_can_be_switched_off_but_posts_stay_paced() {
+        let p = pacer(1000, false);
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        for _ in 0..100 {
+            assert_eq!(
+                p.acquire("conversations.setTopic", None, t),
+                Grant::Go(Duration::ZERO)
+            );
+        }
+        p.acquire("chat.postMessage", Some("C1"), t);
+        assert!(matches!(
+            p.acquire("chat.postMessage", Some("C1"), t),
+            Grant::Go(d) if d == Duration::from_secs(1)
+        ));
+    }
+
+    #[test]
+    fn a_429_pauses_the_channel_for_posts_and_the_method_otherwise() {
+        let p = pacer(0, true);
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        p.pause(
+            "chat.postMessage",
+            Some("C1"),
+            t + TimeDelta::seconds(30),
+            t,
+        );
+        p.pause(
+            "conversations.setTopic",
+            Some("C1"),
+            t + TimeDelta::seconds(10),
+            t,
+        );
+        assert_eq!(
+            p.acquire("chat.postMessage", Some("C1"), t),
+            Grant::Defer(Duration::from_secs(30))
+        );
+        assert_eq!(
+            p.acquire("chat.postMessage", Some("C2"), t),
+            Grant::Go(Duration::ZERO)
+        );
+        assert_eq!(
+            p.acquire("conversations.setTopic", Some("C7"), t),
+            Grant::Defer(Duration::from_secs(10))
+        );
+    }
+}
