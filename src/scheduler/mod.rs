@@ -35,7 +35,8 @@ pub struct FireReport {
     pub skipped: usize,
 }
 
-/// Fires due timers.
+/// Fires due timers. Cheap to clone.
+#[derive(Clone)]
 pub struct Scheduler {
     engine: Engine,
     clock: Arc<dyn Clock>,

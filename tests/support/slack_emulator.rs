@@ -60,6 +60,8 @@ pub enum Failure {
     },
     /// This HTTP status (e.g. 500) with a plain text body.
     Status(u16),
+    /// Answer normally, but only after this long (a slow or hung Slack).
+    Delay(std::time::Duration),
 }
 
 /// A channel as the emulator stores it.
@@ -89,6 +91,8 @@ pub struct EmulatedChannel {
 struct Inner {
     calls: Vec<RecordedCall>,
     failures: HashMap<String, VecDeque<Failure>>,
+    /// Applied to every call while set (an outage or a rate-limit storm).
+    outage: Option<Failure>,
     channels: Vec<EmulatedChannel>,
     channel_counter: u64,
     ts_counter: u64,
@@ -144,6 +148,12 @@ impl SlackEmulator {
             .filter(|c| c.method == method && !c.failed)
             .map(|c| c.body.clone())
             .collect()
+    }
+
+    /// Answers every call with `failure` until called again with `None` (Slack down, or a
+    /// storm of 429s).
+    pub fn set_outage(&self, failure: Option<Failure>) {
+        self.lock().outage = failure;
     }
 
     /// Makes the next call to `method` fail with `failure`; several are used in FIFO order.
@@ -252,11 +262,24 @@ async fn handle(
         .to_ascii_lowercase();
     let args = parse_args(query.as_deref(), &content_type, &body);
 
+    let failure = {
+        let mut inner = lock(&state);
+        match inner.outage.clone() {
+            Some(outage) => Some(outage),
+            None => inner
+                .failures
+                .get_mut(&method)
+                .and_then(VecDeque::pop_front),
+        }
+    };
+    let failure = match failure {
+        Some(Failure::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            None
+        }
+        other => other,
+    };
     let mut inner = lock(&state);
-    let failure = inner
-        .failures
-        .get_mut(&method)
-        .and_then(VecDeque::pop_front);
     let (args, result) = match args {
         Err(recorded) => (recorded, Err("invalid_json")),
         Ok(args) => {
@@ -291,6 +314,7 @@ async fn handle(
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             response
         }
+        (Some(Failure::Delay(_)), _) => unreachable!("delays answer normally"),
         (Some(Failure::Status(status)), _) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             (status, format!("emulated HTTP {status}")).into_response()
