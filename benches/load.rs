@@ -93,7 +93,7 @@ use std::path::PathBuf;
 use std::process::{Command as Process, ExitCode};
 use std::time::{Duration, Instant};
 
-use loadgen::{Command, RunResult, SlashClient, Stats, closed_loop, open_loop};
+use loadgen::{Command, SlashClient, Stats, closed_loop, open_loop};
 use server::{ANNOUNCE_CHANNEL, Backend, Db, Proc, ServerParams, spawn_floor, spawn_server};
 use sqlx::AnyPool;
 use standins::{Counts, Post, SlackStandin, now_ms};
@@ -736,12 +736,12 @@ async fn scenario_reminders(ctx: &Ctx) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let waited = grace_from.elapsed();
-    let rows: Vec<(i64, i64, Option<i64>, Option<String>)> = sqlx::query_as(&format!(
+    let rows: Vec<(i64, i64, Option<i64>, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select t.incident_id, t.due_at_ms, t.fired_at_ms, i.channel_id from timers t \
          join incidents i on i.id = t.incident_id \
          where t.kind = 'status_reminder' and t.state = 'fired' and t.due_at_ms <= {window_end} \
          order by t.incident_id, t.due_at_ms"
-    ))
+    )))
     .fetch_all(&reads)
     .await
     .expect("fired reminders");
@@ -782,11 +782,12 @@ async fn scenario_reminders(ctx: &Ctx) {
         "{:<34} {:>7} {:>8} {:>8} {:>8} {:>8}",
         "lag, ms", "n", "p50", "p99", "max", "min"
     );
-    for (label, v) in [
-        ("due -> Slack, round 1", &mut lag[0]),
-        ("due -> Slack, round 2", &mut lag[1]),
-        ("due -> Slack, later rounds", &mut lag[2]),
-    ] {
+    let labels = [
+        "due -> Slack, round 1",
+        "due -> Slack, round 2",
+        "due -> Slack, later rounds",
+    ];
+    for (label, v) in labels.iter().zip(lag.iter_mut()) {
         let (n, p50, p99, max, min) = Stats::of_ms(v);
         println!("{label:<34} {n:>7} {p50:>8} {p99:>8} {max:>8} {min:>8}");
     }
@@ -815,6 +816,14 @@ async fn scenario_reminders(ctx: &Ctx) {
 // 5. slack-down
 // ---------------------------------------------------------------------------------------
 
+/// The server's CPU ticks over `d`, and the wall time it took.
+async fn cpu_over(server: &Proc, d: Duration) -> (u64, Duration) {
+    let c0 = server.cpu_ticks();
+    let t0 = Instant::now();
+    tokio::time::sleep(d).await;
+    (server.cpu_ticks() - c0, t0.elapsed())
+}
+
 async fn scenario_slack_down(ctx: &Ctx) {
     heading(ctx, "slack-down");
     let window = Duration::from_secs(ctx.pick(10, 20));
@@ -822,17 +831,9 @@ async fn scenario_slack_down(ctx: &Ctx) {
     let standin = SlackStandin::start().await;
     let db = Db::fresh(&ctx.backend, &ctx.dir, "slack-down").await;
     let (mut server, client) = ctx.server(&db, &standin, &ServerParams::default()).await;
-    let cpu = |server: &Proc, d: Duration| {
-        let c0 = server.cpu_ticks();
-        async move {
-            let t0 = Instant::now();
-            tokio::time::sleep(d).await;
-            (server.cpu_ticks() - c0, t0.elapsed())
-        }
-    };
     let pct = |(ticks, wall): (u64, Duration)| ticks as f64 / tck as f64 / secs(wall) * 100.0;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = cpu(&server, Duration::from_secs(5)).await;
+    let idle = cpu_over(&server, Duration::from_secs(5)).await;
     standin.set_down(true);
     closed_loop(&client, 4, 10, None, |i| declare(i, "Slack down", "sev1"))
         .await
@@ -841,7 +842,7 @@ async fn scenario_slack_down(ctx: &Ctx) {
     let reads = db.reader().await;
     let waiting = server::pending(&reads).await;
     let c0 = standin.counts();
-    let down = cpu(&server, window).await;
+    let down = cpu_over(&server, window).await;
     server.assert_alive();
     let calls = standin.counts().since(&c0);
     println!(

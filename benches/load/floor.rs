@@ -116,13 +116,11 @@ pub async fn main(url: &str) {
     } else {
         "bigserial primary key"
     };
-    pool.execute(
-        format!(
-            "create table if not exists floor_commands (id {id}, user_id text not null, \
-             channel_id text not null, text text not null, received_at_ms bigint not null)"
-        )
-        .as_str(),
-    )
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "create table if not exists floor_commands (id {id}, user_id text not null, \
+         channel_id text not null, text text not null, received_at_ms bigint not null)"
+    )))
+    .execute(&pool)
     .await
     .expect("floor table");
     let floor = Floor {

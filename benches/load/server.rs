@@ -368,7 +368,7 @@ impl Db {
             Backend::Postgres(base) => {
                 let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
                 let admin = admin(base).await;
-                sqlx::query(&format!("create schema {schema}"))
+                sqlx::query(sqlx::AssertSqlSafe(format!("create schema {schema}")))
                     .execute(&admin)
                     .await
                     .expect("create schema");
@@ -420,7 +420,7 @@ impl Db {
     pub async fn drop_it(self) {
         if let Some((base, schema)) = self.schema {
             let admin = admin(&base).await;
-            if let Err(e) = sqlx::query(&format!("drop schema {schema} cascade"))
+            if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(format!("drop schema {schema} cascade")))
                 .execute(&admin)
                 .await
             {
@@ -447,7 +447,7 @@ async fn admin(base: &str) -> AnyPool {
 
 /// `select count(*) ...` with no binds.
 pub async fn count(reads: &AnyPool, sql: &str) -> i64 {
-    let (n,): (i64,) = sqlx::query_as(sql)
+    let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_string()))
         .fetch_one(reads)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));

@@ -336,12 +336,12 @@ async fn slack(
     } else {
         serde_urlencoded::from_bytes(&body).unwrap_or_default()
     };
-    let response = answer(&s, m, &method, args, arrived);
+    let response = answer(&s, &method, args, arrived);
     s.ok[m].fetch_add(1, Relaxed);
     response
 }
 
-fn answer(s: &Inner, m: usize, method: &str, args: Args<'_>, arrived: i64) -> Response {
+fn answer(s: &Inner, method: &str, args: Args<'_>, arrived: i64) -> Response {
     match method {
         "auth.test" => ok_json(format!(
             r#"{{"ok":true,"url":"https://klaxon-bench.slack.com/","team":"Klaxon Bench","user":"klaxon","team_id":"TKLAXON","user_id":"{BOT_USER_ID}","bot_id":"BKLAXONBOT","is_enterprise_install":false}}"#
@@ -472,10 +472,7 @@ fn answer(s: &Inner, m: usize, method: &str, args: Args<'_>, arrived: i64) -> Re
             ok_json(serde_json::json!({"ok": true, "view": view}).to_string())
         }
         "usergroups.users.list" => ok_json(r#"{"ok":true,"users":[]}"#.to_string()),
-        _ => {
-            let _ = m;
-            slack_error("unknown_method")
-        }
+        _ => slack_error("unknown_method"),
     }
 }
 
