@@ -518,7 +518,11 @@ fn print_drain(label: &str, d: &Drain, standin: &SlackStandin, target: &str) {
         if d.cleared { "yes" } else { "NO" },
         d.done,
         secs(d.elapsed),
-        if d.drained { "" } else { " (cap reached, NOT drained)" },
+        if d.drained {
+            ""
+        } else {
+            " (cap reached, NOT drained)"
+        },
         d.rate(),
     );
     println!(
@@ -571,12 +575,11 @@ async fn scenario_outbox_fast(ctx: &Ctx) {
     );
 
     standin.set_down(true);
-    let channels: Vec<(String,)> = sqlx::query_as(
-        "select channel_id from incidents where channel_id is not null order by id",
-    )
-    .fetch_all(&reads)
-    .await
-    .expect("incident channels");
+    let channels: Vec<(String,)> =
+        sqlx::query_as("select channel_id from incidents where channel_id is not null order by id")
+            .fetch_all(&reads)
+            .await
+            .expect("incident channels");
     let channels: Vec<String> = channels.into_iter().map(|(c,)| c).collect();
     if channels.is_empty() {
         println!("phase B skipped: no incident has a channel (phase A delivered nothing)");
@@ -677,6 +680,9 @@ async fn scenario_outbox_slow(ctx: &Ctx) {
 // 4. reminders
 // ---------------------------------------------------------------------------------------
 
+/// A fired reminder timer: due, fired (epoch ms), the incident's channel.
+type FiredReminder = (i64, Option<i64>, Option<String>);
+
 async fn scenario_reminders(ctx: &Ctx) {
     heading(ctx, "reminders");
     let n = ctx.pick(1_000usize, 10_000);
@@ -689,9 +695,11 @@ async fn scenario_reminders(ctx: &Ctx) {
     let (mut server, client) = ctx.server(&db, &standin, &params).await;
     let reads = db.reader().await;
     let first_ms = now_ms();
-    closed_loop(&client, 32, n, None, |i| declare(i, "Reminder load", "sev1"))
-        .await
-        .fail_loudly("SEV1 declares");
+    closed_loop(&client, 32, n, None, |i| {
+        declare(i, "Reminder load", "sev1")
+    })
+    .await
+    .fail_loudly("SEV1 declares");
     let last_ms = now_ms();
     println!(
         "{n} SEV1 incidents declared in {:.1} s; status_every = {cadence_s}s",
@@ -729,29 +737,34 @@ async fn scenario_reminders(ctx: &Ctx) {
             .values()
             .map(|v| v.iter().filter(|p| p.reminder).count())
             .sum();
-        if (unfired == 0 && posted as i64 >= fired) || grace_from.elapsed() > Duration::from_secs(60)
+        if (unfired == 0 && posted as i64 >= fired)
+            || grace_from.elapsed() > Duration::from_secs(60)
         {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let waited = grace_from.elapsed();
-    let rows: Vec<(i64, i64, Option<i64>, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select t.incident_id, t.due_at_ms, t.fired_at_ms, i.channel_id from timers t \
+    let rows: Vec<(i64, i64, Option<i64>, Option<String>)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select t.incident_id, t.due_at_ms, t.fired_at_ms, i.channel_id from timers t \
          join incidents i on i.id = t.incident_id \
          where t.kind = 'status_reminder' and t.state = 'fired' and t.due_at_ms <= {window_end} \
          order by t.incident_id, t.due_at_ms"
-    )))
-    .fetch_all(&reads)
-    .await
-    .expect("fired reminders");
+        )))
+        .fetch_all(&reads)
+        .await
+        .expect("fired reminders");
     let posts = standin.posts();
     let mut lag: [Vec<i64>; 3] = Default::default();
     let mut lateness = Vec::new();
     let mut missing = 0usize;
-    let mut by_incident: HashMap<i64, Vec<(i64, Option<i64>, Option<String>)>> = HashMap::new();
+    let mut by_incident: HashMap<i64, Vec<FiredReminder>> = HashMap::new();
     for (id, due, fired_at, channel) in rows {
-        by_incident.entry(id).or_default().push((due, fired_at, channel));
+        by_incident
+            .entry(id)
+            .or_default()
+            .push((due, fired_at, channel));
     }
     for timers in by_incident.values() {
         let reminder_posts: Vec<i64> = timers[0]
@@ -932,14 +945,18 @@ async fn scenario_restart(ctx: &Ctx) {
     let waiting = server::pending(&reads).await;
     let leased = server::count(
         &reads,
-        &format!(
-            "select count(*) from outbox where state = 'pending' and lease_until_ms > {now}"
-        ),
+        &format!("select count(*) from outbox where state = 'pending' and lease_until_ms > {now}"),
     )
     .await;
     let restarted = Instant::now();
-    let (mut server_b, ready_in) =
-        spawn_server(&ctx.dir, ctx.label(), &db.url, &standin, &ServerParams::default()).await;
+    let (mut server_b, ready_in) = spawn_server(
+        &ctx.dir,
+        ctx.label(),
+        &db.url,
+        &standin,
+        &ServerParams::default(),
+    )
+    .await;
     let client = SlashClient::new(server_b.addr);
     let mut left = server::pending(&reads).await;
     while left > 0 && restarted.elapsed() < cap {
@@ -1034,7 +1051,14 @@ fn git_rev() -> String {
     };
     let rev = out(&["rev-parse", "--short", "HEAD"]);
     let dirty = !out(&["status", "--porcelain", "--untracked-files=no"]).is_empty();
-    format!("{rev}{}", if dirty { " (+ uncommitted changes)" } else { "" })
+    format!(
+        "{rev}{}",
+        if dirty {
+            " (+ uncommitted changes)"
+        } else {
+            ""
+        }
+    )
 }
 
 async fn run_backend(backend: Backend, scenarios: &[&str], quick: bool) {
@@ -1086,7 +1110,10 @@ fn main() -> ExitCode {
     if scenarios.is_empty() {
         scenarios = SCENARIOS.to_vec();
     }
-    println!("klaxon load bench: {}", chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"));
+    println!(
+        "klaxon load bench: {}",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+    );
     println!("machine : {}", machine());
     println!(
         "build   : {} profile (klaxon serve = {}), commit {}",

@@ -83,8 +83,7 @@ async fn handle(State(floor): State<Floor>, headers: HeaderMap, body: Bytes) -> 
     ) else {
         return (StatusCode::UNAUTHORIZED, "missing signature").into_response();
     };
-    if let Err(e) =
-        klaxon::http::verify::verify(&floor.secrets, ts, sig, &body, chrono::Utc::now())
+    if let Err(e) = klaxon::http::verify::verify(&floor.secrets, ts, sig, &body, chrono::Utc::now())
     {
         return (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
     }

@@ -138,8 +138,6 @@ impl RunResult {
 /// Latency percentiles in milliseconds.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
-    /// Samples.
-    pub n: usize,
     /// Median.
     pub p50: f64,
     /// 90th percentile.
@@ -162,7 +160,6 @@ impl Stats {
             v[rank - 1] as f64 / 1e3
         };
         Stats {
-            n: v.len(),
             p50: p(0.50),
             p90: p(0.90),
             p99: p(0.99),
@@ -338,8 +335,12 @@ pub async fn closed_loop(
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
-        let (client, make, next, collector) =
-            (client.clone(), make.clone(), next.clone(), collector.clone());
+        let (client, make, next, collector) = (
+            client.clone(),
+            make.clone(),
+            next.clone(),
+            collector.clone(),
+        );
         tasks.spawn(async move {
             loop {
                 if deadline.is_some_and(|d| start.elapsed() >= d) {

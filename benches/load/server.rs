@@ -112,11 +112,6 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Panics (with the end of its log) when it has exited.
     pub fn assert_alive(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
@@ -191,7 +186,12 @@ pub fn cpu_ticks_of(pid: u32) -> u64 {
         return 0;
     };
     let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     field(11) + field(12)
 }
 
@@ -420,9 +420,10 @@ impl Db {
     pub async fn drop_it(self) {
         if let Some((base, schema)) = self.schema {
             let admin = admin(&base).await;
-            if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(format!("drop schema {schema} cascade")))
-                .execute(&admin)
-                .await
+            if let Err(e) =
+                sqlx::query(sqlx::AssertSqlSafe(format!("drop schema {schema} cascade")))
+                    .execute(&admin)
+                    .await
             {
                 eprintln!("warning: could not drop schema {schema}: {e}");
             }

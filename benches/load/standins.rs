@@ -43,7 +43,6 @@ pub const METHODS: [&str; 12] = [
     "usergroups.users.list",
     "other",
 ];
-const POST_MESSAGE: usize = 7;
 const VIEWS_OPEN: usize = 9;
 
 fn method_index(method: &str) -> usize {
@@ -96,8 +95,6 @@ struct Inner {
     ts: AtomicU64,
     views_counter: AtomicU64,
     pd_ok: AtomicU64,
-    pd_refused: AtomicU64,
-    pd_down: AtomicBool,
     record: Mutex<Record>,
 }
 
@@ -161,10 +158,6 @@ impl Counts {
         }
         s
     }
-    /// Successful `chat.postMessage` calls.
-    pub fn posts(&self) -> u64 {
-        self.ok[POST_MESSAGE]
-    }
 }
 
 /// The running stand-ins (Slack under `/api`, PagerDuty at `/v2/enqueue`).
@@ -201,10 +194,6 @@ impl SlackStandin {
     pub fn set_down(&self, down: bool) {
         self.inner.down.store(down, Relaxed);
     }
-    /// PagerDuty answers 503 to everything (`true`) or 202 (`false`).
-    pub fn set_pagerduty_down(&self, down: bool) {
-        self.inner.pd_down.store(down, Relaxed);
-    }
     /// Every Slack answer waits this long (0 = at once).
     pub fn set_latency(&self, latency: Duration) {
         self.inner
@@ -227,11 +216,6 @@ impl SlackStandin {
         c
     }
 
-    /// PagerDuty events refused while down.
-    pub fn pagerduty_refused(&self) -> u64 {
-        self.inner.pd_refused.load(Relaxed)
-    }
-
     /// Every channel's posts (arrival order), cloned.
     pub fn posts(&self) -> HashMap<String, Vec<Post>> {
         self.inner.record().posts.clone()
@@ -250,11 +234,6 @@ impl SlackStandin {
             .iter()
             .find(|(_, t)| t == trigger_id)
             .map(|(at, _)| *at)
-    }
-
-    /// Channels created so far.
-    pub fn channel_count(&self) -> usize {
-        self.inner.record().channels.len()
     }
 }
 
@@ -477,10 +456,6 @@ fn answer(s: &Inner, method: &str, args: Args<'_>, arrived: i64) -> Response {
 }
 
 async fn pagerduty(State(s): State<Arc<Inner>>, _body: Bytes) -> Response {
-    if s.pd_down.load(Relaxed) {
-        s.pd_refused.fetch_add(1, Relaxed);
-        return (StatusCode::SERVICE_UNAVAILABLE, "pagerduty stand-in is down").into_response();
-    }
     s.pd_ok.fetch_add(1, Relaxed);
     (
         StatusCode::ACCEPTED,
