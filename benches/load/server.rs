@@ -67,6 +67,12 @@ events_url = "{pagerduty_url}"
 execution = "dry-run"
 catalog_dir = "{catalog}"
 kubernetes = false
+
+# Per-channel pacing (1 post/s) stays on. Slack's per-method tier limits (e.g. 20
+# setTopic/min) are switched off: against real Slack they cap channel setup at tens per
+# minute whatever the engine can do; here the figure is the engine's own capacity.
+[delivery]
+pace_methods = false
 "#,
         catalog = catalog.display(),
     );
@@ -464,17 +470,16 @@ pub async fn pending(reads: &AnyPool) -> i64 {
 /// drain measures delivery, not the retry schedule. Returns false when the statement
 /// failed (a schema the bench does not know): the drain then includes the backoff.
 pub async fn clear_backoff(reads: &AnyPool) -> bool {
-    match sqlx::query(
+    let now = chrono::Utc::now().timestamp_millis();
+    // The lane carries the schedule; its rows keep theirs for the record.
+    for sql in [
         "update outbox set next_attempt_at_ms = $1 where state = 'pending' and next_attempt_at_ms > $1",
-    )
-    .bind(chrono::Utc::now().timestamp_millis())
-    .execute(reads)
-    .await
-    {
-        Ok(_) => true,
-        Err(e) => {
+        "update outbox_lanes set due_at_ms = $1 where due_at_ms > $1 and lease_owner is null",
+    ] {
+        if let Err(e) = sqlx::query(sql).bind(now).execute(reads).await {
             eprintln!("warning: could not clear the outbox backoff ({e}); the drain includes it");
-            false
+            return false;
         }
     }
+    true
 }
