@@ -65,7 +65,9 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = match klaxon::app::load_config(cli.config.as_deref()) {
+    // Only `serve` talks to Slack; reviewing config and catalog needs no secrets.
+    let with_secrets = matches!(cli.command, Command::Serve);
+    let config = match klaxon::app::load_config(cli.config.as_deref(), with_secrets) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("klaxon: {e}");
@@ -74,16 +76,24 @@ async fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Check => klaxon::app::load_catalog(&config)
-            .map(|catalog| {
+            .map_err(|e| anyhow::anyhow!("command catalog:\n{e}"))
+            .and_then(|catalog| {
+                klaxon::http::Identity::from_config(&config)
+                    .require()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 println!("config OK: {}", config.describe());
+                if !config.has_secrets() {
+                    println!("Slack secrets not set: `serve` needs SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN");
+                }
                 println!(
                     "catalog OK: {} commands in {}",
                     catalog.iter().count(),
                     config.recovery.catalog_dir.display()
                 );
-            })
-            .map_err(|e| anyhow::anyhow!("command catalog:\n{e}")),
-        Command::Commands { action } => match klaxon::app::load_catalog(&config) {
+                Ok(())
+            }),
+        // Reviewing the catalog needs neither secrets nor the environments it will run in.
+        Command::Commands { action } => match klaxon::commands::catalog::load_dir(&config.recovery.catalog_dir) {
             Err(e) => Err(anyhow::anyhow!("command catalog:\n{e}")),
             Ok(catalog) => match action {
                 CommandsAction::List => {

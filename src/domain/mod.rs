@@ -4,6 +4,7 @@
 //! Nothing in here may import tokio, sqlx, axum, slack-morphism, kube or the AWS SDK, or
 //! read the clock: time comes in as an argument (STYLE.md §5).
 
+pub mod access;
 pub mod approval;
 pub mod calendar;
 pub mod channel_name;
@@ -13,5 +14,6 @@ pub mod incident;
 pub mod message;
 pub mod render;
 pub mod severity;
+pub mod text;
 pub mod timeline;
 pub mod timers;

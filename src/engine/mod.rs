@@ -20,8 +20,10 @@ use crate::domain::timers;
 use crate::outbox::Outbound;
 use crate::store::{Store, StoreError, StoreTx, TimerRow};
 
+mod roles;
 mod runs;
-pub use runs::{Finished, Prepared, run_key};
+pub use roles::RoleRequest;
+pub use runs::{Begin, ClickContext, Finished, Prepared, run_key};
 
 /// Who asked, and through which request.
 #[derive(Clone, Debug)]
@@ -240,7 +242,9 @@ impl Engine {
             .lock_incident(id)
             .await?
             .ok_or(EngineError::NotFound(id))?;
-        let decision = incident::apply(&incident, change, &meta.actor, now, self.policy())?;
+        let mut decision = incident::apply(&incident, change, &meta.actor, now, self.policy())?;
+        self.close_runs_on_resolve(&mut tx, &incident, &mut decision, now)
+            .await?;
         self.commit(tx, meta, &decision, now).await?;
         Ok(Outcome {
             incident: decision.incident,

@@ -24,7 +24,7 @@ use crate::domain::incident::{Actor, Incident, IncidentId};
 use crate::domain::timeline::TimelineEntry;
 
 pub use outbox::{OutboxCounts, OutboxRow};
-pub use runs::{NewRun, RunRow, RunUpdate};
+pub use runs::{Approval, ApprovalWrite, Closed, NewRun, RunRow, RunUpdate, trigger_refusal};
 pub use timers::TimerRow;
 pub use tx::StoreTx;
 
