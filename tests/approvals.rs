@@ -1,0 +1,621 @@
+//! Issue 8: the two-person rule cannot be bypassed. Each bypass is its own scenario, sent
+//! as signed interaction payloads through the real router, on SQLite and PostgreSQL.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use chrono::TimeDelta;
+use klaxon::commands::catalog::{self, Catalog};
+use klaxon::commands::environments::Targeted;
+use klaxon::commands::render::{APPROVE_ACTION, DENY_ACTION};
+use klaxon::commands::{Action, ExecError, ExecOutput, Executor, Params, Preview};
+use klaxon::domain::approval::RunState;
+use klaxon::domain::incident::{EventKind, Role};
+use klaxon::outbox::Recovery;
+use serde_json::{Value, json};
+use support::{Db, TestApp};
+use tokio::sync::Notify;
+
+both_backends!(
+    a_self_made_commander_cannot_approve,
+    a_role_taken_after_the_request_grants_nothing,
+    a_bystander_cannot_take_command_but_an_incident_admin_can,
+    the_same_approver_twice_counts_once,
+    a_click_from_another_channel_or_message_is_refused,
+    a_foreign_team_or_app_is_refused,
+    guests_and_external_users_cannot_approve,
+    a_crafted_or_modified_run_id_is_refused,
+    resolving_the_incident_cancels_its_pending_runs,
+    the_store_refuses_writes_around_the_code,
+    a_staging_run_reaches_the_staging_executor_only,
+    a_late_execution_is_refused_and_told,
+    a_late_result_after_outcome_unknown_is_still_recorded,
+    the_heartbeat_keeps_a_long_call_leased,
+    the_approval_message_tells_the_truth,
+    invisible_and_bidi_text_is_refused_with_the_rule,
+);
+
+/// Counts executions; previews and results name the executor.
+struct Exec {
+    name: &'static str,
+    executions: AtomicUsize,
+    gate: Option<Arc<Notify>>,
+}
+
+impl Exec {
+    fn new(name: &'static str) -> Arc<Exec> {
+        Arc::new(Exec {
+            name,
+            executions: AtomicUsize::new(0),
+            gate: None,
+        })
+    }
+    fn gated(name: &'static str, gate: Arc<Notify>) -> Arc<Exec> {
+        Arc::new(Exec {
+            name,
+            executions: AtomicUsize::new(0),
+            gate: Some(gate),
+        })
+    }
+    fn count(&self) -> usize {
+        self.executions.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Executor for Exec {
+    fn handles(&self, _: Action) -> bool {
+        true
+    }
+    async fn preview(&self, action: Action, _: &Params) -> Result<Preview, ExecError> {
+        Ok(Preview {
+            call: format!("{}.{action}()", self.name),
+            changes: vec!["replicas 3 -> 0".into()],
+            warnings: vec![],
+        })
+    }
+    async fn execute(&self, action: Action, _: &Params) -> Result<ExecOutput, ExecError> {
+        self.executions.fetch_add(1, Ordering::SeqCst);
+        if let Some(gate) = &self.gate {
+            gate.notified().await;
+        }
+        Ok(ExecOutput {
+            summary: format!("{action} done by {}", self.name),
+            details: vec![],
+            request_id: Some(format!("req-{}", self.name)),
+        })
+    }
+}
+
+fn shipped() -> Arc<Catalog> {
+    Arc::new(
+        catalog::load_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/commands")))
+            .expect("shipped catalog"),
+    )
+}
+
+/// `k8s-rollout-restart` needing two approvals from UA, UB, UC (no environment).
+fn two_approvals() -> Arc<Catalog> {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "name = \"k8s-rollout-restart\"\nsummary = \"Restart\"\naction = \"k8s-rollout-restart\"\n\
+        risk = \"medium\"\napprovals = 2\n[approvers]\nusers = [\"UA\", \"UB\", \"UC\"]\n\
+        [params.namespace]\ntype = \"string\"\npattern = \"[a-z]+\"\n\
+        [params.deployment]\ntype = \"string\"\npattern = \"[a-z]+\"\n";
+    std::fs::write(dir.path().join("k8s-rollout-restart.toml"), toml).unwrap();
+    Arc::new(catalog::load_dir(dir.path()).expect("catalog"))
+}
+
+fn recovery(catalog: Arc<Catalog>, prod: Arc<dyn Executor>, staging: Arc<dyn Executor>) -> Recovery {
+    Recovery {
+        catalog,
+        executors: vec![prod.clone()],
+        environments: [
+            ("prod".to_string(), vec![prod]),
+            ("staging".to_string(), vec![staging]),
+        ]
+        .into_iter()
+        .collect(),
+        ..Recovery::default()
+    }
+}
+
+async fn app(db: Db, exec: Arc<Exec>) -> TestApp {
+    TestApp::start_with_recovery(db, recovery(shipped(), exec.clone(), exec)).await
+}
+
+/// ALICE declares (commander), BOB is ops; returns the channel.
+async fn incident(app: &TestApp) -> String {
+    let ch = app.declare("UALICE", "sev1 Payments down").await;
+    app.command("UALICE", &ch, "role ops <@UBOB>").await;
+    ch
+}
+
+const SCALE: &str = "run k8s-scale environment=prod namespace=payments deployment=api replicas=0";
+
+async fn requested(app: &TestApp, ch: &str) {
+    let reply = app.command("UBOB", ch, SCALE).await;
+    assert!(reply.starts_with("Run #"), "{reply}");
+    app.deliver().await;
+    assert_eq!(state(app, 1).await, RunState::Pending);
+}
+
+async fn state(app: &TestApp, id: i64) -> RunState {
+    app.store.run(id).await.unwrap().unwrap().state
+}
+
+async fn timeline(app: &TestApp) -> Vec<EventKind> {
+    let id = app.store.open_incidents().await.unwrap()[0].id;
+    app.store
+        .timeline(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect()
+}
+
+async fn refused_clicks(app: &TestApp) -> Vec<String> {
+    timeline(app)
+        .await
+        .into_iter()
+        .filter_map(|k| match k {
+            EventKind::RunClicked { outcome, .. } if outcome.starts_with("refused") => {
+                Some(outcome)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn last_ephemeral(app: &TestApp, user: &str) -> String {
+    app.ephemerals_for(user).pop().unwrap_or_default()
+}
+
+async fn a_self_made_commander_cannot_approve(db: Db) {
+    let exec = Exec::new("prod");
+    let app = app(db, exec.clone()).await;
+    let ch = incident(&app).await;
+    requested(&app, &ch).await;
+    // MALLORY, outside every approver group, tries to make herself commander...
+    let reply = app.command("UMALLORY", &ch, "role commander <@UMALLORY>").await;
+    assert!(reply.contains("only the incident commander <@UALICE>"), "{reply}");
+    // ...and presses Approve anyway.
+    app.press("UMALLORY", &ch, APPROVE_ACTION, "1").await;
+    app.deliver().await;
+    assert_eq!(state(&app, 1).await, RunState::Pending);
+    assert_eq!(exec.count(), 0);
+    assert!(
+        last_ephemeral(&app, "UMALLORY").contains("approvers were fixed when the run was requested"),
+        "{:?}",
+        app.ephemerals_for("UMALLORY")
+    );
+    assert_eq!(refused_clicks(&app).await.len(), 1);
+}
+
+async fn a_role_taken_after_the_request_grants_nothing(db: Db) {
+    let exec = Exec::new("prod");
+    let app = app(db, exec.clone()).await;
+    let ch = incident(&app).await;
+    requested(&app, &ch).await;
+    // A legitimate hand-over after the request: CAROL commands now, but was not eligible
+    // when run #1 was requested.
+    let reply = app.command("UALICE", &ch, "role commander <@UCAROL>").await;
+    assert!(reply.contains("is now the incident commander"), "{reply}");
+    app.press("UCAROL", &ch, APPROVE_ACTION, "1").await;
+    app.deliver().await;
+    assert_eq!(state(&app, 1).await, RunState::Pending);
+    assert!(last_ephemeral(&app, "UCAROL").contains("fixed when the run was requested"));
+    // ALICE held the role at request time: still eligible.
+    app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
+    app.deliver().await;
+    assert_eq!(state(&app, 1).await, RunState::Succeeded);
+    assert_eq!(exec.count(), 1);
+    let frozen = timeline(&app).await.into_iter().find_map(|k| match k {
+        EventKind::RunEligibility { eligible, .. } => Some(eligible),
+        _ => None,
+    });
+    assert_eq!(frozen.unwrap(), ["UALICE@role:commander"]);
+}
+
+async fn a_bystander_cannot_take_command_but_an_incident_admin_can(db: Db) {
+    let exec = Exec::new("prod");
+    let app = TestApp::start_with_recovery_configured(
+        db,
+        recovery(shipped(), exec.clone(), exec),
+        |c| c.roles.incident_admins = vec!["SADMINS".into()],
+    )
+    .await;
+    app.slack.set_usergroup("SADMINS", &["UADMIN"]);
+    let ch = incident(&app).await;
+    let posts_before = app.messages_in(&ch).len();
+    let reply = app.command("UERIN", &ch, "role commander <@UERIN>").await;
+    assert!(reply.starts_with("You cannot make <@UERIN> the incident commander"), "{reply}");
+    let reply = app.command("UERIN", &ch, "role ops <@UERIN>").await;
+    assert!(reply.contains("the ops lead is <@UBOB>"), "{reply}");
+    app.deliver().await;
+    let incident = app.store.open_incidents().await.unwrap().remove(0);
+    assert_eq!(incident.commander(), Some("UALICE"));
+    assert_eq!(app.messages_in(&ch).len(), posts_before, "nothing said in the channel");
+    let refused: Vec<Role> = timeline(&app)
+        .await
+        .into_iter()
+        .filter_map(|k| match k {
+            EventKind::RoleRefused { role, .. } => Some(role),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, [Role::Commander, Role::Ops]);
+    // An incident admin hands command over; the channel is told and the timeline has it.
+    let reply = app.command("UADMIN", &ch, "role commander <@UDAVE>").await;
+    assert!(reply.contains("<@UDAVE> is now the incident commander"), "{reply}");
+    app.deliver().await;
+    assert!(app
+        .messages_in(&ch)
+        .iter()
+        .any(|m| m.contains("taking over from") && m.contains("UADMIN")));
+    // A guest may not be made commander, even by an admin.
+    app.slack.set_user("UGUEST", json!({"is_restricted": true}));
+    let reply = app.command("UADMIN", &ch, "role commander <@UGUEST>").await;
+    assert!(reply.contains("must be a workspace member"), "{reply}");
+}
+
+async fn the_same_approver_twice_counts_once(db: Db) {
+    let exec = Exec::new("default");
+    let app = app_with_catalog(db, two_approvals(), exec.clone()).await;
+    let ch = incident(&app).await;
+    app.command("UBOB", &ch, "run k8s-rollout-restart namespace=payments deployment=api")
+        .await;
+    app.deliver().await;
+    app.press("UA", &ch, APPROVE_ACTION, "1").await;
+    app.press("UA", &ch, APPROVE_ACTION, "1").await;
+    app.deliver().await;
+    assert_eq!(state(&app, 1).await, RunState::Pending);
+    assert!(last_ephemeral(&app, "UA").contains("you already approved this run"));
+    assert_eq!(app.store.run(1).await.unwrap().unwrap().approvers.len(), 1);
+    app.press("UB", &ch, APPROVE_ACTION, "1").await;
+    app.deliver().await;
+    assert_eq!(state(&app, 1).await, RunState::Succeeded);
+    assert_eq!(exec.count(), 1);
+}
+
+async fn app_with_catalog(db: Db, catalog: Arc<Catalog>, exec: Arc<Exec>) -> TestApp {
+    TestApp::start_with_recovery(db, recovery(catalog, exec.clone(), exec)).await
+}
+
+async fn a_click_from_another_channel_or_message_is_refused(db: Db) {
+    let exec = Exec::new("prod");
+    let app = app(db, exec.clone()).await;
+    let ch = incident(&app).await;
+    requested(&app, &ch).await;
+    app.press("UALICE", "COTHER0001", APPROVE_ACTION, "1").await;
+    let ts = app.store.run(1).await.unwrap().unwrap().approval_message.unwrap().1;
+    app.press_with("UALICE", &ch, APPROVE_ACTION, "1", |p| {
+        p["container"]["message_ts"] = json!("1.000001");
+    })
+    .await;
+    app.deliver().await;
+    assert_ne!(ts, "1.000001");
+    assert_eq!(state(&app, 1).await, RunState::Pending);
+    assert_eq!(exec.count(), 0);
+    let told = app.ephemerals_for("UALICE");
+    assert!(told[0].contains("only be approved from its approval message"), "{told:?}");
+    assert!(told[1].contains("not on run #1's approval message"), "{told:?}");
+    assert_eq!(refused_clicks(&app).await.len(), 2);
+}
+
+async fn a_foreign_team_or_app_is_refused(db: Db) {
+    let exec = Exec::new("prod");
+    let app = app(db, exec.clone()).await;
+    let ch = incident(&app).await;
+    requested(&app, &ch).await;
+    let ts = app.store.run(1).await.unwrap().unwrap().approval_message.unwrap().1;
+    let on_message = |p: &mut Value| p["container"]["message_ts"] = json!(ts.clone());
+    app.press_with("UALICE", &ch, APPROVE_ACTION, "1", |p| {
+        on_message(p);
+        p["team"]["id"] = json!("TOTHER");
+    })
+    .await;
+    app.press_with("UALICE", &ch, APPROVE_ACTION, "1", |p| {
+        on_message(p);
+        p["api_app_id"] = json!("AOTHER");
+    })
+    .await;
+    app.deliver().await;
+    assert_eq!(state(&app, 1).await, RunState::Pending);
+    let told = app.ephemerals_for("UALICE");
+    assert!(told[0].contains("workspace TOTHER"), "{told:?}");
+    assert!(told[1].contains("app AOTHER"), "{told:?}");
+    assert_eq!(refused_clicks(&app).await.len(), 2);
+    // The same click from the right team and app goes through.
+    app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
+    app.deliver().await;
+    assert_eq!(exec.count(), 1);
+}
+
+async fn guests_and_external_users_cannot_approve(db: Db) {
+    let exec = Exec::new("prod");
+    let app = app(db, exec.clone()).await;
+    // All four are in the approver group when the run is requested.
+    let people = ["UGUEST1", "UGUEST2", "USTRANGER", "UOTHERTEAM"];
+    app.slack.set_usergroup("S0PLACEHOLDER", &people);
+    app.slack.set_user("UGUEST1", json!({"is_restricted": true}));
+    app.slack.set_user("UGUEST2", json!({"is_restricted": true, "is_ultra_restricted": true}));
+    app.slack.set_user("USTRANGER", json!({"is_stranger": true}));
+    app.slack.set_user("UOTHERTEAM", json!({"team_id": "TPARTNER"}));
+    let ch = incident(&app).await;
+    requested(&app, &ch).await;
+    for user in people {
+        app.press(user, &ch, APPROVE_ACTION, "1").await;
+        app.press(user, &ch, DENY_ACTION, "1").await;
+    }
+    app.deliver().await;
+    assert_eq!(state(&app, 1).await, RunState::Pending);
+    assert_eq!(exec.count(), 0);
+    assert!(last_ephemeral(&app, "UGUEST1").contains("a guest (multi-channel) account cannot"));
+    assert!(last_ephemeral(&app, "UGUEST2").contains("single-channel"));
+    assert!(last_ephemeral(&app, "USTRANGER").contains("another workspace"));
+    assert!(last_ephemeral(&app, "UOTHERTEAM").contains("another workspace"));
+    assert_eq!(refused_clicks(&app).await.len(), 8);
+    // Nor request one.
+    app.command("UALICE", &ch, "role ops <@UGUEST1>").await;
+    let reply = app.command("UGUEST1", &ch, SCALE).await;
+    assert!(reply.starts_with("You may not request"), "{reply}");
+}
+
+async fn a_crafted_or_modified_run_id_is_refused(db: Db) {
+    let exec = Exec::new("prod");
+    let app = app(db, exec.clone()).await;
+    let ch = incident(&app).await;
+    requested(&app, &ch).await;
+    app.command("UBOB", &ch, SCALE).await;
+    app.deliver().await;
+    let ts1 = app.store.run(1).await.unwrap().unwrap().approval_message.unwrap().1;
+    // Run #1's button, its value changed to run #2.
+    app.press_with("UALICE", &ch, APPROVE_ACTION, "2", |p| {
+        p["container"]["message_ts"] = json!(ts1);
+    })
+    .await;
+    app.press("UALICE", &ch, APPROVE_ACTION, "999").await;
+    app.press("UALICE", &ch, APPROVE_ACTION, "1 or 1=1").await;
+    app.deliver().await;
+    assert_eq!(state(&app, 1).await, RunState::Pending);
+    assert_eq!(state(&app, 2).await, RunState::Pending);
+    let told = app.ephemerals_for("UALICE");
+    assert!(told[0].contains("not on run #2's approval message"), "{told:?}");
+    assert_eq!(told[1], "Run #999 does not exist.");
+    assert_eq!(told[2], "That button does not name a run.");
+    assert_eq!(exec.count(), 0);
+}
+
+async fn resolving_the_incident_cancels_its_pending_runs(db: Db) {
+    let exec = Exec::new("prod");
+    let app = app(db, exec.clone()).await;
+    let ch = incident(&app).await;
+    requested(&app, &ch).await;
+    let reply = app.command("UALICE", &ch, "resolve Failed over by hand").await;
+    assert!(reply.contains("resolved"), "{reply}");
+    app.deliver().await;
+    assert_eq!(state(&app, 1).await, RunState::Cancelled);
+    assert!(app
+        .messages_in(&ch)
+        .iter()
+        .any(|m| m.contains("Recovery run #1 cancelled: the incident was resolved")));
+    let update = app.slack.calls_to("chat.update").pop().expect("message updated");
+    let blocks = update["blocks"].to_string();
+    assert!(!blocks.contains(APPROVE_ACTION), "buttons removed: {blocks}");
+    assert!(blocks.contains("cancelled") && blocks.contains("the incident was resolved"), "{blocks}");
+    app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
+    app.deliver().await;
+    assert_eq!(exec.count(), 0);
+    assert!(last_ephemeral(&app, "UALICE").contains("already cancelled"));
+}
+
+async fn the_store_refuses_writes_around_the_code(db: Db) {
+    let exec = Exec::new("prod");
+    let app = app(db, exec.clone()).await;
+    let ch = incident(&app).await;
+    requested(&app, &ch).await;
+    let refused = |r: Result<u64, klaxon::store::StoreError>, rule: &str| match r {
+        Err(klaxon::store::StoreError::Database(e)) => {
+            let why = klaxon::store::trigger_refusal(&e).unwrap_or_else(|| e.to_string());
+            assert!(why.contains(rule), "{why}");
+        }
+        other => panic!("expected a refusal containing {rule:?}, got {other:?}"),
+    };
+    let s = &app.store;
+    // The requester (made eligible by hand first: refused too, the set is frozen).
+    refused(
+        s.execute_raw("insert into run_eligible_approvers (run_id, approver, source) values (1, 'UBOB', 'user')").await,
+        "frozen",
+    );
+    refused(
+        s.execute_raw("insert into run_approvals (run_id, approver, approved_at_ms) values (1, 'UBOB', 0)").await,
+        "requester",
+    );
+    refused(
+        s.execute_raw("insert into run_approvals (run_id, approver, approved_at_ms) values (1, 'UMALLORY', 0)").await,
+        "not an eligible approver",
+    );
+    refused(
+        s.execute_raw("update command_runs set state = 'approved' where id = 1").await,
+        "not enough approvals",
+    );
+    refused(
+        s.execute_raw("update command_runs set required_approvals = 0 where id = 1").await,
+        "never change",
+    );
+    refused(
+        s.execute_raw("delete from run_eligible_approvers where run_id = 1").await,
+        "frozen",
+    );
+    // A legitimate approval, then nobody can take it back or add one after the fact.
+    app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
+    refused(s.execute_raw("delete from run_approvals").await, "never");
+    refused(
+        s.execute_raw("insert into run_approvals (run_id, approver, approved_at_ms) values (1, 'UALICE', 1)").await,
+        "",
+    );
+    app.deliver().await;
+    assert_eq!(exec.count(), 1);
+}
+
+async fn a_staging_run_reaches_the_staging_executor_only(db: Db) {
+    let prod = Exec::new("prod");
+    let staging = Exec::new("staging");
+    let prod_t: Arc<dyn Executor> = Arc::new(Targeted::new(prod.clone(), "prod: AWS account 111111111111, region us-east-1"));
+    let staging_t: Arc<dyn Executor> =
+        Arc::new(Targeted::new(staging.clone(), "staging: AWS account 222222222222, region eu-west-1"));
+    let app = TestApp::start_with_recovery(db, recovery(shipped(), prod_t, staging_t)).await;
+    let ch = incident(&app).await;
+    app.command(
+        "UBOB",
+        &ch,
+        "run k8s-scale environment=staging namespace=payments deployment=api replicas=0",
+    )
+    .await;
+    app.deliver().await;
+    let preview = app.messages_in(&ch).pop().unwrap();
+    assert!(preview.contains("staging.k8s-scale()") && preview.contains("Acts on: staging: AWS account 222222222222, region eu-west-1"), "{preview}");
+    app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
+    app.deliver().await;
+    assert_eq!((staging.count(), prod.count()), (1, 0));
+    assert!(app.messages_in(&ch).last().unwrap().contains("done by staging"));
+    // A config without `staging` refuses the shipped catalog (klaxon check / serve).
+    let mut config = app.config.clone();
+    config.recovery.catalog_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/commands").into();
+    config.recovery.environments.remove("staging");
+    let err = klaxon::app::load_catalog(&config).unwrap_err().to_string();
+    assert!(
+        err.contains("k8s-scale.toml: params.environment.values[1]: environment `staging` is not configured"),
+        "{err}"
+    );
+}
+
+async fn a_late_execution_is_refused_and_told(db: Db) {
+    let exec = Exec::new("prod");
+    let app = app(db, exec.clone()).await;
+    let ch = incident(&app).await;
+    requested(&app, &ch).await;
+    app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
+    assert_eq!(state(&app, 1).await, RunState::Approved);
+    // The worker only gets to it after the request expired (Klaxon was down, say).
+    app.clock.advance(TimeDelta::minutes(16));
+    app.deliver().await;
+    assert_eq!(state(&app, 1).await, RunState::Expired);
+    assert_eq!(exec.count(), 0);
+    assert!(app.messages_in(&ch).iter().any(|m| m.contains("Run #1 k8s-scale expired")));
+    assert!(timeline(&app).await.iter().any(|k| matches!(k, EventKind::RunClosed { state: RunState::Expired, .. })));
+}
+
+async fn a_late_result_after_outcome_unknown_is_still_recorded(db: Db) {
+    let gate = Arc::new(Notify::new());
+    let exec = Exec::gated("prod", gate.clone());
+    let app = Arc::new(app(db, exec.clone()).await);
+    let ch = incident(&app).await;
+    requested(&app, &ch).await;
+    app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
+    let worker = {
+        let app = app.clone();
+        tokio::spawn(async move { app.deliver().await })
+    };
+    while exec.count() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The call hangs past its lease (as if this worker were dead): another pass declares
+    // the run outcome_unknown...
+    app.clock.advance(TimeDelta::seconds(31));
+    app.worker.recover_interrupted_runs().await.unwrap();
+    assert_eq!(state(&app, 1).await, RunState::OutcomeUnknown);
+    // ...then the API answers after all.
+    gate.notify_one();
+    worker.await.unwrap();
+    app.deliver().await;
+    assert_eq!(state(&app, 1).await, RunState::OutcomeUnknown);
+    let late = timeline(&app).await.into_iter().find_map(|k| match k {
+        EventKind::RunLateResult { state, request_id, .. } => Some((state, request_id)),
+        _ => None,
+    });
+    assert_eq!(late, Some((RunState::Succeeded, Some("req-prod".to_string()))));
+    assert!(app.messages_in(&ch).iter().any(|m| m.contains("Late result for run #1")));
+}
+
+async fn the_heartbeat_keeps_a_long_call_leased(db: Db) {
+    let gate = Arc::new(Notify::new());
+    let exec = Exec::gated("prod", gate.clone());
+    let mut rec = recovery(shipped(), exec.clone(), exec.clone());
+    rec.heartbeat = std::time::Duration::from_millis(20);
+    let app = Arc::new(TestApp::start_with_recovery(db, rec).await);
+    let ch = incident(&app).await;
+    requested(&app, &ch).await;
+    app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
+    let worker = {
+        let app = app.clone();
+        tokio::spawn(async move { app.deliver().await })
+    };
+    while exec.count() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    for _ in 0..3 {
+        // 25 s of simulated time, then let the heartbeat renew the lease.
+        app.clock.advance(TimeDelta::seconds(25));
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        app.worker.recover_interrupted_runs().await.unwrap();
+        assert_eq!(state(&app, 1).await, RunState::Executing, "lease renewed");
+    }
+    gate.notify_one();
+    worker.await.unwrap();
+    assert_eq!(state(&app, 1).await, RunState::Succeeded);
+}
+
+async fn the_approval_message_tells_the_truth(db: Db) {
+    let exec = Exec::new("default");
+    let app = app_with_catalog(db, two_approvals(), exec.clone()).await;
+    let ch = incident(&app).await;
+    app.command("UBOB", &ch, "run k8s-rollout-restart namespace=payments deployment=api")
+        .await;
+    app.deliver().await;
+    let (channel, ts) = app.store.run(1).await.unwrap().unwrap().approval_message.unwrap();
+    assert_eq!(channel, ch);
+    let message = |app: &TestApp| {
+        app.slack
+            .channel(&ch)
+            .unwrap()
+            .messages
+            .into_iter()
+            .find(|m| m["ts"] == ts.as_str())
+            .unwrap()["blocks"]
+            .to_string()
+    };
+    assert!(message(&app).contains(APPROVE_ACTION));
+    app.press("UA", &ch, APPROVE_ACTION, "1").await;
+    app.deliver().await;
+    let one = message(&app);
+    assert!(one.contains("Approved by") && one.contains("UA") && one.contains(APPROVE_ACTION), "{one}");
+    app.press("UC", &ch, DENY_ACTION, "1").await;
+    app.deliver().await;
+    let denied = message(&app);
+    assert!(!denied.contains(APPROVE_ACTION), "no buttons once decided: {denied}");
+    assert!(denied.contains("denied by") && denied.contains("UC") && denied.contains("Outcome: denied"), "{denied}");
+    assert_eq!(exec.count(), 0);
+}
+
+async fn invisible_and_bidi_text_is_refused_with_the_rule(db: Db) {
+    let app = TestApp::start(db).await;
+    let reply = app.command("UALICE", "CGENERAL01", "declare sev2 \u{200B}\u{200B}").await;
+    assert!(
+        reply.contains("title: must not contain invisible characters (U+200B at position 1)"),
+        "{reply}"
+    );
+    let reply = app
+        .command("UALICE", "CGENERAL01", "declare sev2 Payments \u{202E}nwod")
+        .await;
+    assert!(reply.contains("title: must not contain bidirectional text controls (U+202E"), "{reply}");
+    assert!(app.store.open_incidents().await.unwrap().is_empty());
+    let ch = app.declare("UALICE", "sev2 Payments slow").await;
+    let reply = app.command("UALICE", &ch, "update all \u{7} good").await;
+    assert!(reply.contains("update: must not contain control characters (U+0007"), "{reply}");
+}
