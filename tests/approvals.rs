@@ -102,7 +102,7 @@ fn shipped() -> Arc<Catalog> {
 fn two_approvals() -> Arc<Catalog> {
     let dir = tempfile::tempdir().unwrap();
     let toml = "name = \"k8s-rollout-restart\"\nsummary = \"Restart\"\naction = \"k8s-rollout-restart\"\n\
-        risk = \"medium\"\napprovals = 2\n[approvers]\nusers = [\"UA\", \"UB\", \"UC\"]\n\
+        risk = \"medium\"\napprovals = 2\n[approvers]\nusers = [\"UAPPA\", \"UAPPB\", \"UAPPC\"]\n\
         [params.namespace]\ntype = \"string\"\npattern = \"[a-z]+\"\n\
         [params.deployment]\ntype = \"string\"\npattern = \"[a-z]+\"\n";
     std::fs::write(dir.path().join("k8s-rollout-restart.toml"), toml).unwrap();
@@ -131,6 +131,7 @@ async fn app(db: Db, exec: Arc<Exec>) -> TestApp {
 async fn incident(app: &TestApp) -> String {
     let ch = app.declare("UALICE", "sev1 Payments down").await;
     app.command("UALICE", &ch, "role ops <@UBOB>").await;
+    app.deliver().await;
     ch
 }
 
@@ -270,13 +271,13 @@ async fn the_same_approver_twice_counts_once(db: Db) {
     app.command("UBOB", &ch, "run k8s-rollout-restart namespace=payments deployment=api")
         .await;
     app.deliver().await;
-    app.press("UA", &ch, APPROVE_ACTION, "1").await;
-    app.press("UA", &ch, APPROVE_ACTION, "1").await;
+    app.press("UAPPA", &ch, APPROVE_ACTION, "1").await;
+    app.press("UAPPA", &ch, APPROVE_ACTION, "1").await;
     app.deliver().await;
     assert_eq!(state(&app, 1).await, RunState::Pending);
-    assert!(last_ephemeral(&app, "UA").contains("you already approved this run"));
+    assert!(last_ephemeral(&app, "UAPPA").contains("you already approved this run"));
     assert_eq!(app.store.run(1).await.unwrap().unwrap().approvers.len(), 1);
-    app.press("UB", &ch, APPROVE_ACTION, "1").await;
+    app.press("UAPPB", &ch, APPROVE_ACTION, "1").await;
     app.deliver().await;
     assert_eq!(state(&app, 1).await, RunState::Succeeded);
     assert_eq!(exec.count(), 1);
@@ -417,8 +418,12 @@ async fn resolving_the_incident_cancels_its_pending_runs(db: Db) {
 async fn the_store_refuses_writes_around_the_code(db: Db) {
     let exec = Exec::new("prod");
     let app = app(db, exec.clone()).await;
+    app.slack.set_usergroup("S0PLACEHOLDER", &["UDAVE"]);
     let ch = incident(&app).await;
-    requested(&app, &ch).await;
+    // ALICE commands: she may request, and is an eligible approver (role:commander).
+    app.command("UALICE", &ch, SCALE).await;
+    app.deliver().await;
+    assert_eq!(state(&app, 1).await, RunState::Pending);
     let refused = |r: Result<u64, klaxon::store::StoreError>, rule: &str| match r {
         Err(klaxon::store::StoreError::Database(e)) => {
             let why = klaxon::store::trigger_refusal(&e).unwrap_or_else(|| e.to_string());
@@ -427,18 +432,18 @@ async fn the_store_refuses_writes_around_the_code(db: Db) {
         other => panic!("expected a refusal containing {rule:?}, got {other:?}"),
     };
     let s = &app.store;
-    // The requester (made eligible by hand first: refused too, the set is frozen).
+    let approve = |who: &str| {
+        format!("insert into run_approvals (run_id, approver, approved_at_ms) values (1, '{who}', 0)")
+    };
+    refused(s.execute_raw(&approve("UALICE")).await, "requester cannot approve");
+    refused(s.execute_raw(&approve("UMALLORY")).await, "not an eligible approver");
     refused(
-        s.execute_raw("insert into run_eligible_approvers (run_id, approver, source) values (1, 'UBOB', 'user')").await,
+        s.execute_raw("insert into run_eligible_approvers (run_id, approver, source) values (1, 'UMALLORY', 'role:commander')").await,
         "frozen",
     );
     refused(
-        s.execute_raw("insert into run_approvals (run_id, approver, approved_at_ms) values (1, 'UBOB', 0)").await,
-        "requester",
-    );
-    refused(
-        s.execute_raw("insert into run_approvals (run_id, approver, approved_at_ms) values (1, 'UMALLORY', 0)").await,
-        "not an eligible approver",
+        s.execute_raw("delete from run_eligible_approvers where run_id = 1").await,
+        "frozen",
     );
     refused(
         s.execute_raw("update command_runs set state = 'approved' where id = 1").await,
@@ -448,19 +453,14 @@ async fn the_store_refuses_writes_around_the_code(db: Db) {
         s.execute_raw("update command_runs set required_approvals = 0 where id = 1").await,
         "never change",
     );
-    refused(
-        s.execute_raw("delete from run_eligible_approvers where run_id = 1").await,
-        "frozen",
-    );
-    // A legitimate approval, then nobody can take it back or add one after the fact.
-    app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
+    assert_eq!(state(&app, 1).await, RunState::Pending);
+    // A legitimate approval through Slack; nobody can take it back or add one later.
+    app.press("UDAVE", &ch, APPROVE_ACTION, "1").await;
     refused(s.execute_raw("delete from run_approvals").await, "never");
-    refused(
-        s.execute_raw("insert into run_approvals (run_id, approver, approved_at_ms) values (1, 'UALICE', 1)").await,
-        "",
-    );
+    refused(s.execute_raw(&approve("UDAVE")).await, "");
     app.deliver().await;
     assert_eq!(exec.count(), 1);
+    assert_eq!(state(&app, 1).await, RunState::Succeeded);
 }
 
 async fn a_staging_run_reaches_the_staging_executor_only(db: Db) {
@@ -591,15 +591,15 @@ async fn the_approval_message_tells_the_truth(db: Db) {
             .to_string()
     };
     assert!(message(&app).contains(APPROVE_ACTION));
-    app.press("UA", &ch, APPROVE_ACTION, "1").await;
+    app.press("UAPPA", &ch, APPROVE_ACTION, "1").await;
     app.deliver().await;
     let one = message(&app);
-    assert!(one.contains("Approved by") && one.contains("UA") && one.contains(APPROVE_ACTION), "{one}");
-    app.press("UC", &ch, DENY_ACTION, "1").await;
+    assert!(one.contains("Approved by") && one.contains("UAPPA") && one.contains(APPROVE_ACTION), "{one}");
+    app.press("UAPPC", &ch, DENY_ACTION, "1").await;
     app.deliver().await;
     let denied = message(&app);
     assert!(!denied.contains(APPROVE_ACTION), "no buttons once decided: {denied}");
-    assert!(denied.contains("denied by") && denied.contains("UC") && denied.contains("Outcome: denied"), "{denied}");
+    assert!(denied.contains("denied by") && denied.contains("UAPPC") && denied.contains("Outcome: denied"), "{denied}");
     assert_eq!(exec.count(), 0);
 }
 

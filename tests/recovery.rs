@@ -119,6 +119,7 @@ async fn app_with(
 async fn incident(app: &TestApp) -> String {
     let ch = app.declare("UALICE", "sev1 Payments down").await;
     app.command("UALICE", &ch, "role ops <@UBOB>").await;
+    app.deliver().await;
     ch
 }
 
