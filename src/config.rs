@@ -431,7 +431,8 @@ impl Config {
         if signing_secrets.is_empty() && require_secrets {
             return Err(err("SLACK_SIGNING_SECRET", "is empty"));
         }
-        if !bot_token.starts_with("xox") && !(bot_token.is_empty() && !require_secrets) {
+        let token_ok = bot_token.starts_with("xox") || (bot_token.is_empty() && !require_secrets);
+        if !token_ok {
             return Err(err(
                 "SLACK_BOT_TOKEN",
                 "does not look like a Slack token (expected xoxb-...)",

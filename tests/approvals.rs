@@ -109,7 +109,11 @@ fn two_approvals() -> Arc<Catalog> {
     Arc::new(catalog::load_dir(dir.path()).expect("catalog"))
 }
 
-fn recovery(catalog: Arc<Catalog>, prod: Arc<dyn Executor>, staging: Arc<dyn Executor>) -> Recovery {
+fn recovery(
+    catalog: Arc<Catalog>,
+    prod: Arc<dyn Executor>,
+    staging: Arc<dyn Executor>,
+) -> Recovery {
     Recovery {
         catalog,
         executors: vec![prod.clone()],
@@ -182,15 +186,21 @@ async fn a_self_made_commander_cannot_approve(db: Db) {
     let ch = incident(&app).await;
     requested(&app, &ch).await;
     // MALLORY, outside every approver group, tries to make herself commander...
-    let reply = app.command("UMALLORY", &ch, "role commander <@UMALLORY>").await;
-    assert!(reply.contains("only the incident commander <@UALICE>"), "{reply}");
+    let reply = app
+        .command("UMALLORY", &ch, "role commander <@UMALLORY>")
+        .await;
+    assert!(
+        reply.contains("only the incident commander <@UALICE>"),
+        "{reply}"
+    );
     // ...and presses Approve anyway.
     app.press("UMALLORY", &ch, APPROVE_ACTION, "1").await;
     app.deliver().await;
     assert_eq!(state(&app, 1).await, RunState::Pending);
     assert_eq!(exec.count(), 0);
     assert!(
-        last_ephemeral(&app, "UMALLORY").contains("approvers were fixed when the run was requested"),
+        last_ephemeral(&app, "UMALLORY")
+            .contains("approvers were fixed when the run was requested"),
         "{:?}",
         app.ephemerals_for("UMALLORY")
     );
@@ -224,23 +234,29 @@ async fn a_role_taken_after_the_request_grants_nothing(db: Db) {
 
 async fn a_bystander_cannot_take_command_but_an_incident_admin_can(db: Db) {
     let exec = Exec::new("prod");
-    let app = TestApp::start_with_recovery_configured(
-        db,
-        recovery(shipped(), exec.clone(), exec),
-        |c| c.roles.incident_admins = vec!["SADMINS".into()],
-    )
-    .await;
+    let app =
+        TestApp::start_with_recovery_configured(db, recovery(shipped(), exec.clone(), exec), |c| {
+            c.roles.incident_admins = vec!["SADMINS".into()]
+        })
+        .await;
     app.slack.set_usergroup("SADMINS", &["UADMIN"]);
     let ch = incident(&app).await;
     let posts_before = app.messages_in(&ch).len();
     let reply = app.command("UERIN", &ch, "role commander <@UERIN>").await;
-    assert!(reply.starts_with("You cannot make <@UERIN> the incident commander"), "{reply}");
+    assert!(
+        reply.starts_with("You cannot make <@UERIN> the incident commander"),
+        "{reply}"
+    );
     let reply = app.command("UERIN", &ch, "role ops <@UERIN>").await;
     assert!(reply.contains("the ops lead is <@UBOB>"), "{reply}");
     app.deliver().await;
     let incident = app.store.open_incidents().await.unwrap().remove(0);
     assert_eq!(incident.commander(), Some("UALICE"));
-    assert_eq!(app.messages_in(&ch).len(), posts_before, "nothing said in the channel");
+    assert_eq!(
+        app.messages_in(&ch).len(),
+        posts_before,
+        "nothing said in the channel"
+    );
     let refused: Vec<Role> = timeline(&app)
         .await
         .into_iter()
@@ -252,12 +268,16 @@ async fn a_bystander_cannot_take_command_but_an_incident_admin_can(db: Db) {
     assert_eq!(refused, [Role::Commander, Role::Ops]);
     // An incident admin hands command over; the channel is told and the timeline has it.
     let reply = app.command("UADMIN", &ch, "role commander <@UDAVE>").await;
-    assert!(reply.contains("<@UDAVE> is now the incident commander"), "{reply}");
+    assert!(
+        reply.contains("<@UDAVE> is now the incident commander"),
+        "{reply}"
+    );
     app.deliver().await;
-    assert!(app
-        .messages_in(&ch)
-        .iter()
-        .any(|m| m.contains("taking over from") && m.contains("UADMIN")));
+    assert!(
+        app.messages_in(&ch)
+            .iter()
+            .any(|m| m.contains("taking over from") && m.contains("UADMIN"))
+    );
     // A guest may not be made commander, even by an admin.
     app.slack.set_user("UGUEST", json!({"is_restricted": true}));
     let reply = app.command("UADMIN", &ch, "role commander <@UGUEST>").await;
@@ -268,8 +288,12 @@ async fn the_same_approver_twice_counts_once(db: Db) {
     let exec = Exec::new("default");
     let app = app_with_catalog(db, two_approvals(), exec.clone()).await;
     let ch = incident(&app).await;
-    app.command("UBOB", &ch, "run k8s-rollout-restart namespace=payments deployment=api")
-        .await;
+    app.command(
+        "UBOB",
+        &ch,
+        "run k8s-rollout-restart namespace=payments deployment=api",
+    )
+    .await;
     app.deliver().await;
     app.press("UAPPA", &ch, APPROVE_ACTION, "1").await;
     app.press("UAPPA", &ch, APPROVE_ACTION, "1").await;
@@ -293,7 +317,15 @@ async fn a_click_from_another_channel_or_message_is_refused(db: Db) {
     let ch = incident(&app).await;
     requested(&app, &ch).await;
     app.press("UALICE", "COTHER0001", APPROVE_ACTION, "1").await;
-    let ts = app.store.run(1).await.unwrap().unwrap().approval_message.unwrap().1;
+    let ts = app
+        .store
+        .run(1)
+        .await
+        .unwrap()
+        .unwrap()
+        .approval_message
+        .unwrap()
+        .1;
     app.press_with("UALICE", &ch, APPROVE_ACTION, "1", |p| {
         p["container"]["message_ts"] = json!("1.000001");
     })
@@ -303,8 +335,14 @@ async fn a_click_from_another_channel_or_message_is_refused(db: Db) {
     assert_eq!(state(&app, 1).await, RunState::Pending);
     assert_eq!(exec.count(), 0);
     let told = app.ephemerals_for("UALICE");
-    assert!(told[0].contains("only be approved from its approval message"), "{told:?}");
-    assert!(told[1].contains("not on run #1's approval message"), "{told:?}");
+    assert!(
+        told[0].contains("only be approved from its approval message"),
+        "{told:?}"
+    );
+    assert!(
+        told[1].contains("not on run #1's approval message"),
+        "{told:?}"
+    );
     assert_eq!(refused_clicks(&app).await.len(), 2);
 }
 
@@ -313,7 +351,15 @@ async fn a_foreign_team_or_app_is_refused(db: Db) {
     let app = app(db, exec.clone()).await;
     let ch = incident(&app).await;
     requested(&app, &ch).await;
-    let ts = app.store.run(1).await.unwrap().unwrap().approval_message.unwrap().1;
+    let ts = app
+        .store
+        .run(1)
+        .await
+        .unwrap()
+        .unwrap()
+        .approval_message
+        .unwrap()
+        .1;
     let on_message = |p: &mut Value| p["container"]["message_ts"] = json!(ts.clone());
     app.press_with("UALICE", &ch, APPROVE_ACTION, "1", |p| {
         on_message(p);
@@ -343,10 +389,16 @@ async fn guests_and_external_users_cannot_approve(db: Db) {
     // All four are in the approver group when the run is requested.
     let people = ["UGUEST1", "UGUEST2", "USTRANGER", "UOTHERTEAM"];
     app.slack.set_usergroup("S0PLACEHOLDER", &people);
-    app.slack.set_user("UGUEST1", json!({"is_restricted": true}));
-    app.slack.set_user("UGUEST2", json!({"is_restricted": true, "is_ultra_restricted": true}));
-    app.slack.set_user("USTRANGER", json!({"is_stranger": true}));
-    app.slack.set_user("UOTHERTEAM", json!({"team_id": "TPARTNER"}));
+    app.slack
+        .set_user("UGUEST1", json!({"is_restricted": true}));
+    app.slack.set_user(
+        "UGUEST2",
+        json!({"is_restricted": true, "is_ultra_restricted": true}),
+    );
+    app.slack
+        .set_user("USTRANGER", json!({"is_stranger": true}));
+    app.slack
+        .set_user("UOTHERTEAM", json!({"team_id": "TPARTNER"}));
     let ch = incident(&app).await;
     requested(&app, &ch).await;
     for user in people {
@@ -374,7 +426,15 @@ async fn a_crafted_or_modified_run_id_is_refused(db: Db) {
     requested(&app, &ch).await;
     app.command("UBOB", &ch, SCALE).await;
     app.deliver().await;
-    let ts1 = app.store.run(1).await.unwrap().unwrap().approval_message.unwrap().1;
+    let ts1 = app
+        .store
+        .run(1)
+        .await
+        .unwrap()
+        .unwrap()
+        .approval_message
+        .unwrap()
+        .1;
     // Run #1's button, its value changed to run #2.
     app.press_with("UALICE", &ch, APPROVE_ACTION, "2", |p| {
         p["container"]["message_ts"] = json!(ts1);
@@ -386,7 +446,10 @@ async fn a_crafted_or_modified_run_id_is_refused(db: Db) {
     assert_eq!(state(&app, 1).await, RunState::Pending);
     assert_eq!(state(&app, 2).await, RunState::Pending);
     let told = app.ephemerals_for("UALICE");
-    assert!(told[0].contains("not on run #2's approval message"), "{told:?}");
+    assert!(
+        told[0].contains("not on run #2's approval message"),
+        "{told:?}"
+    );
     assert_eq!(told[1], "Run #999 does not exist.");
     assert_eq!(told[2], "That button does not name a run.");
     assert_eq!(exec.count(), 0);
@@ -397,18 +460,31 @@ async fn resolving_the_incident_cancels_its_pending_runs(db: Db) {
     let app = app(db, exec.clone()).await;
     let ch = incident(&app).await;
     requested(&app, &ch).await;
-    let reply = app.command("UALICE", &ch, "resolve Failed over by hand").await;
+    let reply = app
+        .command("UALICE", &ch, "resolve Failed over by hand")
+        .await;
     assert!(reply.contains("resolved"), "{reply}");
     app.deliver().await;
     assert_eq!(state(&app, 1).await, RunState::Cancelled);
-    assert!(app
-        .messages_in(&ch)
-        .iter()
-        .any(|m| m.contains("Recovery run #1 cancelled: the incident was resolved")));
-    let update = app.slack.calls_to("chat.update").pop().expect("message updated");
+    assert!(
+        app.messages_in(&ch)
+            .iter()
+            .any(|m| m.contains("Recovery run #1 cancelled: the incident was resolved"))
+    );
+    let update = app
+        .slack
+        .calls_to("chat.update")
+        .pop()
+        .expect("message updated");
     let blocks = update["blocks"].to_string();
-    assert!(!blocks.contains(APPROVE_ACTION), "buttons removed: {blocks}");
-    assert!(blocks.contains("cancelled") && blocks.contains("the incident was resolved"), "{blocks}");
+    assert!(
+        !blocks.contains(APPROVE_ACTION),
+        "buttons removed: {blocks}"
+    );
+    assert!(
+        blocks.contains("cancelled") && blocks.contains("the incident was resolved"),
+        "{blocks}"
+    );
     app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
     app.deliver().await;
     assert_eq!(exec.count(), 0);
@@ -433,24 +509,35 @@ async fn the_store_refuses_writes_around_the_code(db: Db) {
     };
     let s = &app.store;
     let approve = |who: &str| {
-        format!("insert into run_approvals (run_id, approver, approved_at_ms) values (1, '{who}', 0)")
+        format!(
+            "insert into run_approvals (run_id, approver, approved_at_ms) values (1, '{who}', 0)"
+        )
     };
-    refused(s.execute_raw(&approve("UALICE")).await, "requester cannot approve");
-    refused(s.execute_raw(&approve("UMALLORY")).await, "not an eligible approver");
+    refused(
+        s.execute_raw(&approve("UALICE")).await,
+        "requester cannot approve",
+    );
+    refused(
+        s.execute_raw(&approve("UMALLORY")).await,
+        "not an eligible approver",
+    );
     refused(
         s.execute_raw("insert into run_eligible_approvers (run_id, approver, source) values (1, 'UMALLORY', 'role:commander')").await,
         "frozen",
     );
     refused(
-        s.execute_raw("delete from run_eligible_approvers where run_id = 1").await,
+        s.execute_raw("delete from run_eligible_approvers where run_id = 1")
+            .await,
         "frozen",
     );
     refused(
-        s.execute_raw("update command_runs set state = 'approved' where id = 1").await,
+        s.execute_raw("update command_runs set state = 'approved' where id = 1")
+            .await,
         "not enough approvals",
     );
     refused(
-        s.execute_raw("update command_runs set required_approvals = 0 where id = 1").await,
+        s.execute_raw("update command_runs set required_approvals = 0 where id = 1")
+            .await,
         "never change",
     );
     assert_eq!(state(&app, 1).await, RunState::Pending);
@@ -466,9 +553,14 @@ async fn the_store_refuses_writes_around_the_code(db: Db) {
 async fn a_staging_run_reaches_the_staging_executor_only(db: Db) {
     let prod = Exec::new("prod");
     let staging = Exec::new("staging");
-    let prod_t: Arc<dyn Executor> = Arc::new(Targeted::new(prod.clone(), "prod: AWS account 111111111111, region us-east-1"));
-    let staging_t: Arc<dyn Executor> =
-        Arc::new(Targeted::new(staging.clone(), "staging: AWS account 222222222222, region eu-west-1"));
+    let prod_t: Arc<dyn Executor> = Arc::new(Targeted::new(
+        prod.clone(),
+        "prod: AWS account 111111111111, region us-east-1",
+    ));
+    let staging_t: Arc<dyn Executor> = Arc::new(Targeted::new(
+        staging.clone(),
+        "staging: AWS account 222222222222, region eu-west-1",
+    ));
     let app = TestApp::start_with_recovery(db, recovery(shipped(), prod_t, staging_t)).await;
     let ch = incident(&app).await;
     app.command(
@@ -479,18 +571,29 @@ async fn a_staging_run_reaches_the_staging_executor_only(db: Db) {
     .await;
     app.deliver().await;
     let preview = app.messages_in(&ch).pop().unwrap();
-    assert!(preview.contains("staging.k8s-scale()") && preview.contains("Acts on: staging: AWS account 222222222222, region eu-west-1"), "{preview}");
+    assert!(
+        preview.contains("staging.k8s-scale()")
+            && preview.contains("Acts on: staging: AWS account 222222222222, region eu-west-1"),
+        "{preview}"
+    );
     app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
     app.deliver().await;
     assert_eq!((staging.count(), prod.count()), (1, 0));
-    assert!(app.messages_in(&ch).last().unwrap().contains("done by staging"));
+    assert!(
+        app.messages_in(&ch)
+            .last()
+            .unwrap()
+            .contains("done by staging")
+    );
     // A config without `staging` refuses the shipped catalog (klaxon check / serve).
     let mut config = app.config.clone();
     config.recovery.catalog_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/commands").into();
     config.recovery.environments.remove("staging");
     let err = klaxon::app::load_catalog(&config).unwrap_err().to_string();
     assert!(
-        err.contains("k8s-scale.toml: params.environment.values[1]: environment `staging` is not configured"),
+        err.contains(
+            "k8s-scale.toml: params.environment.values[1]: environment `staging` is not configured"
+        ),
         "{err}"
     );
 }
@@ -507,8 +610,18 @@ async fn a_late_execution_is_refused_and_told(db: Db) {
     app.deliver().await;
     assert_eq!(state(&app, 1).await, RunState::Expired);
     assert_eq!(exec.count(), 0);
-    assert!(app.messages_in(&ch).iter().any(|m| m.contains("Run #1 k8s-scale expired")));
-    assert!(timeline(&app).await.iter().any(|k| matches!(k, EventKind::RunClosed { state: RunState::Expired, .. })));
+    assert!(
+        app.messages_in(&ch)
+            .iter()
+            .any(|m| m.contains("Run #1 k8s-scale expired"))
+    );
+    assert!(timeline(&app).await.iter().any(|k| matches!(
+        k,
+        EventKind::RunClosed {
+            state: RunState::Expired,
+            ..
+        }
+    )));
 }
 
 async fn a_late_result_after_outcome_unknown_is_still_recorded(db: Db) {
@@ -536,11 +649,20 @@ async fn a_late_result_after_outcome_unknown_is_still_recorded(db: Db) {
     app.deliver().await;
     assert_eq!(state(&app, 1).await, RunState::OutcomeUnknown);
     let late = timeline(&app).await.into_iter().find_map(|k| match k {
-        EventKind::RunLateResult { state, request_id, .. } => Some((state, request_id)),
+        EventKind::RunLateResult {
+            state, request_id, ..
+        } => Some((state, request_id)),
         _ => None,
     });
-    assert_eq!(late, Some((RunState::Succeeded, Some("req-prod".to_string()))));
-    assert!(app.messages_in(&ch).iter().any(|m| m.contains("Late result for run #1")));
+    assert_eq!(
+        late,
+        Some((RunState::Succeeded, Some("req-prod".to_string())))
+    );
+    assert!(
+        app.messages_in(&ch)
+            .iter()
+            .any(|m| m.contains("Late result for run #1"))
+    );
 }
 
 async fn the_heartbeat_keeps_a_long_call_leased(db: Db) {
@@ -575,10 +697,21 @@ async fn the_approval_message_tells_the_truth(db: Db) {
     let exec = Exec::new("default");
     let app = app_with_catalog(db, two_approvals(), exec.clone()).await;
     let ch = incident(&app).await;
-    app.command("UBOB", &ch, "run k8s-rollout-restart namespace=payments deployment=api")
-        .await;
+    app.command(
+        "UBOB",
+        &ch,
+        "run k8s-rollout-restart namespace=payments deployment=api",
+    )
+    .await;
     app.deliver().await;
-    let (channel, ts) = app.store.run(1).await.unwrap().unwrap().approval_message.unwrap();
+    let (channel, ts) = app
+        .store
+        .run(1)
+        .await
+        .unwrap()
+        .unwrap()
+        .approval_message
+        .unwrap();
     assert_eq!(channel, ch);
     let message = |app: &TestApp| {
         app.slack
@@ -594,18 +727,31 @@ async fn the_approval_message_tells_the_truth(db: Db) {
     app.press("UAPPA", &ch, APPROVE_ACTION, "1").await;
     app.deliver().await;
     let one = message(&app);
-    assert!(one.contains("Approved by") && one.contains("UAPPA") && one.contains(APPROVE_ACTION), "{one}");
+    assert!(
+        one.contains("Approved by") && one.contains("UAPPA") && one.contains(APPROVE_ACTION),
+        "{one}"
+    );
     app.press("UAPPC", &ch, DENY_ACTION, "1").await;
     app.deliver().await;
     let denied = message(&app);
-    assert!(!denied.contains(APPROVE_ACTION), "no buttons once decided: {denied}");
-    assert!(denied.contains("denied by") && denied.contains("UAPPC") && denied.contains("Outcome: denied"), "{denied}");
+    assert!(
+        !denied.contains(APPROVE_ACTION),
+        "no buttons once decided: {denied}"
+    );
+    assert!(
+        denied.contains("denied by")
+            && denied.contains("UAPPC")
+            && denied.contains("Outcome: denied"),
+        "{denied}"
+    );
     assert_eq!(exec.count(), 0);
 }
 
 async fn invisible_and_bidi_text_is_refused_with_the_rule(db: Db) {
     let app = TestApp::start(db).await;
-    let reply = app.command("UALICE", "CGENERAL01", "declare sev2 \u{200B}\u{200B}").await;
+    let reply = app
+        .command("UALICE", "CGENERAL01", "declare sev2 \u{200B}\u{200B}")
+        .await;
     assert!(
         reply.contains("title: must not contain invisible characters (U+200B at position 1)"),
         "{reply}"
@@ -613,9 +759,15 @@ async fn invisible_and_bidi_text_is_refused_with_the_rule(db: Db) {
     let reply = app
         .command("UALICE", "CGENERAL01", "declare sev2 Payments \u{202E}nwod")
         .await;
-    assert!(reply.contains("title: must not contain bidirectional text controls (U+202E"), "{reply}");
+    assert!(
+        reply.contains("title: must not contain bidirectional text controls (U+202E"),
+        "{reply}"
+    );
     assert!(app.store.open_incidents().await.unwrap().is_empty());
     let ch = app.declare("UALICE", "sev2 Payments slow").await;
     let reply = app.command("UALICE", &ch, "update all \u{7} good").await;
-    assert!(reply.contains("update: must not contain control characters (U+0007"), "{reply}");
+    assert!(
+        reply.contains("update: must not contain control characters (U+0007"),
+        "{reply}"
+    );
 }

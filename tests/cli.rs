@@ -71,7 +71,13 @@ fn check_names_the_broken_key_and_exits_non_zero() {
     for args in [
         &["check", "--config", "deploy/klaxon.example.toml"][..],
         &["commands", "list", "--config", "deploy/klaxon.example.toml"],
-        &["commands", "show", "k8s-scale", "--config", "deploy/klaxon.example.toml"],
+        &[
+            "commands",
+            "show",
+            "k8s-scale",
+            "--config",
+            "deploy/klaxon.example.toml",
+        ],
     ] {
         let out = klaxon(args, &[]).output().unwrap();
         assert!(
@@ -97,9 +103,10 @@ fn check_names_the_broken_key_and_exits_non_zero() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let without_staging = example
-        .replace("[recovery.environments.staging]", "[recovery.environments.qa]")
-        .replace("catalog_dir = \"commands\"", "catalog_dir = \"commands\"");
+    let without_staging = example.replace(
+        "[recovery.environments.staging]",
+        "[recovery.environments.qa]",
+    );
     std::fs::write(&path, without_staging).unwrap();
     let out = klaxon(&["check", "--config", path.to_str().unwrap()], SECRETS)
         .current_dir(env!("CARGO_MANIFEST_DIR"))

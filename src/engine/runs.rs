@@ -76,7 +76,7 @@ pub struct ClickContext {
 #[derive(Clone, Debug)]
 pub enum Begin {
     /// Yes: it is now `executing` under a lease.
-    Run(RunRow),
+    Run(Box<RunRow>),
     /// No: not approved (any more), or another worker has it.
     Nothing,
 }
@@ -487,7 +487,7 @@ impl Engine {
         .await?;
         tx.commit().await?;
         self.wakers.outbox.notify_one();
-        Ok(Begin::Run(run))
+        Ok(Begin::Run(Box::new(run)))
     }
 
     /// Records how an executing run ended; `false` if it was no longer executing. A result
@@ -524,9 +524,9 @@ impl Engine {
                         ":information_source: Late result for run #{} {} (declared outcome unknown earlier)",
                         run.id, run.command
                     )),
-                    Span::text(format!(
-                        ": the API finally answered. The run stays `outcome_unknown`; verify by hand."
-                    )),
+                    Span::text(
+                        ": the API finally answered. The run stays `outcome_unknown`; verify by hand.",
+                    ),
                 ]);
                 let outbound = vec![
                     Self::post(run.incident_id, late),

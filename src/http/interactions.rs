@@ -313,7 +313,8 @@ async fn button(state: &AppState, request_id: &str, payload: &Payload) -> Respon
                 .await;
             member = kind == Some(UserKind::Regular);
             // The requester may always withdraw; anyone else must be a full member.
-            if !member && !(click == Click::Deny && user == run.requester) {
+            let withdrawing = click == Click::Deny && user == run.requester;
+            if !(member || withdrawing) {
                 let what = kind.map_or("an account Slack could not verify", UserKind::describe);
                 refused = Some(Refusal::Account(what.to_string()));
             }

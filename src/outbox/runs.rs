@@ -261,7 +261,7 @@ impl OutboxWorker {
             .await
             .map_err(internal)?
         {
-            Begin::Run(run) => run,
+            Begin::Run(run) => *run,
             // Not approved (any more), refused at the last check, or another worker has
             // it: nothing to do, ever.
             Begin::Nothing => return Ok(()),

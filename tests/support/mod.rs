@@ -195,7 +195,14 @@ impl TestApp {
         recovery: klaxon::outbox::Recovery,
         configure: impl FnOnce(&mut Config),
     ) -> TestApp {
-        Self::start_inner(fresh_store(db).await, "UTC", start(), Some(recovery), configure).await
+        Self::start_inner(
+            fresh_store(db).await,
+            "UTC",
+            start(),
+            Some(recovery),
+            configure,
+        )
+        .await
     }
 
     async fn start_full(
