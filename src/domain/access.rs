@@ -229,6 +229,11 @@ pub enum RoleRefusal {
         /// Current holder.
         holder: String,
     },
+    /// Appointing someone else to a vacant role is the commander's call.
+    #[error(
+        "only the incident commander <@{0}> or an incident admin can appoint someone else; you may take a vacant role yourself"
+    )]
+    Appoint(String),
     /// Without a commander, people may take command themselves but not appoint others.
     #[error(
         "nobody commands this incident: take command yourself with `/incident role commander @you`, or ask an incident admin to appoint someone"
@@ -282,10 +287,9 @@ pub fn may_assign_role(
             Some(_) => Ok(()),
             None if target == actor.user => Ok(()),
             None if commander.is_none() => Err(RoleRefusal::AppointWithoutCommand),
-            None => Err(RoleRefusal::Held {
-                role: role.title().to_string(),
-                holder: commander.unwrap_or_default().to_string(),
-            }),
+            None => Err(RoleRefusal::Appoint(
+                commander.unwrap_or_default().to_string(),
+            )),
         },
     }
 }
@@ -347,7 +351,10 @@ mod tests {
             may_assign_role(&r, &member("UCAROL"), Role::Scribe, "UCAROL", None),
             Ok(())
         );
-        assert!(may_assign_role(&r, &member("UCAROL"), Role::Scribe, "UDAVE", None).is_err());
+        assert_eq!(
+            may_assign_role(&r, &member("UCAROL"), Role::Scribe, "UDAVE", None),
+            Err(RoleRefusal::Appoint("UALICE".into()))
+        );
         assert!(matches!(
             may_assign_role(&r, &member("UCAROL"), Role::Ops, "UCAROL", None),
             Err(RoleRefusal::Held { .. })
