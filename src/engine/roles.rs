@@ -3,7 +3,7 @@
 //! recorded on the timeline too.
 
 use super::{Engine, EngineError, Outcome, RequestMeta};
-use crate::domain::access::{self, RoleActor, UserKind};
+use crate::domain::access::{self, RoleActor, RoleRefusal, UserKind};
 use crate::domain::incident::{self, Change, DomainError, EventKind, IncidentId, Role};
 
 /// What the handler learned about the people involved in a role change.
@@ -36,22 +36,27 @@ impl Engine {
             .lock_incident(id)
             .await?
             .ok_or(EngineError::NotFound(id))?;
-        let actor = RoleActor {
-            user: &actor_id,
-            // Unknown counts as a guest: fail closed.
-            kind: request.actor_kind.unwrap_or(UserKind::Restricted),
-            is_admin: request.actor_is_admin,
-        };
-        let allowed = if incident.is_open() {
-            access::may_assign_role(
-                &incident.roles,
-                &actor,
-                request.role,
-                &request.user,
-                request.target_kind,
-            )
-        } else {
-            Ok(())
+        let allowed = match request.actor_kind {
+            _ if !incident.is_open() => Ok(()),
+            // Slack could not say who this is: fail closed, and say so.
+            None => Err(RoleRefusal::Account(
+                "an account Klaxon could not check with Slack (users.info failed; try again)"
+                    .into(),
+            )),
+            Some(kind) => {
+                let actor = RoleActor {
+                    user: &actor_id,
+                    kind,
+                    is_admin: request.actor_is_admin,
+                };
+                access::may_assign_role(
+                    &incident.roles,
+                    &actor,
+                    request.role,
+                    &request.user,
+                    request.target_kind,
+                )
+            }
         };
         if let Err(refusal) = allowed {
             drop(tx);

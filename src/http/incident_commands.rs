@@ -197,6 +197,11 @@ async fn request_run(
         .groups
         .user_kind(&inv.user, state.identity.team_id.as_deref())
         .await;
+    let Some(kind) = kind else {
+        return Ok(Reply::text(format!(
+            "You may not request `{name}` right now: Klaxon could not check your account with Slack (users.info failed). Try again in a moment."
+        )));
+    };
     let rule = Rule {
         users: &spec.requesters.users,
         groups: &spec.requesters.groups,
@@ -205,7 +210,7 @@ async fn request_run(
     let allowed = access::may_request(
         rule,
         &inv.user,
-        kind.unwrap_or(access::UserKind::Restricted),
+        kind,
         &groups,
         &roles_of(incident, &inv.user),
         || spec.requesters.describe(),
