@@ -4,6 +4,8 @@
 
 #[path = "support/approvals.rs"]
 mod helpers;
+#[path = "support/moto.rs"]
+mod moto;
 mod support;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use tokio::sync::Notify;
 
 both_backends!(
     a_staging_run_reaches_the_staging_executor_only,
+    a_staging_failover_reaches_the_staging_moto_not_prods,
     a_late_execution_is_refused_and_told,
     a_late_result_after_outcome_unknown_is_still_recorded,
     the_heartbeat_keeps_a_long_call_leased,
@@ -246,5 +249,97 @@ async fn invisible_and_bidi_text_is_refused_with_the_rule(db: Db) {
     assert!(
         reply.contains("update: must not contain control characters (U+0007"),
         "{reply}"
+    );
+}
+
+/// An Aurora cluster with two instances on `moto`; returns its current writer.
+async fn cluster(moto: &moto::MotoServer, id: &str) {
+    let admin = moto.rds_client();
+    admin
+        .create_db_cluster()
+        .db_cluster_identifier(id)
+        .engine("aurora-postgresql")
+        .master_username("klaxon")
+        .master_user_password("not-a-secret-1")
+        .send()
+        .await
+        .unwrap();
+    for n in 1..=2 {
+        admin
+            .create_db_instance()
+            .db_instance_identifier(format!("{id}-{n}"))
+            .db_instance_class("db.r6g.large")
+            .engine("aurora-postgresql")
+            .db_cluster_identifier(id)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+async fn writer(moto: &moto::MotoServer, id: &str) -> String {
+    let clusters = moto
+        .rds_client()
+        .describe_db_clusters()
+        .db_cluster_identifier(id)
+        .send()
+        .await
+        .unwrap();
+    clusters.db_clusters()[0]
+        .db_cluster_members()
+        .iter()
+        .find(|m| m.is_cluster_writer() == Some(true))
+        .and_then(|m| m.db_instance_identifier().map(str::to_string))
+        .unwrap()
+}
+
+/// The real RDS executor, once per environment, each on its own endpoint (two moto
+/// servers standing in for two AWS accounts). Prod's server holds a decoy cluster with
+/// the staging name: a run that leaked to prod's executor would move its writer.
+async fn a_staging_failover_reaches_the_staging_moto_not_prods(db: Db) {
+    let (prod_moto, staging_moto) = (moto::moto().await, moto::moto().await);
+    for m in [&prod_moto, &staging_moto] {
+        cluster(m, "payments-db-staging").await;
+    }
+    let executor = |m: &moto::MotoServer, label: String| -> Arc<dyn Executor> {
+        let rds = klaxon::commands::rds::RdsExecutor::new(m.rds_client());
+        Arc::new(Targeted::new(Arc::new(rds), label))
+    };
+    let prod = executor(
+        &prod_moto,
+        format!("prod: region us-east-1 via {}", prod_moto.url()),
+    );
+    let staging = executor(
+        &staging_moto,
+        format!("staging: region us-east-1 via {}", staging_moto.url()),
+    );
+    let app = TestApp::start_with_recovery(db, recovery(shipped(), prod, staging)).await;
+    let ch = incident(&app).await;
+    app.command(
+        "UBOB",
+        &ch,
+        "run rds-failover-cluster environment=staging cluster=payments-db-staging target_instance=payments-db-staging-2",
+    )
+    .await;
+    app.deliver().await;
+    let preview = app.messages_in(&ch).pop().unwrap();
+    assert!(
+        preview.contains(&format!(
+            "Acts on: staging: region us-east-1 via {}",
+            staging_moto.url()
+        )),
+        "{preview}"
+    );
+    app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
+    app.deliver().await;
+    assert_eq!(state(&app, 1).await, RunState::Succeeded);
+    assert_eq!(
+        writer(&staging_moto, "payments-db-staging").await,
+        "payments-db-staging-2"
+    );
+    assert_eq!(
+        writer(&prod_moto, "payments-db-staging").await,
+        "payments-db-staging-1",
+        "prod's account was not touched"
     );
 }
