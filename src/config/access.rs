@@ -208,3 +208,71 @@ pub(super) fn call_timeout(text: Option<String>) -> Result<Duration, ConfigError
 
 /// Default for `recovery.call_timeout`.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    fn load(extra: &str, env: &[(&str, &str)]) -> Result<Config, super::ConfigError> {
+        let vars: Vec<(String, String)> =
+            [("SLACK_SIGNING_SECRET", "s"), ("SLACK_BOT_TOKEN", "xoxb-t")]
+                .iter()
+                .chain(env)
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let lookup = move |name: &str| {
+            vars.iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        Config::from_toml(
+            &format!("[slack]\nincident_response_channel = \"C0123ABCDE\"\n{extra}"),
+            &lookup,
+        )
+    }
+
+    #[test]
+    fn environments_admins_ids_and_timeouts_load_and_name_their_keys() {
+        let c = load(
+            "team_id = \"T01\"\napp_id = \"A01\"\n[roles]\nincident_admins = [\"SADMIN\"]\n\
+             [recovery]\ncall_timeout = \"20s\"\n\
+             [recovery.environments.prod]\naws_role_arn = \"arn:aws:iam::123456789012:role/k\"\nkube_context = \"prod-ctx\"\n",
+            &[("KLAXON_SLACK_APP_ID", "A02")],
+        )
+        .unwrap();
+        assert_eq!(c.slack.team_id.as_deref(), Some("T01"));
+        assert_eq!(c.slack.app_id.as_deref(), Some("A02"), "env overrides");
+        assert_eq!(c.roles.incident_admins, ["SADMIN"]);
+        assert_eq!(c.recovery.call_timeout, std::time::Duration::from_secs(20));
+        let prod = &c.recovery.environments["prod"];
+        assert_eq!(
+            prod.aws_region, "us-east-1",
+            "defaults to recovery.aws_region"
+        );
+        assert_eq!(
+            prod.describe_aws(),
+            "AWS account 123456789012, region us-east-1"
+        );
+        assert_eq!(prod.describe_kube(), "Kubernetes context prod-ctx");
+
+        let key = |extra: &str| load(extra, &[]).unwrap_err().key;
+        assert_eq!(
+            key("[recovery.environments.prod]\naws_role_arn = \"admin\"\n"),
+            "recovery.environments.prod.aws_role_arn"
+        );
+        assert_eq!(
+            key("[roles]\nincident_admins = [\"ops\"]\n"),
+            "roles.incident_admins[0]"
+        );
+        assert_eq!(key("team_id = \"acme\"\n"), "slack.team_id");
+        assert_eq!(
+            key("[recovery]\ncall_timeout = \"0s\"\n"),
+            "recovery.call_timeout"
+        );
+        assert_eq!(
+            key("[recovery.environments.Prod]\n"),
+            "recovery.environments.Prod"
+        );
+    }
+}
