@@ -195,6 +195,20 @@ pub fn load_catalog(config: &Config) -> Result<Catalog, CatalogErrors> {
     Ok(catalog)
 }
 
+/// `klaxon totp enrol USER`: prints the otpauth URI for the user's authenticator app.
+pub async fn totp_enrol(config: &Config, user: &str) -> anyhow::Result<String> {
+    let key = config.recovery.totp_key.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("KLAXON_TOTP_KEY is not set (64 hex characters; `openssl rand -hex 32`)")
+    })?;
+    let store = Store::connect(&config.database_url)
+        .await
+        .context("connecting")?;
+    store.migrate().await.context("running migrations")?;
+    crate::commands::totp::enrol(&store, key, user, chrono::Utc::now())
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
 /// `klaxon migrate`.
 pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     let store = Store::connect(database_url).await.context("connecting")?;

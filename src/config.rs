@@ -224,6 +224,9 @@ pub struct RecoveryConfig {
     pub call_timeout: std::time::Duration,
     /// One executor target per value of a command's `environment` parameter.
     pub environments: std::collections::BTreeMap<String, EnvironmentConfig>,
+    /// Key sealing TOTP step-up secrets (`KLAXON_TOTP_KEY`); without it, commands with
+    /// `step_up = "totp"` cannot be approved.
+    pub totp_key: Option<crate::commands::totp::TotpKey>,
 }
 
 /// Reads an environment variable; injected so tests need not touch the process env.
@@ -543,6 +546,7 @@ impl Config {
             kubernetes: file.recovery.kubernetes.unwrap_or(true),
             call_timeout: access::call_timeout(file.recovery.call_timeout)?,
             environments: std::collections::BTreeMap::new(),
+            totp_key: access::totp_key(env)?,
         };
         let recovery = RecoveryConfig {
             environments: access::environments(file.recovery.environments, &recovery.aws_region)?,

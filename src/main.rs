@@ -31,6 +31,11 @@ enum Command {
         #[command(subcommand)]
         action: CommandsAction,
     },
+    /// TOTP step-up for approvals (commands with `step_up = "totp"`).
+    Totp {
+        #[command(subcommand)]
+        action: TotpAction,
+    },
     /// Audit the timeline.
     Audit {
         #[command(subcommand)]
@@ -46,6 +51,16 @@ enum CommandsAction {
     Show {
         /// Command name, e.g. rds-failover-cluster.
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TotpAction {
+    /// Enrol a Slack user: prints the otpauth:// URI for their authenticator app (once;
+    /// the secret is stored encrypted with KLAXON_TOTP_KEY). Re-enrolling replaces it.
+    Enrol {
+        /// Slack user id, e.g. U0123ABCD.
+        user: String,
     },
 }
 
@@ -116,6 +131,11 @@ async fn main() -> ExitCode {
         },
         Command::Serve => klaxon::app::serve(config).await,
         Command::Migrate => klaxon::app::migrate(&config.database_url).await,
+        Command::Totp {
+            action: TotpAction::Enrol { user },
+        } => klaxon::app::totp_enrol(&config, &user)
+            .await
+            .map(|uri| println!("{uri}")),
         Command::Audit {
             action: AuditAction::Verify,
         } => klaxon::app::audit_verify(&config.database_url)

@@ -84,3 +84,14 @@ end;
 $$;
 create trigger command_runs_guard before update on command_runs
     for each row execute function command_runs_guard();
+
+-- Optional TOTP step-up (commands with `step_up = "totp"`): one secret per user, sealed
+-- with ChaCha20-Poly1305 (key from KLAXON_TOTP_KEY, user id as associated data).
+-- `last_step` refuses a code whose time step was already used (RFC 6238 section 5.2).
+create table totp_secrets (
+    user_id text primary key,
+    nonce text not null,
+    ciphertext text not null,
+    last_step bigint not null default -1,
+    created_at_ms bigint not null
+);

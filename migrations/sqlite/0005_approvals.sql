@@ -82,3 +82,14 @@ when new.required_approvals is not old.required_approvals or new.requester is no
 begin
     select raise(abort, 'klaxon-refused: a run''s requester and required approvals never change');
 end;
+
+-- Optional TOTP step-up (commands with `step_up = "totp"`): one secret per user, sealed
+-- with ChaCha20-Poly1305 (key from KLAXON_TOTP_KEY, user id as associated data).
+-- `last_step` refuses a code whose time step was already used (RFC 6238 section 5.2).
+create table totp_secrets (
+    user_id text primary key,
+    nonce text not null,
+    ciphertext text not null,
+    last_step integer not null default -1,
+    created_at_ms integer not null
+);

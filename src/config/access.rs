@@ -206,6 +206,17 @@ pub(super) fn call_timeout(text: Option<String>) -> Result<Duration, ConfigError
     Ok(d)
 }
 
+/// `KLAXON_TOTP_KEY` (environment only: it is a secret): the key sealing TOTP secrets.
+pub(super) fn totp_key(
+    env: Env<'_>,
+) -> Result<Option<crate::commands::totp::TotpKey>, ConfigError> {
+    env("KLAXON_TOTP_KEY")
+        .map(|k| {
+            crate::commands::totp::TotpKey::from_hex(&k).map_err(|e| err("KLAXON_TOTP_KEY", e))
+        })
+        .transpose()
+}
+
 /// Default for `recovery.call_timeout`.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -149,6 +149,9 @@ pub enum Refusal {
     /// The click did not come from where the run's approval message is.
     #[error("{0}")]
     WrongPlace(String),
+    /// The command needs a step-up code that was missing, wrong or reused.
+    #[error("{0}")]
+    StepUp(String),
 }
 
 /// What a click does.

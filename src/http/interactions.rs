@@ -45,6 +45,8 @@ struct Payload {
     container: Option<Container>,
     #[serde(default)]
     message: Option<PayloadMessage>,
+    #[serde(default)]
+    trigger_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -137,7 +139,12 @@ pub async fn handle(
     if payload.kind == "block_actions" {
         return button(&state, &request_id, &payload).await;
     }
-    if let Some(reason) = foreign(&state, &payload, false) {
+    // The step-up form approves a run: it must prove where it comes from, like a click.
+    let strict = payload
+        .view
+        .as_ref()
+        .is_some_and(|v| v.callback_id == super::step_up::CALLBACK);
+    if let Some(reason) = foreign(&state, &payload, strict) {
         tracing::warn!(kind = %payload.kind, %reason, "refused an interaction from another workspace or app");
         return (StatusCode::FORBIDDEN, reason).into_response();
     }
@@ -145,6 +152,17 @@ pub async fn handle(
         tracing::info!(kind = %payload.kind, "interaction without a handler acknowledged");
         return StatusCode::OK.into_response();
     };
+    if view.callback_id == super::step_up::CALLBACK {
+        let code = view.state.value("code").unwrap_or_default();
+        return super::step_up::submit(
+            &state,
+            &request_id,
+            &payload.user.id,
+            &view.private_metadata,
+            &code,
+        )
+        .await;
+    }
     let meta = RequestMeta::user(&payload.user.id, &request_id);
     let engine = &state.engine;
     let result = match view.callback_id.as_str() {
@@ -317,6 +335,33 @@ async fn button(state: &AppState, request_id: &str, payload: &Payload) -> Respon
             if !(member || withdrawing) {
                 let what = kind.map_or("an account Slack could not verify", UserKind::describe);
                 refused = Some(Refusal::Account(what.to_string()));
+            }
+        }
+        // A command with TOTP step-up approves through the code modal instead.
+        let step_up = state.catalog.get(&run.command).is_some_and(|s| s.step_up);
+        if refused.is_none() && click == Click::Approve && step_up {
+            let channel = payload
+                .channel
+                .as_ref()
+                .map(|c| c.id.as_str())
+                .unwrap_or_default();
+            let ts = run
+                .approval_message
+                .as_ref()
+                .map(|(_, ts)| ts.as_str())
+                .unwrap_or_default();
+            match super::step_up::ask(
+                state,
+                &user,
+                &run,
+                payload.trigger_id.as_deref(),
+                channel,
+                ts,
+            )
+            .await
+            {
+                Ok(()) => return Ok(None),
+                Err(refusal) => refused = Some(refusal),
             }
         }
         let policy = match state.catalog.get(&run.command) {

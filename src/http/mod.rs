@@ -7,6 +7,7 @@ pub mod commands;
 pub mod events;
 pub mod incident_commands;
 pub mod interactions;
+mod step_up;
 pub mod verify;
 
 use std::sync::Arc;
@@ -53,6 +54,8 @@ pub struct Identity {
     pub app_id: Option<String>,
     /// User groups whose members may hand over any incident role.
     pub incident_admins: Vec<String>,
+    /// Key sealing TOTP step-up secrets.
+    pub totp_key: Option<crate::commands::totp::TotpKey>,
 }
 
 impl Identity {
@@ -62,6 +65,7 @@ impl Identity {
             team_id: config.slack.team_id.clone(),
             app_id: config.slack.app_id.clone(),
             incident_admins: config.roles.incident_admins.clone(),
+            totp_key: config.recovery.totp_key.clone(),
         }
     }
 

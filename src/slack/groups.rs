@@ -34,6 +34,11 @@ impl GroupDirectory {
         }
     }
 
+    /// The Slack client (for `views.open` from a handler: forms change no state).
+    pub fn slack(&self) -> &Arc<dyn SlackApi> {
+        &self.slack
+    }
+
     /// The members of each readable group among `groups` (fresh from Slack, then cached);
     /// an unreadable group is left out, so it makes nobody eligible (fails closed).
     pub async fn members_of(

@@ -12,6 +12,7 @@
 mod outbox;
 mod runs;
 mod timers;
+mod totp;
 mod tx;
 
 use std::str::FromStr;

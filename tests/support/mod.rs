@@ -392,6 +392,7 @@ impl TestApp {
             "user": { "id": user, "team_id": slack_emulator::TEAM_ID },
             "team": { "id": slack_emulator::TEAM_ID },
             "api_app_id": APP_ID,
+            "trigger_id": "1337.43.efgh",
             "channel": { "id": channel },
             "container": { "type": "message", "channel_id": channel },
             "actions": [{ "action_id": action_id, "value": value, "type": "button" }]
