@@ -8,10 +8,8 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
-use crate::commands::Executor;
 use crate::commands::catalog::{self, Catalog, CatalogErrors};
-use crate::commands::kube_exec::KubeExecutor;
-use crate::commands::rds::RdsExecutor;
+use crate::commands::environments;
 use crate::config::{self, Config};
 use crate::domain::timeline;
 use crate::engine::{Engine, PolicySet, Wakers};
@@ -113,6 +111,7 @@ pub fn wire_with(
         catalog: recovery.catalog,
         groups: crate::slack::groups::GroupDirectory::new(slack_for_state.clone()),
         slack: slack_for_state,
+        identity: Arc::new(http::Identity::from_config(config)),
     };
     Services {
         state,
@@ -125,15 +124,24 @@ pub fn wire_with(
 /// `klaxon serve`: HTTP server plus outbox worker until SIGTERM or Ctrl-C.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(config = %config.describe(), "starting klaxon");
+    http::Identity::from_config(&config)
+        .require()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let slack = MorphismSlack::new(&config.slack.api_url, config.slack.bot_token.clone())
         .context("building the Slack client")?;
     let catalog = load_catalog(&config)
         .map_err(|e| anyhow::anyhow!("the command catalog is broken:\n{e}"))?;
     let recovery = Recovery {
         catalog: Arc::new(catalog),
-        executors: executors(&config).await,
+        executors: environments::build_default(&config.recovery).await,
+        environments: environments::build(&config.recovery).await,
         dry_run: config.recovery.dry_run,
+        call_timeout: config.recovery.call_timeout,
+        ..Recovery::default()
     };
+    if config.recovery.dry_run {
+        tracing::warn!("recovery.execution = dry-run: every recovery command stops at its preview");
+    }
     let store = Store::connect(&config.database_url)
         .await
         .with_context(|| format!("connecting to {}", config::redact_url(&config.database_url)))?;
@@ -207,33 +215,30 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
-/// Loads the approved command catalog named by the config.
+/// Loads the approved command catalog named by the config, and refuses it when a command
+/// names an environment the config does not define.
 pub fn load_catalog(config: &Config) -> Result<Catalog, CatalogErrors> {
-    catalog::load_dir(&config.recovery.catalog_dir)
+    let catalog = catalog::load_dir(&config.recovery.catalog_dir)?;
+    environments::check_catalog(
+        &catalog,
+        &config.recovery.catalog_dir,
+        &config.recovery.environments,
+    )?;
+    Ok(catalog)
 }
 
-/// Builds the RDS executor, and the Kubernetes one when configured and reachable (a
-/// missing kubeconfig only disables the Kubernetes commands, loudly).
-pub async fn executors(config: &Config) -> Vec<Arc<dyn Executor>> {
-    let mut executors: Vec<Arc<dyn Executor>> = vec![Arc::new(
-        RdsExecutor::from_env(
-            &config.recovery.aws_region,
-            config.recovery.aws_endpoint_url.as_deref(),
-        )
-        .await,
-    )];
-    if config.recovery.kubernetes {
-        match KubeExecutor::from_default().await {
-            Ok(kube) => executors.push(Arc::new(kube)),
-            Err(e) => {
-                tracing::warn!(error = %e, "no Kubernetes configuration: k8s-* commands will fail their preview")
-            }
-        }
-    }
-    if config.recovery.dry_run {
-        tracing::warn!("recovery.execution = dry-run: every recovery command stops at its preview");
-    }
-    executors
+/// `klaxon totp enrol USER`: prints the otpauth URI for the user's authenticator app.
+pub async fn totp_enrol(config: &Config, user: &str) -> anyhow::Result<String> {
+    let key = config.recovery.totp_key.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("KLAXON_TOTP_KEY is not set (64 hex characters; `openssl rand -hex 32`)")
+    })?;
+    let store = Store::connect(&config.database_url)
+        .await
+        .context("connecting")?;
+    store.migrate().await.context("running migrations")?;
+    crate::commands::totp::enrol(&store, key, user, chrono::Utc::now())
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// `klaxon migrate`.
@@ -263,8 +268,14 @@ pub async fn audit_store(store: &Store) -> anyhow::Result<usize> {
 }
 
 /// Loads the config for a CLI command: `--config`, else `./klaxon.toml` when present.
-pub fn load_config(path: Option<&Path>) -> Result<Config, config::ConfigError> {
+/// `with_secrets` false lets verbs that only read config and catalog run without the
+/// Slack secrets.
+pub fn load_config(path: Option<&Path>, with_secrets: bool) -> Result<Config, config::ConfigError> {
     let default = Path::new("klaxon.toml");
     let path = path.or_else(|| default.exists().then_some(default));
-    Config::load(path, &config::process_env)
+    if with_secrets {
+        Config::load(path, &config::process_env)
+    } else {
+        Config::load_without_secrets(path, &config::process_env)
+    }
 }

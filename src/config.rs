@@ -18,6 +18,9 @@ use crate::domain::severity::{RespondWithin, Severity, SeverityPolicies};
 use crate::outbox::DeliverySettings;
 use crate::paging::Target;
 
+mod access;
+pub use access::{DEFAULT_CALL_TIMEOUT, EnvironmentConfig, RolesConfig};
+
 /// A configuration problem, naming the key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("config key `{key}`: {problem}")]
@@ -55,6 +58,8 @@ struct FileConfig {
     recovery: RecoverySection,
     #[serde(default)]
     escalation: EscalationSection,
+    #[serde(default)]
+    roles: access::RolesSection,
     #[serde(default)]
     delivery: DeliverySection,
     #[serde(default)]
@@ -100,6 +105,9 @@ struct RecoverySection {
     aws_region: Option<String>,
     aws_endpoint_url: Option<String>,
     kubernetes: Option<bool>,
+    call_timeout: Option<String>,
+    #[serde(default)]
+    environments: std::collections::BTreeMap<String, access::EnvironmentSection>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -153,6 +161,8 @@ struct SlackSection {
     incident_response_channel: Option<String>,
     signing_secret_file: Option<PathBuf>,
     bot_token_file: Option<PathBuf>,
+    team_id: Option<String>,
+    app_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -185,6 +195,10 @@ pub struct SlackConfig {
     pub signing_secrets: Vec<SecretString>,
     /// Bot token (`xoxb-...`).
     pub bot_token: SecretString,
+    /// The workspace (`T...`) interactions must come from; `serve` requires it.
+    pub team_id: Option<String>,
+    /// The Slack app (`A...`) interactions must be addressed to; `serve` requires it.
+    pub app_id: Option<String>,
 }
 
 impl std::fmt::Debug for SlackConfig {
@@ -197,6 +211,8 @@ impl std::fmt::Debug for SlackConfig {
                 &format!("[{} redacted]", self.signing_secrets.len()),
             )
             .field("bot_token", &"[redacted]")
+            .field("team_id", &self.team_id)
+            .field("app_id", &self.app_id)
             .finish()
     }
 }
@@ -226,6 +242,8 @@ pub struct Config {
     pub delivery: DeliverySettings,
     /// What is pruned, when.
     pub retention: RetentionConfig,
+    /// Incident role administration.
+    pub roles: RolesConfig,
 }
 
 /// How recovery commands run.
@@ -241,6 +259,14 @@ pub struct RecoveryConfig {
     pub aws_endpoint_url: Option<String>,
     /// Whether to build a Kubernetes client (kubeconfig or in-cluster).
     pub kubernetes: bool,
+    /// How long one SDK call (RDS, Kubernetes) may take before it counts as a transport
+    /// error (`outcome_unknown` for a mutating call).
+    pub call_timeout: std::time::Duration,
+    /// One executor target per value of a command's `environment` parameter.
+    pub environments: std::collections::BTreeMap<String, EnvironmentConfig>,
+    /// Key sealing TOTP step-up secrets (`KLAXON_TOTP_KEY`); without it, commands with
+    /// `step_up = "totp"` cannot be approved.
+    pub totp_key: Option<crate::commands::totp::TotpKey>,
 }
 
 /// Reads an environment variable; injected so tests need not touch the process env.
@@ -318,6 +344,26 @@ impl Config {
     /// Loads `path` (or defaults when `None`), applies environment overrides and validates
     /// everything, secrets included.
     pub fn load(path: Option<&Path>, env: Env<'_>) -> Result<Config, ConfigError> {
+        Self::load_with(path, env, true)
+    }
+
+    /// Like [`Config::load`], but the Slack secrets may be missing (then empty; checked
+    /// when present): for verbs that only read the config or catalog (`check`,
+    /// `commands list|show`), so reviewing the catalog needs no production secrets.
+    pub fn load_without_secrets(path: Option<&Path>, env: Env<'_>) -> Result<Config, ConfigError> {
+        Self::load_with(path, env, false)
+    }
+
+    /// Whether the Slack secrets are present (always after [`Config::load`]).
+    pub fn has_secrets(&self) -> bool {
+        !self.slack.signing_secrets.is_empty() && !expose(&self.slack.bot_token).is_empty()
+    }
+
+    fn load_with(
+        path: Option<&Path>,
+        env: Env<'_>,
+        require_secrets: bool,
+    ) -> Result<Config, ConfigError> {
         let file: FileConfig = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -332,17 +378,21 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        Self::from_file(file, env)
+        Self::from_file(file, env, require_secrets)
     }
 
     /// Parses TOML text (used by tests and `klaxon check`).
     pub fn from_toml(text: &str, env: Env<'_>) -> Result<Config, ConfigError> {
         let file: FileConfig =
             toml::from_str(text).map_err(|e| err("(file)", e.message().to_string()))?;
-        Self::from_file(file, env)
+        Self::from_file(file, env, true)
     }
 
-    fn from_file(file: FileConfig, env: Env<'_>) -> Result<Config, ConfigError> {
+    fn from_file(
+        file: FileConfig,
+        env: Env<'_>,
+        require_secrets: bool,
+    ) -> Result<Config, ConfigError> {
         let listen_text = env("KLAXON_LISTEN")
             .or(file.server.listen)
             .unwrap_or_else(|| "127.0.0.1:3000".into());
@@ -387,12 +437,33 @@ impl Config {
             })?;
         let incident_response_channel = channel_id("slack.incident_response_channel", &channel)?;
 
+        let (team_id, app_id) = access::slack_ids(env, file.slack.team_id, file.slack.app_id)?;
         let secrets = secret_from(
             env,
             "SLACK_SIGNING_SECRET",
             file.slack.signing_secret_file.as_deref(),
             "slack.signing_secret_file",
-        )?;
+        );
+        let bot_token = secret_from(
+            env,
+            "SLACK_BOT_TOKEN",
+            file.slack.bot_token_file.as_deref(),
+            "slack.bot_token_file",
+        );
+        // Without `require_secrets` an unset secret is allowed (a set but broken one is not).
+        let unset = |r: &Result<String, ConfigError>| {
+            !require_secrets && matches!(r, Err(e) if e.problem.starts_with("not set"))
+        };
+        let secrets = if unset(&secrets) {
+            String::new()
+        } else {
+            secrets?
+        };
+        let bot_token = if unset(&bot_token) {
+            String::new()
+        } else {
+            bot_token?
+        };
         // Several comma-separated secrets are accepted while rotating.
         let signing_secrets: Vec<SecretString> = secrets
             .split(',')
@@ -400,16 +471,11 @@ impl Config {
             .filter(|s| !s.is_empty())
             .map(|s| SecretString::from(s.to_string()))
             .collect();
-        if signing_secrets.is_empty() {
+        if signing_secrets.is_empty() && require_secrets {
             return Err(err("SLACK_SIGNING_SECRET", "is empty"));
         }
-        let bot_token = secret_from(
-            env,
-            "SLACK_BOT_TOKEN",
-            file.slack.bot_token_file.as_deref(),
-            "slack.bot_token_file",
-        )?;
-        if !bot_token.starts_with("xox") {
+        let token_ok = bot_token.starts_with("xox") || (bot_token.is_empty() && !require_secrets);
+        if !token_ok {
             return Err(err(
                 "SLACK_BOT_TOKEN",
                 "does not look like a Slack token (expected xoxb-...)",
@@ -518,7 +584,15 @@ impl Config {
                 .unwrap_or_else(|| "us-east-1".into()),
             aws_endpoint_url: env("KLAXON_AWS_ENDPOINT_URL").or(file.recovery.aws_endpoint_url),
             kubernetes: file.recovery.kubernetes.unwrap_or(true),
+            call_timeout: access::call_timeout(file.recovery.call_timeout)?,
+            environments: std::collections::BTreeMap::new(),
+            totp_key: access::totp_key(env)?,
         };
+        let recovery = RecoveryConfig {
+            environments: access::environments(file.recovery.environments, &recovery.aws_region)?,
+            ..recovery
+        };
+        let roles = access::roles(file.roles)?;
 
         let delivery = delivery_config(file.delivery)?;
         let retention = RetentionConfig {
@@ -536,6 +610,7 @@ impl Config {
             delivery,
             retention,
             recovery,
+            roles,
             escalation,
             targets,
             pagerduty_events_url,
@@ -546,6 +621,8 @@ impl Config {
                 incident_response_channel,
                 signing_secrets,
                 bot_token: bot_token.into(),
+                team_id,
+                app_id,
             },
             calendar,
             severities,

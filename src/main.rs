@@ -31,6 +31,11 @@ enum Command {
         #[command(subcommand)]
         action: CommandsAction,
     },
+    /// TOTP step-up for approvals (commands with `step_up = "totp"`).
+    Totp {
+        #[command(subcommand)]
+        action: TotpAction,
+    },
     /// Audit the timeline.
     Audit {
         #[command(subcommand)]
@@ -50,6 +55,16 @@ enum CommandsAction {
 }
 
 #[derive(Subcommand)]
+enum TotpAction {
+    /// Enrol a Slack user: prints the otpauth:// URI for their authenticator app (once;
+    /// the secret is stored encrypted with KLAXON_TOTP_KEY). Re-enrolling replaces it.
+    Enrol {
+        /// Slack user id, e.g. U0123ABCD.
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditAction {
     /// Recompute every incident's hash chain and report the first break.
     Verify,
@@ -65,7 +80,9 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = match klaxon::app::load_config(cli.config.as_deref()) {
+    // Only `serve` talks to Slack; reviewing config and catalog needs no secrets.
+    let with_secrets = matches!(cli.command, Command::Serve);
+    let config = match klaxon::app::load_config(cli.config.as_deref(), with_secrets) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("klaxon: {e}");
@@ -74,16 +91,24 @@ async fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Check => klaxon::app::load_catalog(&config)
-            .map(|catalog| {
+            .map_err(|e| anyhow::anyhow!("command catalog:\n{e}"))
+            .and_then(|catalog| {
+                klaxon::http::Identity::from_config(&config)
+                    .require()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 println!("config OK: {}", config.describe());
+                if !config.has_secrets() {
+                    println!("Slack secrets not set: `serve` needs SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN");
+                }
                 println!(
                     "catalog OK: {} commands in {}",
                     catalog.iter().count(),
                     config.recovery.catalog_dir.display()
                 );
-            })
-            .map_err(|e| anyhow::anyhow!("command catalog:\n{e}")),
-        Command::Commands { action } => match klaxon::app::load_catalog(&config) {
+                Ok(())
+            }),
+        // Reviewing the catalog needs neither secrets nor the environments it will run in.
+        Command::Commands { action } => match klaxon::commands::catalog::load_dir(&config.recovery.catalog_dir) {
             Err(e) => Err(anyhow::anyhow!("command catalog:\n{e}")),
             Ok(catalog) => match action {
                 CommandsAction::List => {
@@ -106,6 +131,11 @@ async fn main() -> ExitCode {
         },
         Command::Serve => klaxon::app::serve(config).await,
         Command::Migrate => klaxon::app::migrate(&config.database_url).await,
+        Command::Totp {
+            action: TotpAction::Enrol { user },
+        } => klaxon::app::totp_enrol(&config, &user)
+            .await
+            .map(|uri| println!("{uri}")),
         Command::Audit {
             action: AuditAction::Verify,
         } => klaxon::app::audit_verify(&config.database_url)

@@ -62,11 +62,62 @@ fn check_names_the_broken_key_and_exits_non_zero() {
         "{stderr}"
     );
 
-    let out = klaxon(&["check", "--config", "deploy/klaxon.example.toml"], &[])
+    // `serve` needs the Slack secrets; reviewing config and catalog does not (issue 8).
+    let out = klaxon(&["serve", "--config", "deploy/klaxon.example.toml"], &[])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SLACK_SIGNING_SECRET"));
+    for args in [
+        &["check", "--config", "deploy/klaxon.example.toml"][..],
+        &["commands", "list", "--config", "deploy/klaxon.example.toml"],
+        &[
+            "commands",
+            "show",
+            "k8s-scale",
+            "--config",
+            "deploy/klaxon.example.toml",
+        ],
+    ] {
+        let out = klaxon(args, &[]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = klaxon(&["check", "--config", "deploy/klaxon.example.toml"], &[])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Slack secrets not set"));
+
+    // A config without the app's identity, or without an environment the catalog names.
+    let example = std::fs::read_to_string("deploy/klaxon.example.toml").unwrap();
+    std::fs::write(&path, example.replace("team_id = \"T0123456789\"", "")).unwrap();
+    let out = klaxon(&["check", "--config", path.to_str().unwrap()], SECRETS)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("config key `slack.team_id`: missing"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let without_staging = example.replace(
+        "[recovery.environments.staging]",
+        "[recovery.environments.qa]",
+    );
+    std::fs::write(&path, without_staging).unwrap();
+    let out = klaxon(&["check", "--config", path.to_str().unwrap()], SECRETS)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("params.environment.values[1]: environment `staging` is not configured"),
+        "{stderr}"
+    );
 
     std::fs::write(
         &path,

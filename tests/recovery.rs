@@ -101,8 +101,15 @@ async fn app_with(
         db,
         Recovery {
             catalog,
-            executors: vec![executor],
+            executors: vec![executor.clone()],
+            // The shipped catalog's commands name prod or staging: both act through the
+            // executor under test here (tests/approvals.rs keeps them apart).
+            environments: [("prod", &executor), ("staging", &executor)]
+                .into_iter()
+                .map(|(name, e)| (name.to_string(), vec![e.clone()]))
+                .collect(),
             dry_run,
+            ..Recovery::default()
         },
     )
     .await
@@ -112,6 +119,7 @@ async fn app_with(
 async fn incident(app: &TestApp) -> String {
     let ch = app.declare("UALICE", "sev1 Payments down").await;
     app.command("UALICE", &ch, "role ops <@UBOB>").await;
+    app.deliver().await;
     ch
 }
 
@@ -248,7 +256,7 @@ async fn an_approver_outside_the_policy_is_refused(db: Db) {
     assert_eq!(run_state(&app, 1).await, RunState::Pending);
     let refusal = app.ephemerals_for("UCAROL").pop().unwrap();
     assert!(
-        refusal.contains("you are not allowed to approve this command (roles commander"),
+        refusal.contains("you are not allowed to approve this command: its approvers were fixed when the run was requested (roles commander"),
         "{refusal}"
     );
     // CAROL, who has no role, may not request a command restricted to commander/ops either.
@@ -392,7 +400,7 @@ async fn a_crash_while_executing_becomes_outcome_unknown_and_is_not_rerun(db: Db
         .begin_execution(1, app.clock.now() + EXECUTION_LEASE)
         .await
         .unwrap();
-    assert!(started.is_some());
+    assert!(matches!(started, klaxon::engine::Begin::Run(_)));
     assert_eq!(run_state(&app, 1).await, RunState::Executing);
     // A restart before the lease runs out leaves it alone; after, it is outcome_unknown.
     app.deliver().await;

@@ -159,6 +159,9 @@ async fn declare_inline_opens_a_channel_and_announces_it(db: Db) {
 fn submission(callback_id: &str, metadata: &str, values: Value) -> String {
     let payload = json!({
         "type": "view_submission",
+        // As Slack sends it: the workspace and app it is for (issue 8 checks both).
+        "team": { "id": support::slack_emulator::TEAM_ID },
+        "api_app_id": support::APP_ID,
         "user": { "id": "UBOB" },
         "view": { "callback_id": callback_id, "private_metadata": metadata, "state": { "values": values } }
     });
@@ -231,12 +234,13 @@ async fn roles_severity_status_update_and_resolve(db: Db) {
         .command("UALICE", &ch, "role commander <@UBOB|bob>")
         .await;
     assert_eq!(reply, "<@UBOB> is now the incident commander of INC-1.");
+    // Roles are handed out by the commander now in charge (issue 8).
     assert_eq!(
-        app.command("UALICE", &ch, "role comms <@UCAROL>").await,
+        app.command("UBOB", &ch, "role comms <@UCAROL>").await,
         "<@UCAROL> is now the comms lead of INC-1."
     );
     assert_eq!(
-        app.command("UALICE", &ch, "role comms <@UCAROL>").await,
+        app.command("UBOB", &ch, "role comms <@UCAROL>").await,
         "<@UCAROL> is already the comms lead of INC-1."
     );
     app.clock.advance(TimeDelta::minutes(5));

@@ -291,7 +291,9 @@ pub async fn scenario_restart(ctx: &Ctx) {
     let waiting = server::pending(&reads).await;
     let leased = server::count(
         &reads,
-        &format!("select count(*) from outbox_lanes where lease_owner is not null and due_at_ms > {now}"),
+        &format!(
+            "select count(*) from outbox_lanes where lease_owner is not null and due_at_ms > {now}"
+        ),
     )
     .await;
     let restarted = Instant::now();

@@ -48,6 +48,8 @@ url = "{database_url}"
 [slack]
 api_url = "{slack_api_url}"
 incident_response_channel = "{ANNOUNCE_CHANNEL}"
+team_id = "TLOADBENCH"
+app_id = "ALOADBENCH"
 
 [team]
 timezone = "UTC"
@@ -67,6 +69,13 @@ events_url = "{pagerduty_url}"
 execution = "dry-run"
 catalog_dir = "{catalog}"
 kubernetes = false
+
+# The catalog's commands name these environments (executions stay dry-run here).
+[recovery.environments.prod]
+aws_region = "us-east-1"
+
+[recovery.environments.staging]
+aws_region = "us-east-1"
 
 # Per-channel pacing (1 post/s) stays on. Slack's per-method tier limits (e.g. 20
 # setTopic/min) are switched off: against real Slack they cap channel setup at tens per

@@ -14,6 +14,7 @@
 //! risk = "high"                     # low | medium | high
 //! approvals = 1                     # approvers besides the requester; 0 only if read-only
 //! expires_in = "15m"                # humantime, at most 24h
+//! step_up = "totp"                  # optional: approvers confirm with a TOTP code
 //!
 //! [requesters]                      # empty: anyone in the incident channel
 //! roles = ["commander", "ops"]
@@ -272,6 +273,8 @@ pub struct CommandSpec {
     pub approvers: Policy,
     /// Declared parameters by name.
     pub params: BTreeMap<String, ParamSpec>,
+    /// `step_up = "totp"`: each approver confirms with a TOTP code.
+    pub step_up: bool,
 }
 
 impl CommandSpec {
@@ -324,6 +327,9 @@ impl CommandSpec {
         ));
         out.push(format!("  requesters: {}", self.requesters_text()));
         out.push(format!("  approvers:  {}", self.approvers_text()));
+        if self.step_up {
+            out.push("  step-up:    each approver confirms with a TOTP code".to_string());
+        }
         out.push("  params:".to_string());
         for name in self.param_names() {
             out.extend(self.describe_param(name, &self.params[name]));
@@ -589,6 +595,7 @@ struct RawCommand {
     approvers: Policy,
     #[serde(default)]
     params: BTreeMap<String, RawParam>,
+    step_up: Option<String>,
 }
 
 /// A `[params.<name>]` table as written.
@@ -644,7 +651,19 @@ fn build(errs: &mut Errors, raw: RawCommand) -> CommandSpec {
         );
     }
     let params = build_params(errs, raw.action, raw.params);
+    let step_up = match raw.step_up.as_deref() {
+        None => false,
+        Some("totp") => true,
+        Some(other) => {
+            errs.push(
+                "step_up",
+                format!("`{other}` is not a step-up method; the only one is \"totp\""),
+            );
+            false
+        }
+    };
     CommandSpec {
+        step_up,
         name: raw.name,
         summary: raw.summary.trim().to_string(),
         action: raw.action,

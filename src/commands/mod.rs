@@ -7,10 +7,12 @@
 //! [`Executor`]. This module defines the vocabulary shared by the catalog and executors.
 
 pub mod catalog;
+pub mod environments;
 pub mod kube_exec;
 pub mod params;
 pub mod rds;
 pub mod render;
+pub mod totp;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -270,6 +272,10 @@ pub enum ExecError {
 pub trait Executor: Send + Sync {
     /// Whether this executor runs `action`.
     fn handles(&self, action: Action) -> bool;
+    /// Where it acts (account and region, cluster context), shown in previews.
+    fn target(&self) -> Option<String> {
+        None
+    }
     /// Describes exactly what `execute` would do, reading current state where useful.
     /// Never changes anything.
     async fn preview(&self, action: Action, params: &Params) -> Result<Preview, ExecError>;

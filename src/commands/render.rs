@@ -2,7 +2,7 @@
 
 use crate::commands::catalog::CommandSpec;
 use crate::commands::{ExecError, ExecOutput, ParamValue, Params, Preview};
-use crate::domain::approval::ClickOutcome;
+use crate::domain::approval::{ClickOutcome, RunState};
 use crate::domain::message::{Block, Button, Message, Span};
 use crate::store::RunRow;
 
@@ -65,50 +65,116 @@ fn requested_by(run: &RunRow, params: &str) -> Block {
     }
 }
 
-/// The approval request, with Approve / Deny buttons.
-pub fn approval_request(
+fn target_block(target: Option<&str>) -> Option<Block> {
+    target.map(|t| Block::Context {
+        spans: vec![Span::text(format!("Acts on: {t}"))],
+    })
+}
+
+/// The approval message as the run stands: the preview and where it acts, who may
+/// approve (frozen at request time), who approved or denied and when, the outcome; the
+/// Approve / Deny buttons only while it is pending. Posted once, then updated in place.
+pub fn approval_status(
     run: &RunRow,
     spec: Option<&CommandSpec>,
     params: &str,
     preview: &Preview,
+    target: Option<&str>,
+    eligible: &[(String, String)],
 ) -> Message {
     let mut blocks = vec![header(run, spec), requested_by(run, params)];
     blocks.extend(preview_blocks(preview));
-    let who = spec
-        .map(|s| s.approvers.describe())
-        .unwrap_or_else(|| "the approver policy".into());
+    blocks.extend(target_block(target));
+    let mut who: Vec<String> = eligible
+        .iter()
+        .filter(|(user, _)| *user != run.requester)
+        .map(|(user, source)| format!("<@{user}> ({source})"))
+        .collect();
+    who.dedup();
+    let who = if who.is_empty() {
+        "nobody was eligible when it was requested".to_string()
+    } else {
+        who.join(", ")
+    };
     blocks.push(Block::Context {
-        spans: vec![
-            Span::text(format!(
-                "Needs {} approval{} from {who}, not the requester. Expires ",
-                run.required,
-                if run.required == 1 { "" } else { "s" }
-            )),
-            Span::Time(run.expires_at),
-            Span::text(". Klaxon runs exactly these parameters, once."),
-        ],
-    });
-    blocks.push(Block::Actions {
-        buttons: vec![
-            Button {
-                text: "Approve".into(),
-                action_id: APPROVE_ACTION.into(),
-                value: run.id.to_string(),
-                danger: false,
-            },
-            Button {
-                text: "Deny".into(),
-                action_id: DENY_ACTION.into(),
-                value: run.id.to_string(),
-                danger: true,
-            },
-        ],
-    });
-    Message {
-        fallback: vec![Span::text(format!(
-            "Approval needed: run #{} {} {params}",
-            run.id, run.command
+        spans: vec![Span::text(format!(
+            "Needs {} approval{}, not the requester's. Approvers (fixed at request): {who}.",
+            run.required,
+            if run.required == 1 { "" } else { "s" }
         ))],
+    });
+    for approval in &run.approvers {
+        blocks.push(Block::Context {
+            spans: vec![
+                Span::text(":white_check_mark: Approved by "),
+                Span::User(approval.approver.clone()),
+                Span::text(" at "),
+                Span::Time(approval.at),
+            ],
+        });
+    }
+    if let Some(closed) = &run.closed {
+        let by = if closed.by == "klaxon" {
+            Span::text("Klaxon")
+        } else {
+            Span::User(closed.by.clone())
+        };
+        blocks.push(Block::Context {
+            spans: vec![
+                Span::text(format!(":no_entry: {} by ", closed.reason)),
+                by,
+                Span::text(" at "),
+                Span::Time(closed.at),
+            ],
+        });
+    }
+    let status = match run.state {
+        RunState::Pending => None,
+        RunState::Approved => Some("Approved: waiting for a worker to run it.".to_string()),
+        RunState::Executing => Some("Approved: running now.".to_string()),
+        RunState::Succeeded => Some("Outcome: succeeded (see the result below).".to_string()),
+        RunState::Failed => Some("Outcome: failed (see the result below).".to_string()),
+        RunState::OutcomeUnknown => {
+            Some("Outcome unknown: check by hand; it will not be re-run.".to_string())
+        }
+        other => Some(format!("Outcome: {other}. Nothing was run.")),
+    };
+    match status {
+        None => {
+            blocks.push(Block::Context {
+                spans: vec![
+                    Span::text("Expires "),
+                    Span::Time(run.expires_at),
+                    Span::text(". Klaxon runs exactly these parameters, once."),
+                ],
+            });
+            blocks.push(Block::Actions {
+                buttons: vec![
+                    Button {
+                        text: "Approve".into(),
+                        action_id: APPROVE_ACTION.into(),
+                        value: run.id.to_string(),
+                        danger: false,
+                    },
+                    Button {
+                        text: "Deny".into(),
+                        action_id: DENY_ACTION.into(),
+                        value: run.id.to_string(),
+                        danger: true,
+                    },
+                ],
+            });
+        }
+        Some(status) => blocks.push(Block::Section {
+            spans: vec![Span::bold(status)],
+        }),
+    }
+    let fallback = match run.state {
+        RunState::Pending => format!("Approval needed: run #{} {} {params}", run.id, run.command),
+        state => format!("Run #{} {} {params}: {state}", run.id, run.command),
+    };
+    Message {
+        fallback: vec![Span::text(fallback)],
         blocks,
     }
 }
@@ -119,9 +185,11 @@ pub fn running_now(
     spec: Option<&CommandSpec>,
     params: &str,
     preview: &Preview,
+    target: Option<&str>,
 ) -> Message {
     let mut blocks = vec![header(run, spec), requested_by(run, params)];
     blocks.extend(preview_blocks(preview));
+    blocks.extend(target_block(target));
     blocks.push(Block::Context {
         spans: vec![Span::text(
             "Read-only and needs no approval: running it now.",
@@ -142,12 +210,14 @@ pub fn dry_run(
     spec: Option<&CommandSpec>,
     params: &str,
     preview: &Preview,
+    target: Option<&str>,
 ) -> Message {
     let mut blocks = vec![header(run, spec), requested_by(run, params)];
     blocks.push(Block::Section {
         spans: vec![Span::bold("Dry-run mode: execution is switched off (config `recovery.execution`). This is what it would do:")],
     });
     blocks.extend(preview_blocks(preview));
+    blocks.extend(target_block(target));
     Message {
         fallback: vec![Span::text(format!(
             "Dry run #{} {} {params}",
@@ -183,6 +253,10 @@ pub fn click(outcome: &ClickOutcome, run: &RunRow, clicker: &str) -> Option<Mess
         ),
         ClickOutcome::Denied => format!(
             " denied run #{} `{}`. It will not run.",
+            run.id, run.command
+        ),
+        ClickOutcome::Cancelled => format!(
+            " withdrew run #{} `{}`. It will not run.",
             run.id, run.command
         ),
         ClickOutcome::Refused(_) => return None,

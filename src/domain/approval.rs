@@ -1,9 +1,11 @@
 //! The two-person rule for recovery commands, as a pure state machine.
 //!
 //! A run moves `pending -> approved -> executing -> succeeded | failed | outcome_unknown`
-//! (or `pending -> denied | expired`, or `dry_run` when execution is switched off). This
-//! module decides what one click does; the store applies each step as a conditional
-//! UPDATE so two racing clicks or workers cannot both win.
+//! (or `pending -> denied | expired | cancelled`, or `dry_run` when execution is switched
+//! off). This module decides what one click does and whether an approved run may still
+//! execute; the store applies each step as a conditional UPDATE so two racing clicks or
+//! workers cannot both win, and its triggers refuse approvals by the requester or by
+//! anyone outside the approvers frozen at request time.
 
 use std::fmt;
 
@@ -34,6 +36,8 @@ pub enum RunState {
     Expired,
     /// Execution is switched off (`execution = "dry-run"`): stopped at the preview.
     DryRun,
+    /// Withdrawn by the requester, or stopped because the incident was resolved.
+    Cancelled,
 }
 
 impl RunState {
@@ -50,6 +54,7 @@ impl RunState {
             RunState::Denied => "denied",
             RunState::Expired => "expired",
             RunState::DryRun => "dry_run",
+            RunState::Cancelled => "cancelled",
         }
     }
 
@@ -66,6 +71,7 @@ impl RunState {
             RunState::Denied,
             RunState::Expired,
             RunState::DryRun,
+            RunState::Cancelled,
         ]
         .into_iter()
         .find(|state| state.as_str() == s)
@@ -85,6 +91,8 @@ pub struct RunView {
     pub requester: String,
     /// Who approved so far, in order.
     pub approvers: Vec<String>,
+    /// Who may approve: frozen when the run was requested.
+    pub eligible: Vec<String>,
     /// Distinct approvers needed besides the requester.
     pub required: u32,
     /// Current state.
@@ -98,8 +106,18 @@ pub struct RunView {
 pub enum Click {
     /// Approve.
     Approve,
-    /// Deny.
+    /// Deny (by an approver) or withdraw (by the requester).
     Deny,
+}
+
+impl Click {
+    /// The word recorded on the timeline.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Click::Approve => "approve",
+            Click::Deny => "deny",
+        }
+    }
 }
 
 /// Why a click changed nothing (shown to the clicker, recorded on the timeline).
@@ -108,8 +126,10 @@ pub enum Refusal {
     /// The requester tried to approve their own request.
     #[error("you asked for this run; a different person must approve it")]
     OwnRequest,
-    /// The clicker is not allowed by the command's approver policy.
-    #[error("you are not allowed to approve this command ({0})")]
+    /// The clicker was not an eligible approver when the run was requested.
+    #[error(
+        "you are not allowed to approve this command: its approvers were fixed when the run was requested ({0})"
+    )]
     NotAllowed(String),
     /// Same approver clicked twice.
     #[error("you already approved this run; it needs a different person")]
@@ -123,6 +143,15 @@ pub enum Refusal {
     /// Not waiting for approval any more.
     #[error("this run is already {0}")]
     NotPending(RunState),
+    /// The clicker's account may not take part (guest, external, bot).
+    #[error("{0} cannot approve or deny recovery commands")]
+    Account(String),
+    /// The click did not come from where the run's approval message is.
+    #[error("{0}")]
+    WrongPlace(String),
+    /// The command needs a step-up code that was missing, wrong or reused.
+    #[error("{0}")]
+    StepUp(String),
 }
 
 /// What a click does.
@@ -138,20 +167,22 @@ pub enum ClickOutcome {
         /// Approvers after this click.
         approvers: Vec<String>,
     },
-    /// Denied.
+    /// Denied by an eligible approver.
     Denied,
+    /// Withdrawn by the requester.
+    Cancelled,
     /// Refused; the state is unchanged except that an expired run becomes `expired`.
     Refused(Refusal),
 }
 
-/// Decides what `clicker` pressing `click` does at `now`. `may_approve` is the command's
-/// approver policy evaluated for the clicker (with `policy` describing it), and
-/// `incident_open` whether the incident still is.
+/// Decides what `clicker` (an account of the workspace when `member` is true) pressing
+/// `click` does at `now`. Eligibility is `run.eligible`, frozen at request time: a role
+/// taken since grants nothing. `policy` describes the approver rule for refusals.
 pub fn click(
     run: &RunView,
     clicker: &str,
+    member: bool,
     click: Click,
-    may_approve: bool,
     policy: &str,
     incident_open: bool,
     now: DateTime<Utc>,
@@ -165,15 +196,20 @@ pub fn click(
     if now >= run.expires_at {
         return ClickOutcome::Refused(Refusal::Expired);
     }
+    let eligible = run.eligible.iter().any(|e| e == clicker);
     match click {
-        // The requester may withdraw their own request; others need the approver policy.
-        Click::Deny if clicker == run.requester || may_approve => ClickOutcome::Denied,
+        // The requester may withdraw their own request; others need frozen eligibility.
+        Click::Deny if clicker == run.requester => ClickOutcome::Cancelled,
+        Click::Deny | Click::Approve if !member => {
+            ClickOutcome::Refused(Refusal::Account("a guest or external account".into()))
+        }
+        Click::Deny if eligible => ClickOutcome::Denied,
         Click::Deny => ClickOutcome::Refused(Refusal::NotAllowed(policy.to_string())),
         Click::Approve if clicker == run.requester => ClickOutcome::Refused(Refusal::OwnRequest),
         Click::Approve if run.approvers.iter().any(|a| a == clicker) => {
             ClickOutcome::Refused(Refusal::AlreadyApproved)
         }
-        Click::Approve if !may_approve => {
+        Click::Approve if !eligible => {
             ClickOutcome::Refused(Refusal::NotAllowed(policy.to_string()))
         }
         Click::Approve => {
@@ -186,6 +222,59 @@ pub fn click(
             }
         }
     }
+}
+
+/// Why an approved run must not execute after all.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LateRefusal {
+    /// Its request expired before a worker got to it.
+    #[error("the request expired before it could run; ask again with /incident run")]
+    Expired,
+    /// The incident was resolved meanwhile.
+    #[error("the incident was resolved before it could run")]
+    IncidentResolved,
+    /// Its approvals no longer add up (a hand edit, or a bug).
+    #[error("its approvals are no longer valid ({have} of {need})")]
+    Approvals {
+        /// Valid approvals found.
+        have: u32,
+        /// Approvals needed.
+        need: u32,
+    },
+}
+
+impl LateRefusal {
+    /// The state the run ends in.
+    pub fn state(&self) -> RunState {
+        match self {
+            LateRefusal::Expired => RunState::Expired,
+            _ => RunState::Cancelled,
+        }
+    }
+}
+
+/// Checks again, when a worker is about to execute an approved run, that it may: the
+/// request has not expired, the incident is open and the approvals still add up.
+pub fn may_execute(
+    expires_at: DateTime<Utc>,
+    incident_open: bool,
+    approvals: u32,
+    required: u32,
+    now: DateTime<Utc>,
+) -> Result<(), LateRefusal> {
+    if !incident_open {
+        return Err(LateRefusal::IncidentResolved);
+    }
+    if now >= expires_at {
+        return Err(LateRefusal::Expired);
+    }
+    if approvals < required {
+        return Err(LateRefusal::Approvals {
+            have: approvals,
+            need: required,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -201,16 +290,21 @@ mod tests {
         RunView {
             requester: "UREQ".into(),
             approvers: vec![],
+            eligible: vec!["UREQ".into(), "UA".into(), "UB".into(), "UAPP".into()],
             required,
             state: RunState::Pending,
             expires_at: now() + TimeDelta::minutes(15),
         }
     }
 
+    fn press(r: &RunView, who: &str, c: Click) -> ClickOutcome {
+        click(r, who, true, c, "roles commander", true, now())
+    }
+
     #[test]
     fn a_second_person_approves() {
         assert_eq!(
-            click(&run(1), "UAPP", Click::Approve, true, "", true, now()),
+            press(&run(1), "UAPP", Click::Approve),
             ClickOutcome::Approved {
                 approvers: vec!["UAPP".into()]
             }
@@ -218,9 +312,9 @@ mod tests {
     }
 
     #[test]
-    fn self_approval_is_refused_even_when_allowed() {
+    fn self_approval_is_refused_even_when_eligible() {
         assert_eq!(
-            click(&run(1), "UREQ", Click::Approve, true, "", true, now()),
+            press(&run(1), "UREQ", Click::Approve),
             ClickOutcome::Refused(Refusal::OwnRequest)
         );
     }
@@ -229,66 +323,81 @@ mod tests {
     fn two_approvals_need_two_different_people() {
         let mut r = run(2);
         assert_eq!(
-            click(&r, "UA", Click::Approve, true, "", true, now()),
+            press(&r, "UA", Click::Approve),
             ClickOutcome::Recorded {
                 approvers: vec!["UA".into()]
             }
         );
         r.approvers.push("UA".into());
         assert_eq!(
-            click(&r, "UA", Click::Approve, true, "", true, now()),
+            press(&r, "UA", Click::Approve),
             ClickOutcome::Refused(Refusal::AlreadyApproved)
         );
         assert!(matches!(
-            click(&r, "UB", Click::Approve, true, "", true, now()),
+            press(&r, "UB", Click::Approve),
             ClickOutcome::Approved { .. }
         ));
     }
 
     #[test]
-    fn policy_expiry_resolution_and_state_are_checked() {
+    fn only_the_frozen_set_approves() {
         assert_eq!(
-            click(
-                &run(1),
-                "UX",
-                Click::Approve,
-                false,
-                "roles: commander",
-                true,
-                now()
-            ),
-            ClickOutcome::Refused(Refusal::NotAllowed("roles: commander".into()))
+            press(&run(1), "ULATECOMER", Click::Approve),
+            ClickOutcome::Refused(Refusal::NotAllowed("roles commander".into()))
         );
+        assert_eq!(
+            press(&run(1), "ULATECOMER", Click::Deny),
+            ClickOutcome::Refused(Refusal::NotAllowed("roles commander".into()))
+        );
+    }
+
+    #[test]
+    fn guests_and_outsiders_are_refused_even_when_eligible() {
+        assert!(matches!(
+            click(&run(1), "UA", false, Click::Approve, "", true, now()),
+            ClickOutcome::Refused(Refusal::Account(_))
+        ));
+    }
+
+    #[test]
+    fn expiry_resolution_and_state_are_checked() {
         let late = now() + TimeDelta::minutes(15);
         assert_eq!(
-            click(&run(1), "UA", Click::Approve, true, "", true, late),
+            click(&run(1), "UA", true, Click::Approve, "", true, late),
             ClickOutcome::Refused(Refusal::Expired)
         );
         assert_eq!(
-            click(&run(1), "UA", Click::Approve, true, "", false, now()),
+            click(&run(1), "UA", true, Click::Approve, "", false, now()),
             ClickOutcome::Refused(Refusal::IncidentResolved)
         );
         let mut done = run(1);
         done.state = RunState::Executing;
         assert_eq!(
-            click(&done, "UA", Click::Approve, true, "", true, now()),
+            press(&done, "UA", Click::Approve),
             ClickOutcome::Refused(Refusal::NotPending(RunState::Executing))
         );
     }
 
     #[test]
-    fn the_requester_may_withdraw_others_need_the_policy() {
+    fn the_requester_withdraws_an_approver_denies() {
+        assert_eq!(press(&run(1), "UREQ", Click::Deny), ClickOutcome::Cancelled);
+        assert_eq!(press(&run(1), "UA", Click::Deny), ClickOutcome::Denied);
+    }
+
+    #[test]
+    fn execution_is_checked_again() {
+        let exp = now() + TimeDelta::minutes(1);
+        assert_eq!(may_execute(exp, true, 1, 1, now()), Ok(()));
+        assert_eq!(may_execute(exp, true, 1, 1, exp), Err(LateRefusal::Expired));
         assert_eq!(
-            click(&run(1), "UREQ", Click::Deny, false, "", true, now()),
-            ClickOutcome::Denied
+            may_execute(exp, false, 1, 1, now()),
+            Err(LateRefusal::IncidentResolved)
         );
         assert_eq!(
-            click(&run(1), "UA", Click::Deny, true, "", true, now()),
-            ClickOutcome::Denied
+            may_execute(exp, true, 0, 1, now()),
+            Err(LateRefusal::Approvals { have: 0, need: 1 })
         );
-        assert!(matches!(
-            click(&run(1), "UX", Click::Deny, false, "", true, now()),
-            ClickOutcome::Refused(_)
-        ));
+        assert_eq!(LateRefusal::Expired.state(), RunState::Expired);
+        assert_eq!(LateRefusal::IncidentResolved.state(), RunState::Cancelled);
     }
 }

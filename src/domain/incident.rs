@@ -320,6 +320,43 @@ pub enum EventKind {
         /// The API's request id, when there was one.
         request_id: Option<String>,
     },
+    /// Who may approve a run, frozen when it was requested (`user@source` each).
+    RunEligibility {
+        /// Run number.
+        run_id: i64,
+        /// Eligible approvers, `U123@role:commander`, `U456@group:S789`, `U1@user`.
+        eligible: Vec<String>,
+    },
+    /// A pending or approved run was stopped without running: withdrawn, the incident
+    /// resolved, or it expired or lost its approvals before execution.
+    RunClosed {
+        /// Run number.
+        run_id: i64,
+        /// `cancelled` or `expired`.
+        state: super::approval::RunState,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A result that arrived after the run had been declared `outcome_unknown`.
+    RunLateResult {
+        /// Run number.
+        run_id: i64,
+        /// What the API finally said: `succeeded` or `failed`.
+        state: super::approval::RunState,
+        /// One-line summary.
+        summary: String,
+        /// The API's request id.
+        request_id: Option<String>,
+    },
+    /// Someone tried to change a role and was refused.
+    RoleRefused {
+        /// The role.
+        role: Role,
+        /// Who they tried to give it to.
+        user: String,
+        /// Why it was refused.
+        reason: String,
+    },
     /// A share of the RTO elapsed and the channel was told.
     RtoCheckpoint {
         /// Percent of the RTO.
@@ -413,6 +450,9 @@ pub enum DomainError {
     /// The change would not change anything.
     #[error("{0}")]
     Unchanged(String),
+    /// The person may not make this change (the text says why and what to do).
+    #[error("{0}")]
+    NotAllowed(String),
     /// A text field broke a rule.
     #[error("{field}: {rule}")]
     Invalid {
@@ -481,7 +521,9 @@ pub const MAX_TITLE_CHARS: usize = 120;
 /// Longest update or summary accepted (Slack section text allows 3000).
 pub const MAX_TEXT_CHARS: usize = 2500;
 
-/// Validates free text: trimmed, not empty, not longer than `max` characters.
+/// Validates free text: trimmed, not empty, not longer than `max` characters, and free of
+/// control, bidirectional and invisible characters (see [`super::text`]); a title must be
+/// one line.
 pub fn clean_text(field: &'static str, text: &str, max: usize) -> Result<String, DomainError> {
     let text = text.trim();
     if text.is_empty() {
@@ -490,6 +532,12 @@ pub fn clean_text(field: &'static str, text: &str, max: usize) -> Result<String,
             rule: "must not be empty".into(),
         });
     }
+    let kind = if field == "title" {
+        super::text::TextKind::Line
+    } else {
+        super::text::TextKind::Block
+    };
+    super::text::check(text, kind).map_err(|rule| DomainError::Invalid { field, rule })?;
     let chars = text.chars().count();
     if chars > max {
         return Err(DomainError::Invalid {

@@ -4,6 +4,7 @@
 //! Nothing in here may import tokio, sqlx, axum, slack-morphism, kube or the AWS SDK, or
 //! read the clock: time comes in as an argument (STYLE.md §5).
 
+pub mod access;
 pub mod approval;
 pub mod calendar;
 pub mod channel_name;
@@ -14,5 +15,6 @@ pub mod message;
 pub mod outbound;
 pub mod render;
 pub mod severity;
+pub mod text;
 pub mod timeline;
 pub mod timers;

@@ -22,8 +22,10 @@ use crate::store::{Committed, Store, StoreError, StoreTx, TimerRow};
 
 pub use crate::domain::outbound::incident_key;
 
+mod roles;
 mod runs;
-pub use runs::{Finished, Prepared, run_key};
+pub use roles::RoleRequest;
+pub use runs::{Begin, ClickContext, Finished, Prepared, run_key};
 
 /// Who asked, and through which request.
 #[derive(Clone, Debug)]
@@ -258,11 +260,13 @@ impl Engine {
             .await?
             .ok_or(EngineError::NotFound(id))?;
         let channel_opened = matches!(change, Change::ChannelOpened(_));
-        let decision = incident::apply(&incident, change, &meta.actor, now, self.policy())?;
+        let mut decision = incident::apply(&incident, change, &meta.actor, now, self.policy())?;
         if channel_opened {
             // The announcements that were waiting for the channel can link to it now.
             tx.hurry_lane(&announce_key(id), now).await?;
         }
+        self.close_runs_on_resolve(&mut tx, &incident, &mut decision, now)
+            .await?;
         self.commit(tx, meta, &decision, now).await?;
         Ok(Outcome {
             incident: decision.incident,

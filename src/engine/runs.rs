@@ -1,19 +1,33 @@
 //! Recovery command runs through the engine: every step (request, preview, each click,
-//! start, result) is a conditional state change plus timeline events plus outbox rows, in
-//! one transaction.
+//! start, result, cancellation) is a conditional state change plus timeline events plus
+//! outbox rows, in one transaction.
+//!
+//! Approvals are rows the store guards (migration 0005): the run row is locked, the
+//! approval inserted and the approvals counted in the same transaction, so twenty racing
+//! approvers release a run exactly once. After every decision a `PrepareRun` job on the
+//! run's lane brings its approval message up to date (`chat.update`).
 
 use chrono::{DateTime, Utc};
 
 use super::{Engine, EngineError, RequestMeta, incident_key};
-use crate::domain::approval::{self, Click, ClickOutcome, RunState, RunView};
-use crate::domain::incident::{Actor, Destination, DomainError, Effect, EventKind, IncidentId};
-use crate::domain::message::Message;
+use crate::domain::access::Eligible;
+use crate::domain::approval::{self, Click, ClickOutcome, Refusal, RunState, RunView};
+use crate::domain::incident::{
+    Actor, Decision, Destination, DomainError, Effect, EventKind, Incident, IncidentId,
+};
+use crate::domain::message::{Message, Span};
 use crate::outbox::Outbound;
-use crate::store::{NewRun, RunRow, RunUpdate, StoreTx};
+use crate::store::{ApprovalWrite, NewRun, RunRow, RunUpdate, StoreTx};
 
 /// The outbox ordering key of a run's jobs.
 pub fn run_key(run_id: i64) -> String {
     format!("run:{run_id}")
+}
+
+/// The job that brings a run forward: prepares it while `preparing`, then posts or
+/// updates its approval message to match its state (see `outbox::runs`).
+fn sync(run_id: i64) -> (String, Outbound) {
+    (run_key(run_id), Outbound::PrepareRun { run_id })
 }
 
 /// How a prepared run moves on.
@@ -26,8 +40,9 @@ pub struct Prepared {
     pub preview: Option<String>,
     /// Error JSON when the preview failed.
     pub result: Option<String>,
-    /// What to post in the incident channel.
-    pub message: Message,
+    /// What to post in the incident channel (not for `Pending`: the approval message is
+    /// posted by the job itself, which records where).
+    pub message: Option<Message>,
 }
 
 /// How an executed run ended.
@@ -43,6 +58,45 @@ pub struct Finished {
     pub request_id: Option<String>,
     /// What to post in the incident channel.
     pub message: Message,
+}
+
+/// What a click is, besides who pressed what.
+#[derive(Clone, Debug)]
+pub struct ClickContext {
+    /// Whether the clicker is a full member of the app's workspace (`users.info`).
+    pub member: bool,
+    /// The approver rule in words, for refusals.
+    pub policy: String,
+    /// A refusal decided before the run was looked at (wrong channel, message, team or
+    /// app): recorded, nothing else happens.
+    pub refused: Option<Refusal>,
+}
+
+/// Whether a worker may execute a run.
+#[derive(Clone, Debug)]
+pub enum Begin {
+    /// Yes: it is now `executing` under a lease.
+    Run(Box<RunRow>),
+    /// No: not approved (any more), or another worker has it.
+    Nothing,
+}
+
+fn klaxon(run_id: i64) -> RequestMeta {
+    RequestMeta {
+        actor: Actor::Klaxon,
+        request_id: run_key(run_id),
+        dedupe: None,
+    }
+}
+
+fn closed_message(run: &RunRow, state: RunState, reason: &str) -> Message {
+    Message::paragraph(vec![
+        Span::bold(format!(
+            ":no_entry: Run #{} {} {state}",
+            run.id, run.command
+        )),
+        Span::text(format!(": {reason}. Nothing was changed.")),
+    ])
 }
 
 impl Engine {
@@ -83,13 +137,15 @@ impl Engine {
         )
     }
 
-    /// Stores a validated run request and queues its preview. Refused when the incident is
-    /// resolved.
+    /// Stores a validated run request with the approvers eligible right now (frozen: a
+    /// role taken later grants nothing) and queues its preview. Refused when the incident
+    /// is resolved.
     pub async fn request_run(
         &self,
         meta: &RequestMeta,
         run: &NewRun<'_>,
         params_display: &str,
+        eligible: &[Eligible],
     ) -> Result<i64, EngineError> {
         let now = self.now();
         let mut tx = self.begin(meta, now).await?;
@@ -101,17 +157,27 @@ impl Engine {
             return Err(DomainError::Resolved(incident.id).into());
         }
         let run_id = tx.insert_run(run, now).await?;
-        let event = EventKind::RunRequested {
-            run_id,
-            command: run.command.to_string(),
-            params: params_display.to_string(),
-        };
+        tx.insert_eligible(run_id, eligible).await?;
+        let events = [
+            EventKind::RunRequested {
+                run_id,
+                command: run.command.to_string(),
+                params: params_display.to_string(),
+            },
+            EventKind::RunEligibility {
+                run_id,
+                eligible: eligible
+                    .iter()
+                    .map(|e| format!("{}@{}", e.user, e.source))
+                    .collect(),
+            },
+        ];
         self.record(
             &mut tx,
             meta,
             run.incident_id,
-            &[event],
-            vec![(run_key(run_id), Outbound::PrepareRun { run_id })],
+            &events,
+            vec![sync(run_id)],
             now,
         )
         .await?;
@@ -127,11 +193,6 @@ impl Engine {
         prepared: Prepared,
     ) -> Result<bool, EngineError> {
         let now = self.now();
-        let meta = RequestMeta {
-            actor: Actor::Klaxon,
-            request_id: run_key(run.id),
-            dedupe: None,
-        };
         let mut tx = self.store.begin().await?;
         let set = RunUpdate {
             preview: prepared.preview.as_deref(),
@@ -144,7 +205,11 @@ impl Engine {
         {
             return Ok(false);
         }
-        let mut outbound = vec![Self::post(run.incident_id, prepared.message)];
+        let mut outbound: Vec<_> = prepared
+            .message
+            .map(|m| Self::post(run.incident_id, m))
+            .into_iter()
+            .collect();
         if prepared.state == RunState::Approved {
             outbound.push((run_key(run.id), Outbound::ExecuteRun { run_id: run.id }));
         }
@@ -152,23 +217,42 @@ impl Engine {
             run_id: run.id,
             state: prepared.state,
         };
-        self.record(&mut tx, &meta, run.incident_id, &[event], outbound, now)
-            .await?;
+        self.record(
+            &mut tx,
+            &klaxon(run.id),
+            run.incident_id,
+            &[event],
+            outbound,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         self.wakers.outbox.notify_one();
         Ok(true)
     }
 
-    /// One Approve/Deny click. `may_approve` is the command's approver policy evaluated for
-    /// the clicker, `policy` its description. Every click lands on the timeline, refused
-    /// ones included; an approval that completes the count queues the execution.
+    /// Remembers where a run's approval message was posted, so later decisions update it.
+    pub async fn run_message_posted(
+        &self,
+        run_id: i64,
+        channel: &str,
+        ts: &str,
+    ) -> Result<(), EngineError> {
+        let mut tx = self.store.begin().await?;
+        tx.set_approval_message(run_id, channel, ts).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One Approve/Deny click. Every click lands on the timeline, refused ones included;
+    /// an approval that completes the count (counted by the store in this transaction)
+    /// queues the execution, and every decision queues the approval message's update.
     pub async fn click_run(
         &self,
         meta: &RequestMeta,
         run_id: i64,
         click: Click,
-        may_approve: bool,
-        policy: &str,
+        ctx: ClickContext,
         message: impl Fn(&ClickOutcome, &RunRow) -> Option<Message>,
     ) -> Result<ClickOutcome, EngineError> {
         let now = self.now();
@@ -184,78 +268,101 @@ impl Engine {
             .await?
             .ok_or(EngineError::NotFound(run.incident_id))?;
         let clicker = meta.actor.to_string();
-        let view = RunView {
-            requester: run.requester.clone(),
-            approvers: run.approvers.clone(),
-            required: run.required as u32,
-            state: run.state,
-            expires_at: run.expires_at,
-        };
-        let outcome = approval::click(
-            &view,
-            &clicker,
-            click,
-            may_approve,
-            policy,
-            incident.is_open(),
-            now,
-        );
-        let mut outbound = Vec::new();
-        let label = match &outcome {
-            ClickOutcome::Recorded { approvers } => {
-                let set = RunUpdate {
-                    approvers: Some(approvers),
-                    ..Default::default()
+        let outcome = match ctx.refused {
+            Some(refusal) => ClickOutcome::Refused(refusal),
+            None => {
+                let view = RunView {
+                    requester: run.requester.clone(),
+                    approvers: run.approver_ids(),
+                    eligible: tx.eligible_users(run_id).await?,
+                    required: run.required as u32,
+                    state: run.state,
+                    expires_at: run.expires_at,
                 };
-                tx.transition_run(run_id, RunState::Pending, RunState::Pending, set, now)
-                    .await?;
-                "recorded".to_string()
-            }
-            ClickOutcome::Approved { approvers } => {
-                let set = RunUpdate {
-                    approvers: Some(approvers),
-                    ..Default::default()
-                };
-                tx.transition_run(run_id, RunState::Pending, RunState::Approved, set, now)
-                    .await?;
-                outbound.push((run_key(run_id), Outbound::ExecuteRun { run_id }));
-                "approved".to_string()
-            }
-            ClickOutcome::Denied => {
-                tx.transition_run(
-                    run_id,
-                    RunState::Pending,
-                    RunState::Denied,
-                    RunUpdate::default(),
+                approval::click(
+                    &view,
+                    &clicker,
+                    ctx.member,
+                    click,
+                    &ctx.policy,
+                    incident.is_open(),
                     now,
                 )
-                .await?;
-                "denied".to_string()
+            }
+        };
+        let mut outbound = Vec::new();
+        let (outcome, label) = match outcome {
+            ClickOutcome::Recorded { .. } | ClickOutcome::Approved { .. } => {
+                match tx.approve(run_id, &clicker, now).await? {
+                    ApprovalWrite::Refused(rule) => {
+                        // The transaction is spoiled (PostgreSQL aborts it): record the
+                        // refusal in a fresh one.
+                        drop(tx);
+                        return self
+                            .store_refused_click(meta, &run, click, rule, message)
+                            .await;
+                    }
+                    ApprovalWrite::Counted(count) => {
+                        let approvers = tx.lock_run(run_id).await?.map(|r| r.approver_ids());
+                        let approvers = approvers.unwrap_or_default();
+                        outbound.push(sync(run_id));
+                        if count as i64 >= run.required {
+                            tx.transition_run(
+                                run_id,
+                                RunState::Pending,
+                                RunState::Approved,
+                                RunUpdate::default(),
+                                now,
+                            )
+                            .await?;
+                            outbound.push((run_key(run_id), Outbound::ExecuteRun { run_id }));
+                            (ClickOutcome::Approved { approvers }, "approved".to_string())
+                        } else {
+                            (ClickOutcome::Recorded { approvers }, "recorded".to_string())
+                        }
+                    }
+                }
+            }
+            ClickOutcome::Denied | ClickOutcome::Cancelled => {
+                let (to, reason) = if outcome == ClickOutcome::Denied {
+                    (RunState::Denied, "denied")
+                } else {
+                    (RunState::Cancelled, "withdrawn by the requester")
+                };
+                let set = RunUpdate {
+                    closed: Some((&clicker, reason)),
+                    ..Default::default()
+                };
+                tx.transition_run(run_id, RunState::Pending, to, set, now)
+                    .await?;
+                outbound.push(sync(run_id));
+                let label = if to == RunState::Denied {
+                    "denied"
+                } else {
+                    "cancelled"
+                };
+                (outcome, label.to_string())
             }
             ClickOutcome::Refused(reason) => {
-                if *reason == approval::Refusal::Expired {
-                    tx.transition_run(
-                        run_id,
-                        RunState::Pending,
-                        RunState::Expired,
-                        RunUpdate::default(),
-                        now,
-                    )
-                    .await?;
+                if reason == Refusal::Expired {
+                    let set = RunUpdate {
+                        closed: Some(("klaxon", "nobody approved it in time")),
+                        ..Default::default()
+                    };
+                    tx.transition_run(run_id, RunState::Pending, RunState::Expired, set, now)
+                        .await?;
+                    outbound.push(sync(run_id));
                 }
-                format!("refused: {reason}")
+                let label = format!("refused: {reason}");
+                (ClickOutcome::Refused(reason), label)
             }
         };
         if let Some(message) = message(&outcome, &run) {
             outbound.push(Self::post(run.incident_id, message));
         }
-        let click_name = match click {
-            Click::Approve => "approve",
-            Click::Deny => "deny",
-        };
         let event = EventKind::RunClicked {
             run_id,
-            click: click_name.to_string(),
+            click: click.as_str().to_string(),
             outcome: label,
         };
         self.record(&mut tx, meta, run.incident_id, &[event], outbound, now)
@@ -265,18 +372,100 @@ impl Engine {
         Ok(outcome)
     }
 
-    /// Moves an approved run to `executing` with a lease; `None` if it was not approved
-    /// (already started by another worker, or never approved).
+    /// Records a click the store itself refused (a trigger of migration 0005).
+    async fn store_refused_click(
+        &self,
+        meta: &RequestMeta,
+        run: &RunRow,
+        click: Click,
+        rule: String,
+        message: impl Fn(&ClickOutcome, &RunRow) -> Option<Message>,
+    ) -> Result<ClickOutcome, EngineError> {
+        let now = self.now();
+        let outcome = ClickOutcome::Refused(Refusal::WrongPlace(rule));
+        let mut tx = self.store.begin().await?;
+        let event = EventKind::RunClicked {
+            run_id: run.id,
+            click: click.as_str().to_string(),
+            outcome: match &outcome {
+                ClickOutcome::Refused(r) => format!("refused: {r}"),
+                _ => unreachable!(),
+            },
+        };
+        let outbound = message(&outcome, run)
+            .map(|m| Self::post(run.incident_id, m))
+            .into_iter()
+            .collect();
+        self.record(&mut tx, meta, run.incident_id, &[event], outbound, now)
+            .await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Moves an approved run to `executing` with a lease, after checking again that it may
+    /// run: not expired, incident open, approvals adding up. A run that may not ends
+    /// `expired` or `cancelled`, and the channel is told.
     pub async fn begin_execution(
         &self,
         run_id: i64,
         lease_until: DateTime<Utc>,
-    ) -> Result<Option<RunRow>, EngineError> {
+    ) -> Result<Begin, EngineError> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let Some(run) = tx.lock_run(run_id).await? else {
-            return Ok(None);
+            return Ok(Begin::Nothing);
         };
+        if run.state != RunState::Approved {
+            return Ok(Begin::Nothing);
+        }
+        let incident = tx
+            .lock_incident(run.incident_id)
+            .await?
+            .ok_or(EngineError::NotFound(run.incident_id))?;
+        let checked = approval::may_execute(
+            run.expires_at,
+            incident.is_open(),
+            run.approvers
+                .iter()
+                .filter(|a| a.approver != run.requester)
+                .count() as u32,
+            run.required as u32,
+            now,
+        );
+        if let Err(late) = checked {
+            let reason = late.to_string();
+            let state = late.state();
+            let set = RunUpdate {
+                closed: Some(("klaxon", &reason)),
+                ..Default::default()
+            };
+            if tx
+                .transition_run(run_id, RunState::Approved, state, set, now)
+                .await?
+            {
+                let event = EventKind::RunClosed {
+                    run_id,
+                    state,
+                    reason: reason.clone(),
+                };
+                let outbound = vec![
+                    Self::post(run.incident_id, closed_message(&run, state, &reason)),
+                    sync(run_id),
+                ];
+                self.record(
+                    &mut tx,
+                    &klaxon(run_id),
+                    run.incident_id,
+                    &[event],
+                    outbound,
+                    now,
+                )
+                .await?;
+                tx.commit().await?;
+                self.wakers.outbox.notify_one();
+            }
+            return Ok(Begin::Nothing);
+        }
         let set = RunUpdate {
             executing_until: Some(lease_until),
             ..Default::default()
@@ -285,28 +474,25 @@ impl Engine {
             .transition_run(run_id, RunState::Approved, RunState::Executing, set, now)
             .await?
         {
-            return Ok(None);
+            return Ok(Begin::Nothing);
         }
-        let meta = RequestMeta {
-            actor: Actor::Klaxon,
-            request_id: run_key(run_id),
-            dedupe: None,
-        };
         self.record(
             &mut tx,
-            &meta,
+            &klaxon(run_id),
             run.incident_id,
             &[EventKind::RunStarted { run_id }],
-            vec![],
+            vec![sync(run_id)],
             now,
         )
         .await?;
         tx.commit().await?;
-        Ok(Some(run))
+        self.wakers.outbox.notify_one();
+        Ok(Begin::Run(Box::new(run)))
     }
 
-    /// Records how an executing run ended; `false` if it was no longer executing (it was
-    /// declared `outcome_unknown` meanwhile: the late result is still logged).
+    /// Records how an executing run ended; `false` if it was no longer executing. A result
+    /// that arrives after the run was declared `outcome_unknown` is still recorded on the
+    /// timeline and posted: people checking by hand need it.
     pub async fn finish_execution(
         &self,
         run: &RunRow,
@@ -322,14 +508,44 @@ impl Engine {
             .transition_run(run.id, RunState::Executing, finished.state, set, now)
             .await?
         {
-            tracing::error!(run_id = run.id, result = %finished.summary, "a run finished after it was declared outcome_unknown");
+            let current = tx.lock_run(run.id).await?.map(|r| r.state);
+            if current == Some(RunState::OutcomeUnknown)
+                && finished.state != RunState::OutcomeUnknown
+            {
+                tracing::warn!(run_id = run.id, result = %finished.summary, "a run finished after it was declared outcome_unknown; recording the late result");
+                let event = EventKind::RunLateResult {
+                    run_id: run.id,
+                    state: finished.state,
+                    summary: finished.summary.clone(),
+                    request_id: finished.request_id.clone(),
+                };
+                let late = Message::paragraph(vec![
+                    Span::bold(format!(
+                        ":information_source: Late result for run #{} {} (declared outcome unknown earlier)",
+                        run.id, run.command
+                    )),
+                    Span::text(
+                        ": the API finally answered. The run stays `outcome_unknown`; verify by hand.",
+                    ),
+                ]);
+                let outbound = vec![
+                    Self::post(run.incident_id, late),
+                    Self::post(run.incident_id, finished.message),
+                ];
+                self.record(
+                    &mut tx,
+                    &klaxon(run.id),
+                    run.incident_id,
+                    &[event],
+                    outbound,
+                    now,
+                )
+                .await?;
+                tx.commit().await?;
+                self.wakers.outbox.notify_one();
+            }
             return Ok(false);
         }
-        let meta = RequestMeta {
-            actor: Actor::Klaxon,
-            request_id: run_key(run.id),
-            dedupe: None,
-        };
         let event = EventKind::RunFinished {
             run_id: run.id,
             state: finished.state,
@@ -338,15 +554,63 @@ impl Engine {
         };
         self.record(
             &mut tx,
-            &meta,
+            &klaxon(run.id),
             run.incident_id,
             &[event],
-            vec![Self::post(run.incident_id, finished.message)],
+            vec![Self::post(run.incident_id, finished.message), sync(run.id)],
             now,
         )
         .await?;
         tx.commit().await?;
         self.wakers.outbox.notify_one();
         Ok(true)
+    }
+
+    /// When `decision` resolves `before`, cancels the incident's runs that have not started
+    /// (preparing, pending, approved) in the same transaction: their buttons go away and the
+    /// channel is told. A run already executing cannot be stopped and is left to finish.
+    pub(super) async fn close_runs_on_resolve(
+        &self,
+        tx: &mut StoreTx,
+        before: &Incident,
+        decision: &mut Decision,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        if !before.is_open() || decision.incident.is_open() {
+            return Ok(());
+        }
+        let reason = "the incident was resolved";
+        let mut cancelled = Vec::new();
+        for (run_id, state) in tx.open_runs_of(before.id).await? {
+            let set = RunUpdate {
+                closed: Some(("klaxon", reason)),
+                ..Default::default()
+            };
+            if tx
+                .transition_run(run_id, state, RunState::Cancelled, set, now)
+                .await?
+            {
+                decision.events.push(EventKind::RunClosed {
+                    run_id,
+                    state: RunState::Cancelled,
+                    reason: reason.to_string(),
+                });
+                let (key, job) = sync(run_id);
+                tx.enqueue(&key, Some(before.id), &job.to_json(), now)
+                    .await?;
+                cancelled.push(format!("#{run_id}"));
+            }
+        }
+        if !cancelled.is_empty() {
+            decision.effects.push(Effect::Post {
+                destination: Destination::IncidentChannel,
+                message: Message::paragraph(vec![Span::text(format!(
+                    ":no_entry: Recovery run{} {} cancelled: {reason}. Nothing was run.",
+                    if cancelled.len() == 1 { "" } else { "s" },
+                    cancelled.join(", ")
+                ))]),
+            });
+        }
+        Ok(())
     }
 }

@@ -3,9 +3,10 @@
 //! the engine and returns the text to show the person who asked.
 
 use crate::commands::{params, render as run_render};
+use crate::domain::access::{self, Rule};
 use crate::domain::command::{self, SlashCommand};
 use crate::domain::incident::{Change, Incident, Role};
-use crate::engine::{EngineError, RequestMeta};
+use crate::engine::{EngineError, RequestMeta, RoleRequest};
 use crate::outbox::Modal;
 use crate::slack::render;
 use crate::store::NewRun;
@@ -96,7 +97,9 @@ pub async fn run(
                 }
             };
             let change = match other {
-                SlashCommand::Role { role, user } => Change::AssignRole { role, user },
+                SlashCommand::Role { role, user } => {
+                    return assign_role(state, inv, &incident, role, user).await;
+                }
                 SlashCommand::Sev(s) => Change::ChangeSeverity(s),
                 SlashCommand::Status(s) => Change::SetStatus(s),
                 SlashCommand::Update(text) => Change::PostUpdate(text),
@@ -190,10 +193,31 @@ async fn request_run(
         .groups
         .groups_of(&inv.user, &spec.requesters.groups)
         .await;
-    if !spec.may_request(&inv.user, &groups, &roles_of(incident, &inv.user)) {
+    let kind = state
+        .groups
+        .user_kind(&inv.user, state.identity.team_id.as_deref())
+        .await;
+    let Some(kind) = kind else {
         return Ok(Reply::text(format!(
-            "You may not request `{name}`: requesters are {}.",
-            spec.requesters.describe()
+            "You may not request `{name}` right now: Klaxon could not check your account with Slack (users.info failed). Try again in a moment."
+        )));
+    };
+    let rule = Rule {
+        users: &spec.requesters.users,
+        groups: &spec.requesters.groups,
+        roles: &spec.requesters.roles,
+    };
+    let allowed = access::may_request(
+        rule,
+        &inv.user,
+        kind,
+        &groups,
+        &roles_of(incident, &inv.user),
+        || spec.requesters.describe(),
+    );
+    if let Err(refusal) = allowed {
+        return Ok(Reply::text(format!(
+            "You may not request `{name}`: {refusal}."
         )));
     }
     let parsed = params::parse_args(args).and_then(|args| params::validate(spec, &args));
@@ -218,9 +242,22 @@ async fn request_run(
         required: spec.approvals,
         expires_at: state.engine.now() + expires_in,
     };
+    // Who may approve is fixed now: today's role holders and group members.
+    let approvers = Rule {
+        users: &spec.approvers.users,
+        groups: &spec.approvers.groups,
+        roles: &spec.approvers.roles,
+    };
+    let members = state.groups.members_of(&spec.approvers.groups).await;
+    let eligible = access::eligible_approvers(approvers, &incident.roles, &members);
     let run_id = state
         .engine
-        .request_run(&inv.meta(), &run, &run_render::params_line(&params))
+        .request_run(
+            &inv.meta(),
+            &run,
+            &run_render::params_line(&params),
+            &eligible,
+        )
         .await?;
     Ok(Reply::after_write(format!(
         "Run #{run_id} `{name}` requested: the preview{} follows in this channel.",
@@ -230,6 +267,45 @@ async fn request_run(
             ""
         }
     )))
+}
+
+/// `/incident role <role> @user`: the access rules decide (in the engine, under the
+/// incident's lock) with the account kinds and admin membership gathered here.
+async fn assign_role(
+    state: &AppState,
+    inv: &Invocation,
+    incident: &Incident,
+    role: Role,
+    user: String,
+) -> Result<Reply, EngineError> {
+    let team = state.identity.team_id.as_deref();
+    let actor_kind = state.groups.user_kind(&inv.user, team).await;
+    let target_kind = if role == Role::Commander && user != inv.user {
+        state.groups.user_kind(&user, team).await
+    } else {
+        actor_kind
+    };
+    let actor_is_admin = !state
+        .groups
+        .groups_of(&inv.user, &state.identity.incident_admins)
+        .await
+        .is_empty();
+    let request = RoleRequest {
+        role,
+        user,
+        actor_kind,
+        actor_is_admin,
+        target_kind,
+    };
+    match state
+        .engine
+        .assign_role(&inv.meta(), incident.id, request)
+        .await
+    {
+        Ok(outcome) => Ok(Reply::after_write(outcome.reply)),
+        Err(EngineError::Refused(refusal)) => Ok(Reply::text(refusal.to_string())),
+        Err(e) => Err(e),
+    }
 }
 
 fn usage_of(spec: &crate::commands::catalog::CommandSpec) -> String {

@@ -11,13 +11,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::incident_commands::roles_of;
 use super::{AppState, RequestId, internal_error};
 use crate::commands::render::{self as run_render, APPROVE_ACTION, DENY_ACTION};
-use crate::domain::approval::{Click, ClickOutcome};
+use crate::domain::access::UserKind;
+use crate::domain::approval::{Click, ClickOutcome, Refusal};
 use crate::domain::incident::{Change, DomainError, IncidentId};
 use crate::domain::severity::Severity;
-use crate::engine::{EngineError, RequestMeta};
+use crate::engine::{ClickContext, EngineError, RequestMeta};
 use crate::outbox::Outbound;
 use crate::slack::render::{DECLARE_CALLBACK, RESOLVE_CALLBACK};
 
@@ -37,6 +37,34 @@ struct Payload {
     actions: Vec<ActionClick>,
     #[serde(default)]
     channel: Option<PayloadChannel>,
+    #[serde(default)]
+    team: Option<PayloadTeam>,
+    #[serde(default)]
+    api_app_id: Option<String>,
+    #[serde(default)]
+    container: Option<Container>,
+    #[serde(default)]
+    message: Option<PayloadMessage>,
+    #[serde(default)]
+    trigger_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PayloadTeam {
+    id: String,
+}
+
+/// Where a clicked button lives (`block_actions`: `container.message_ts`).
+#[derive(Deserialize)]
+struct Container {
+    #[serde(default)]
+    message_ts: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PayloadMessage {
+    #[serde(default)]
+    ts: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -111,10 +139,30 @@ pub async fn handle(
     if payload.kind == "block_actions" {
         return button(&state, &request_id, &payload).await;
     }
+    // The step-up form approves a run: it must prove where it comes from, like a click.
+    let strict = payload
+        .view
+        .as_ref()
+        .is_some_and(|v| v.callback_id == super::step_up::CALLBACK);
+    if let Some(reason) = foreign(&state, &payload, strict) {
+        tracing::warn!(kind = %payload.kind, %reason, "refused an interaction from another workspace or app");
+        return (StatusCode::FORBIDDEN, reason).into_response();
+    }
     let Some(view) = payload.view.filter(|_| payload.kind == "view_submission") else {
         tracing::info!(kind = %payload.kind, "interaction without a handler acknowledged");
         return StatusCode::OK.into_response();
     };
+    if view.callback_id == super::step_up::CALLBACK {
+        let code = view.state.value("code").unwrap_or_default();
+        return super::step_up::submit(
+            &state,
+            &request_id,
+            &payload.user.id,
+            &view.private_metadata,
+            &code,
+        )
+        .await;
+    }
     let meta = RequestMeta::user(&payload.user.id, &request_id);
     let engine = &state.engine;
     let result = match view.callback_id.as_str() {
@@ -173,8 +221,74 @@ pub async fn handle(
     }
 }
 
-/// Approve / Deny on a recovery run. The channel sees approvals and denials; a refused
-/// click is explained to the clicker alone (and recorded on the timeline either way).
+/// Why an interaction is not for this app, if it is not: its `team.id` or `api_app_id`
+/// differs from the configured one. With `strict`, an unconfigured id refuses too (run
+/// buttons must prove where they come from; forms only change what their sender could
+/// change with a slash command).
+fn foreign(state: &AppState, payload: &Payload, strict: bool) -> Option<String> {
+    let identity = &state.identity;
+    let team = payload.team.as_ref().map(|t| t.id.as_str());
+    match identity.team_id.as_deref() {
+        Some(ours) if team != Some(ours) => {
+            return Some(format!(
+                "this click came from workspace {} and Klaxon serves {ours}",
+                team.unwrap_or("(none)")
+            ));
+        }
+        None if strict => {
+            return Some(
+                "Klaxon has no `slack.team_id` configured, so it accepts no approvals".into(),
+            );
+        }
+        _ => {}
+    }
+    let app = payload.api_app_id.as_deref();
+    match identity.app_id.as_deref() {
+        Some(ours) if app != Some(ours) => Some(format!(
+            "this click was addressed to app {} and Klaxon is {ours}",
+            app.unwrap_or("(none)")
+        )),
+        None if strict => {
+            Some("Klaxon has no `slack.app_id` configured, so it accepts no approvals".into())
+        }
+        _ => None,
+    }
+}
+
+/// Checks that a click comes from the run's own approval message in its incident's
+/// channel.
+fn wrong_place(
+    payload: &Payload,
+    run: &crate::store::RunRow,
+    channel: Option<&str>,
+) -> Option<String> {
+    let from = payload.channel.as_ref().map(|c| c.id.as_str());
+    if from.is_none() || from != channel {
+        return Some(format!(
+            "run #{} can only be approved from its approval message in its incident's channel",
+            run.id
+        ));
+    }
+    let ts = payload
+        .container
+        .as_ref()
+        .and_then(|c| c.message_ts.as_deref())
+        .or_else(|| payload.message.as_ref().and_then(|m| m.ts.as_deref()));
+    match &run.approval_message {
+        Some((_, ours)) if ts == Some(ours.as_str()) => None,
+        _ => Some(format!(
+            "this button is not on run #{}'s approval message; use the one Klaxon posted for it",
+            run.id
+        )),
+    }
+}
+
+/// Approve / Deny on a recovery run. Checks, in order: the payload is for this workspace
+/// and app, the run exists, the click comes from its approval message in its channel, and
+/// the clicker is a full member (`users.info`: not a guest, external or bot); then the
+/// engine decides against the approvers frozen at request time. The channel sees approvals
+/// and denials; a refused click is explained to the clicker alone and recorded on the
+/// timeline either way.
 async fn button(state: &AppState, request_id: &str, payload: &Payload) -> Response {
     let Some(action) = payload.actions.first() else {
         return (StatusCode::BAD_REQUEST, "block_actions without an action").into_response();
@@ -187,11 +301,11 @@ async fn button(state: &AppState, request_id: &str, payload: &Payload) -> Respon
             return (StatusCode::BAD_REQUEST, format!("unknown button `{other}`")).into_response();
         }
     };
-    let Ok(run_id) = action.value.parse::<i64>() else {
-        return (StatusCode::BAD_REQUEST, "button without a run number").into_response();
-    };
     let user = payload.user.id.clone();
     let result = async {
+        let Ok(run_id) = action.value.parse::<i64>() else {
+            return Ok(Some("That button does not name a run.".to_string()));
+        };
         let store = state.engine.store();
         let Some(run) = store.run(run_id).await? else {
             return Ok(Some(format!("Run #{run_id} does not exist.")));
@@ -200,30 +314,71 @@ async fn button(state: &AppState, request_id: &str, payload: &Payload) -> Respon
             .incident(run.incident_id)
             .await?
             .ok_or(EngineError::NotFound(run.incident_id))?;
-        let (may_approve, policy) = match state.catalog.get(&run.command) {
-            Some(spec) => {
-                let groups = state.groups.groups_of(&user, &spec.approvers.groups).await;
-                (
-                    spec.may_approve(&user, &groups, &roles_of(&incident, &user)),
-                    spec.approvers.describe(),
+        let mut refused = foreign(state, payload, true)
+            .or_else(|| {
+                wrong_place(
+                    payload,
+                    &run,
+                    incident.channel.as_ref().map(|c| c.id.as_str()),
                 )
+            })
+            .map(Refusal::WrongPlace);
+        let mut member = false;
+        if refused.is_none() {
+            let kind = state
+                .groups
+                .user_kind(&user, state.identity.team_id.as_deref())
+                .await;
+            member = kind == Some(UserKind::Regular);
+            // The requester may always withdraw; anyone else must be a full member.
+            let withdrawing = click == Click::Deny && user == run.requester;
+            if !(member || withdrawing) {
+                let what = kind.map_or("an account Slack could not verify", UserKind::describe);
+                refused = Some(Refusal::Account(what.to_string()));
             }
-            None => (
-                false,
-                "nobody: the command is no longer in the catalog".to_string(),
-            ),
+        }
+        // A command with TOTP step-up approves through the code modal instead.
+        let step_up = state.catalog.get(&run.command).is_some_and(|s| s.step_up);
+        if refused.is_none() && click == Click::Approve && step_up {
+            let channel = payload
+                .channel
+                .as_ref()
+                .map(|c| c.id.as_str())
+                .unwrap_or_default();
+            let ts = run
+                .approval_message
+                .as_ref()
+                .map(|(_, ts)| ts.as_str())
+                .unwrap_or_default();
+            match super::step_up::ask(
+                state,
+                &user,
+                &run,
+                payload.trigger_id.as_deref(),
+                channel,
+                ts,
+            )
+            .await
+            {
+                Ok(()) => return Ok(None),
+                Err(refusal) => refused = Some(refusal),
+            }
+        }
+        let policy = match state.catalog.get(&run.command) {
+            Some(spec) => spec.approvers.describe(),
+            None => "nobody: the command is no longer in the catalog".to_string(),
         };
         let meta = RequestMeta::user(&user, request_id);
+        let ctx = ClickContext {
+            member,
+            policy,
+            refused,
+        };
         let outcome = state
             .engine
-            .click_run(
-                &meta,
-                run_id,
-                click,
-                may_approve,
-                &policy,
-                |outcome, run| run_render::click(outcome, run, &user),
-            )
+            .click_run(&meta, run_id, click, ctx, |outcome, run| {
+                run_render::click(outcome, run, &user)
+            })
             .await?;
         Ok::<_, EngineError>(match outcome {
             ClickOutcome::Refused(reason) => Some(format!("Run #{run_id}: {reason}.")),

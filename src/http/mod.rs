@@ -7,6 +7,7 @@ pub mod commands;
 pub mod events;
 pub mod incident_commands;
 pub mod interactions;
+mod step_up;
 pub mod verify;
 
 use std::sync::Arc;
@@ -39,9 +40,63 @@ pub struct AppState {
     pub catalog: Arc<crate::commands::catalog::Catalog>,
     /// Slack user-group membership, for command policies that name groups.
     pub groups: crate::slack::groups::GroupDirectory,
+    /// Which workspace and app interactions must come from; who administers incidents.
+    pub identity: Arc<Identity>,
     /// The Slack Web API, for the one call made on the request path: opening a form
     /// (`views.open`), whose trigger id expires 3 s after the command.
     pub slack: Arc<dyn crate::slack::SlackApi>,
+}
+
+/// The app's identity (`slack.team_id`, `slack.app_id`) and the incident admins
+/// (`roles.incident_admins`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// Workspace id interactions must carry in `team.id`.
+    pub team_id: Option<String>,
+    /// App id interactions must carry in `api_app_id`.
+    pub app_id: Option<String>,
+    /// User groups whose members may hand over any incident role.
+    pub incident_admins: Vec<String>,
+    /// Key sealing TOTP step-up secrets.
+    pub totp_key: Option<crate::commands::totp::TotpKey>,
+}
+
+impl Identity {
+    /// From the validated config.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            team_id: config.slack.team_id.clone(),
+            app_id: config.slack.app_id.clone(),
+            incident_admins: config.roles.incident_admins.clone(),
+            totp_key: config.recovery.totp_key.clone(),
+        }
+    }
+
+    /// `serve` and `check` refuse to run without the team and app ids: without them a
+    /// click from another workspace or app could not be told apart.
+    pub fn require(&self) -> Result<(), crate::config::ConfigError> {
+        let missing = |key: &str, var: &str, what: &str| crate::config::ConfigError {
+            key: key.into(),
+            problem: format!(
+                "missing: the {what} (Slack app > Basic Information); approval clicks are checked against it. Env: {var}"
+            ),
+        };
+        if self.team_id.is_none() {
+            return Err(missing(
+                "slack.team_id",
+                "KLAXON_SLACK_TEAM_ID",
+                "workspace id T...",
+            ));
+        }
+        if self.app_id.is_none() {
+            return Err(missing(
+                "slack.app_id",
+                "KLAXON_SLACK_APP_ID",
+                "app id A...",
+            ));
+        }
+        Ok(())
+    }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

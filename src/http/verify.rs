@@ -45,7 +45,14 @@ pub fn verify(
     now: DateTime<Utc>,
 ) -> Result<(), VerifyError> {
     let ts: i64 = timestamp.trim().parse().map_err(|_| VerifyError::Stale)?;
-    if (now.timestamp() - ts).abs() > MAX_SKEW_SECS {
+    // Checked: `now - ts` overflows for a timestamp near i64::MIN (or MAX), and a wrapped
+    // difference must never land inside the window.
+    let skew = now
+        .timestamp()
+        .checked_sub(ts)
+        .and_then(i64::checked_abs)
+        .ok_or(VerifyError::Stale)?;
+    if skew > MAX_SKEW_SECS {
         return Err(VerifyError::Stale);
     }
     let expected = signature
@@ -207,6 +214,28 @@ mod tests {
             verify(&secrets(&[SECRET]), "soon", SIGNATURE, BODY.as_bytes(), now),
             Err(VerifyError::Stale)
         );
+    }
+
+    #[test]
+    fn timestamps_at_the_ends_of_i64_are_stale_not_wrapped() {
+        let now = at(1531420618);
+        // now - 2^63 fits in an i64, but now minus it does not: it used to wrap to
+        // i64::MIN, whose wrapping abs() is negative, and pass the window.
+        let far_past = (i128::from(now.timestamp()) - (1i128 << 63)) as i64;
+        for ts in [far_past, i64::MIN, i64::MIN + 1, i64::MAX, -1] {
+            let signed = sign(SECRET, ts, BODY.as_bytes());
+            assert_eq!(
+                verify(
+                    &secrets(&[SECRET]),
+                    &ts.to_string(),
+                    &signed,
+                    BODY.as_bytes(),
+                    now
+                ),
+                Err(VerifyError::Stale),
+                "timestamp {ts}"
+            );
+        }
     }
 
     #[test]

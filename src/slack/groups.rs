@@ -34,6 +34,51 @@ impl GroupDirectory {
         }
     }
 
+    /// The Slack client (for `views.open` from a handler: forms change no state).
+    pub fn slack(&self) -> &Arc<dyn SlackApi> {
+        &self.slack
+    }
+
+    /// The members of each readable group among `groups` (fresh from Slack, then cached);
+    /// an unreadable group is left out, so it makes nobody eligible (fails closed).
+    pub async fn members_of(
+        &self,
+        groups: &[String],
+    ) -> std::collections::BTreeMap<String, Vec<String>> {
+        let mut out = std::collections::BTreeMap::new();
+        for group in groups {
+            match self.slack.usergroup_members(group).await {
+                Ok(members) => {
+                    self.cache
+                        .lock()
+                        .expect("group cache")
+                        .insert(group.clone(), (Instant::now(), members.clone()));
+                    out.insert(group.clone(), members);
+                }
+                Err(e) => {
+                    tracing::warn!(%group, error = %e, "cannot read user group members; nobody is eligible through it");
+                }
+            }
+        }
+        out
+    }
+
+    /// What kind of account `user` is (`users.info`, never cached: a guest conversion or
+    /// a deactivation counts at once). `None` when Slack cannot say: callers fail closed.
+    pub async fn user_kind(
+        &self,
+        user: &str,
+        our_team: Option<&str>,
+    ) -> Option<crate::domain::access::UserKind> {
+        match self.slack.user_info(user).await {
+            Ok(flags) => Some(crate::domain::access::UserKind::classify(&flags, our_team)),
+            Err(e) => {
+                tracing::warn!(%user, error = %e, "users.info failed; treating the account as not allowed");
+                None
+            }
+        }
+    }
+
     /// The groups among `candidates` that `user` belongs to.
     pub async fn groups_of(&self, user: &str, candidates: &[String]) -> Vec<String> {
         let mut member_of = Vec::new();

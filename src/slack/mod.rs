@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use crate::domain::access::UserFlags;
+
 /// A Slack channel as far as adoption of a half-created incident channel needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChannelInfo {
@@ -115,4 +117,30 @@ pub trait SlackApi: Send + Sync {
     /// `views.open` with a modal `view` (Block Kit JSON).
     async fn open_view(&self, trigger_id: &str, view: &serde_json::Value)
     -> Result<(), SlackError>;
+
+    /// `users.info`: the account flags that decide whether someone may take part in a
+    /// recovery command (guest, Slack Connect stranger, bot, home team). The default
+    /// answers an error, so an implementation without it fails closed (nobody approves).
+    async fn user_info(&self, user: &str) -> Result<UserFlags, SlackError> {
+        let _ = user;
+        Err(SlackError::Api {
+            code: "users_info_not_supported".into(),
+        })
+    }
+
+    /// `chat.update`: replaces message `ts` in `channel` (fallback `text` and Block Kit
+    /// `blocks`, an empty array removing every block, buttons included). The default
+    /// answers an error (the outbox retries, then keeps the row as failed).
+    async fn update_message(
+        &self,
+        channel: &str,
+        ts: &str,
+        text: &str,
+        blocks: &serde_json::Value,
+    ) -> Result<(), SlackError> {
+        let _ = (channel, ts, text, blocks);
+        Err(SlackError::Api {
+            code: "chat_update_not_supported".into(),
+        })
+    }
 }

@@ -144,6 +144,20 @@ impl SlackApi for MorphismSlack {
     ) -> Result<(), SlackError> {
         self.inner.open_view(trigger_id, view).await
     }
+
+    async fn user_info(&self, user: &str) -> Result<super::UserFlags, SlackError> {
+        self.inner.user_info(user).await
+    }
+
+    async fn update_message(
+        &self,
+        channel: &str,
+        ts: &str,
+        text: &str,
+        blocks: &serde_json::Value,
+    ) -> Result<(), SlackError> {
+        self.inner.update_message(channel, ts, text, blocks).await
+    }
 }
 
 /// The implementation, generic over the hyper connector (TLS or plain HTTP).
@@ -459,4 +473,75 @@ where
             .map(drop)
             .map_err(|e| self.map_error("views.open", e))
     }
+
+    /// `users.info` through the generic `http_get` with a lenient answer type: only the
+    /// flags Klaxon reads are decoded (missing ones read as false), so a field Slack adds
+    /// or slack-morphism does not model cannot break approvals.
+    async fn user_info(&self, user: &str) -> Result<super::UserFlags, SlackError> {
+        let params = vec![("user", Some(user))];
+        let token = self.api_token();
+        let session = self.client.open_session(&token);
+        let answer: UsersInfoResponse = session
+            .http_session_api
+            .http_get("users.info", &params, Some(&SLACK_TIER4_METHOD_CONFIG))
+            .await
+            .map_err(|e| self.map_error("users.info", e))?;
+        let u = answer.user;
+        Ok(super::UserFlags {
+            team_id: u.team_id,
+            is_restricted: u.is_restricted,
+            is_ultra_restricted: u.is_ultra_restricted,
+            is_stranger: u.is_stranger,
+            is_bot: u.is_bot || u.is_app_user,
+            deleted: u.deleted,
+        })
+    }
+
+    /// `chat.update` through `http_post` (answer ignored beyond `ok`).
+    async fn update_message(
+        &self,
+        channel: &str,
+        ts: &str,
+        text: &str,
+        blocks: &serde_json::Value,
+    ) -> Result<(), SlackError> {
+        let request =
+            serde_json::json!({ "channel": channel, "ts": ts, "text": text, "blocks": blocks });
+        let token = self.api_token();
+        let session = self.client.open_session(&token);
+        session
+            .http_session_api
+            .http_post::<_, serde::de::IgnoredAny>(
+                "chat.update",
+                &request,
+                Some(&SLACK_TIER3_METHOD_CONFIG),
+            )
+            .await
+            .map(drop)
+            .map_err(|e| self.map_error("chat.update", e))
+    }
+}
+
+/// The part of a `users.info` answer Klaxon reads.
+#[derive(Deserialize)]
+struct UsersInfoResponse {
+    user: UsersInfoUser,
+}
+
+#[derive(Deserialize)]
+struct UsersInfoUser {
+    #[serde(default)]
+    team_id: Option<String>,
+    #[serde(default)]
+    is_restricted: bool,
+    #[serde(default)]
+    is_ultra_restricted: bool,
+    #[serde(default)]
+    is_stranger: bool,
+    #[serde(default)]
+    is_bot: bool,
+    #[serde(default)]
+    is_app_user: bool,
+    #[serde(default)]
+    deleted: bool,
 }

@@ -14,6 +14,7 @@ mod outbox;
 mod retention;
 mod runs;
 mod timers;
+mod totp;
 mod tx;
 
 use std::str::FromStr;
@@ -27,7 +28,7 @@ use crate::domain::timeline::TimelineEntry;
 
 pub use outbox::{OutboxCounts, OutboxRow, Settlement};
 pub use retention::Pruned;
-pub use runs::{NewRun, RunRow, RunUpdate};
+pub use runs::{Approval, ApprovalWrite, Closed, NewRun, RunRow, RunUpdate, trigger_refusal};
 pub use timers::TimerRow;
 pub use tx::{Committed, OUTBOX_CHANNEL, StoreTx, TIMERS_CHANNEL};
 

@@ -29,6 +29,8 @@ use tower::ServiceExt;
 
 /// The signing secret every test request is signed with.
 pub const SECRET: &str = "test-signing-secret";
+/// The Slack app id the test config expects interactions to carry.
+pub const APP_ID: &str = "AKLAXON";
 /// The configured `#incident-response` channel.
 pub const ANNOUNCE: &str = "CINCRESP01";
 /// Where the manual clock starts: Monday 23 November 2026, 10:00 UTC.
@@ -160,6 +162,8 @@ pub fn test_config_with(
         "KLAXON_SLACK_API_URL" => Some(api_url.clone()),
         "KLAXON_DATABASE_URL" => Some(db_url.clone()),
         "KLAXON_INCIDENT_RESPONSE_CHANNEL" => Some(ANNOUNCE.to_string()),
+        "KLAXON_SLACK_TEAM_ID" => Some(slack_emulator::TEAM_ID.to_string()),
+        "KLAXON_SLACK_APP_ID" => Some(APP_ID.to_string()),
         _ => None,
     };
     let mut config = Config::from_toml(include_str!("../../deploy/klaxon.example.toml"), &env)
@@ -191,6 +195,22 @@ impl TestApp {
     /// A Klaxon whose config `configure` adjusts first (targets, policies...).
     pub async fn start_configured(db: Db, configure: impl FnOnce(&mut Config)) -> TestApp {
         Self::start_inner(fresh_store(db).await, "UTC", start(), None, configure).await
+    }
+
+    /// A Klaxon with recovery commands whose config `configure` adjusts first.
+    pub async fn start_with_recovery_configured(
+        db: Db,
+        recovery: klaxon::outbox::Recovery,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        Self::start_inner(
+            fresh_store(db).await,
+            "UTC",
+            start(),
+            Some(recovery),
+            configure,
+        )
+        .await
     }
 
     async fn start_full(
@@ -337,7 +357,8 @@ impl TestApp {
             .id
     }
 
-    /// Presses a button in `channel` as `user` (a `block_actions` interaction).
+    /// Presses a button on run `value`'s approval message in `channel` as `user` (a
+    /// `block_actions` interaction from this workspace and app, as Slack sends it).
     pub async fn press(
         &self,
         user: &str,
@@ -345,12 +366,46 @@ impl TestApp {
         action_id: &str,
         value: &str,
     ) -> StatusCode {
-        let payload = serde_json::json!({
+        // Slack sends the ts of the message the button is on: the one Klaxon posted.
+        let ts = match value.parse::<i64>() {
+            Ok(id) => self
+                .store
+                .run(id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|r| r.approval_message)
+                .map(|(_, ts)| ts),
+            Err(_) => None,
+        }
+        .unwrap_or_default();
+        self.press_with(user, channel, action_id, value, |p| {
+            p["container"]["message_ts"] = Value::String(ts);
+        })
+        .await
+    }
+
+    /// A `block_actions` press whose payload `edit` changes first (another team, app,
+    /// channel or message...).
+    pub async fn press_with(
+        &self,
+        user: &str,
+        channel: &str,
+        action_id: &str,
+        value: &str,
+        edit: impl FnOnce(&mut Value),
+    ) -> StatusCode {
+        let mut payload = serde_json::json!({
             "type": "block_actions",
-            "user": { "id": user },
+            "user": { "id": user, "team_id": slack_emulator::TEAM_ID },
+            "team": { "id": slack_emulator::TEAM_ID },
+            "api_app_id": APP_ID,
+            "trigger_id": "1337.43.efgh",
             "channel": { "id": channel },
+            "container": { "type": "message", "channel_id": channel },
             "actions": [{ "action_id": action_id, "value": value, "type": "button" }]
         });
+        edit(&mut payload);
         let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
         self.post_signed(
             "/slack/interactions",

@@ -98,6 +98,7 @@ struct Inner {
     ts_counter: u64,
     view_counter: u64,
     usergroups: HashMap<String, Vec<String>>,
+    users: HashMap<String, Value>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -171,6 +172,12 @@ impl SlackEmulator {
             group.to_owned(),
             members.iter().map(|m| m.to_string()).collect(),
         );
+    }
+
+    /// Sets what `users.info` answers for `user` (merged over a regular member of
+    /// [`TEAM_ID`]), e.g. `json!({"is_restricted": true})` or `json!({"team_id": "TOTHER"})`.
+    pub fn set_user(&self, user: &str, fields: Value) {
+        self.lock().users.insert(user.to_owned(), fields);
     }
 
     /// Adds a pre-existing public channel (its creator is its only member); returns its id.
@@ -538,6 +545,37 @@ impl Inner {
                 answer(json!({"channel": channel_json(channel)}))
             }
             "chat.postMessage" => self.post_message(args),
+            // Unknown users are regular members of the emulated team; `set_user` changes that.
+            "users.info" => {
+                let id = arg(args, "user").ok_or("user_not_found")?;
+                let mut user = json!({
+                    "id": id, "team_id": TEAM_ID, "name": id.to_lowercase(), "deleted": false,
+                    "is_bot": false, "is_app_user": false, "is_restricted": false,
+                    "is_ultra_restricted": false,
+                });
+                if let Some(Value::Object(fields)) = self.users.get(&id) {
+                    for (k, v) in fields {
+                        user[k] = v.clone();
+                    }
+                }
+                answer(json!({"user": user}))
+            }
+            // Replaces the text and blocks of a message this emulator stored.
+            "chat.update" => {
+                let ts = arg(args, "ts").ok_or("message_not_found")?;
+                let text = arg(args, "text").unwrap_or_default();
+                let blocks = json_arg(args, "blocks");
+                let channel = self.channel_mut(args)?;
+                let message = channel
+                    .messages
+                    .iter_mut()
+                    .find(|m| m["ts"] == ts.as_str())
+                    .ok_or("message_not_found")?;
+                message["text"] = Value::String(text);
+                message["blocks"] = blocks.unwrap_or_else(|| json!([]));
+                let id = channel.id.clone();
+                answer(json!({"channel": id, "ts": ts, "text": message["text"].clone()}))
+            }
             "chat.postEphemeral" => {
                 arg(args, "channel").ok_or("channel_not_found")?;
                 arg(args, "user").ok_or("user_not_in_channel")?;
