@@ -70,7 +70,8 @@ impl Engine {
             };
             tx.append_events(id, now, &meta.actor, &meta.request_id, &[event])
                 .await?;
-            tx.commit().await?;
+            let committed = tx.commit().await?;
+            self.woke(committed);
             return Err(DomainError::NotAllowed(format!(
                 "You cannot make <@{}> the {}: {refusal}.",
                 request.user,

@@ -16,13 +16,10 @@ use crate::domain::incident::{
     Actor, Decision, Destination, DomainError, Effect, EventKind, Incident, IncidentId,
 };
 use crate::domain::message::{Message, Span};
-use crate::outbox::Outbound;
+use crate::domain::outbound::Outbound;
 use crate::store::{ApprovalWrite, NewRun, RunRow, RunUpdate, StoreTx};
 
-/// The outbox ordering key of a run's jobs.
-pub fn run_key(run_id: i64) -> String {
-    format!("run:{run_id}")
-}
+pub use crate::domain::outbound::run_key;
 
 /// The job that brings a run forward: prepares it while `preparing`, then posts or
 /// updates its approval message to match its state (see `outbox::runs`).
@@ -181,8 +178,8 @@ impl Engine {
             now,
         )
         .await?;
-        tx.commit().await?;
-        self.wakers.outbox.notify_one();
+        let committed = tx.commit().await?;
+        self.woke(committed);
         Ok(run_id)
     }
 
@@ -194,6 +191,10 @@ impl Engine {
     ) -> Result<bool, EngineError> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
+        // Incident first, then the run (the order every change takes).
+        tx.lock_incident(run.incident_id)
+            .await?
+            .ok_or(EngineError::NotFound(run.incident_id))?;
         let set = RunUpdate {
             preview: prepared.preview.as_deref(),
             result: prepared.result.as_deref(),
@@ -226,8 +227,8 @@ impl Engine {
             now,
         )
         .await?;
-        tx.commit().await?;
-        self.wakers.outbox.notify_one();
+        let committed = tx.commit().await?;
+        self.woke(committed);
         Ok(true)
     }
 
@@ -240,7 +241,8 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let mut tx = self.store.begin().await?;
         tx.set_approval_message(run_id, channel, ts).await?;
-        tx.commit().await?;
+        let committed = tx.commit().await?;
+        self.woke(committed);
         Ok(())
     }
 
@@ -256,17 +258,19 @@ impl Engine {
         message: impl Fn(&ClickOutcome, &RunRow) -> Option<Message>,
     ) -> Result<ClickOutcome, EngineError> {
         let now = self.now();
-        let mut tx = self.store.begin().await?;
-        let run = tx.lock_run(run_id).await?.ok_or_else(|| {
+        let missing = || {
             EngineError::Refused(DomainError::Invalid {
                 field: "run",
                 rule: format!("run #{run_id} does not exist"),
             })
-        })?;
+        };
+        let incident_id = self.run_incident(run_id).await?.ok_or_else(missing)?;
+        let mut tx = self.store.begin().await?;
         let incident = tx
-            .lock_incident(run.incident_id)
+            .lock_incident(incident_id)
             .await?
-            .ok_or(EngineError::NotFound(run.incident_id))?;
+            .ok_or(EngineError::NotFound(incident_id))?;
+        let run = tx.lock_run(run_id).await?.ok_or_else(missing)?;
         let clicker = meta.actor.to_string();
         let outcome = match ctx.refused {
             Some(refusal) => ClickOutcome::Refused(refusal),
@@ -367,8 +371,8 @@ impl Engine {
         };
         self.record(&mut tx, meta, run.incident_id, &[event], outbound, now)
             .await?;
-        tx.commit().await?;
-        self.wakers.outbox.notify_one();
+        let committed = tx.commit().await?;
+        self.woke(committed);
         Ok(outcome)
     }
 
@@ -398,8 +402,16 @@ impl Engine {
             .collect();
         self.record(&mut tx, meta, run.incident_id, &[event], outbound, now)
             .await?;
-        tx.commit().await?;
+        let committed = tx.commit().await?;
+        self.woke(committed);
         Ok(outcome)
+    }
+
+    /// The incident a run belongs to (it never changes), read before a transaction so the
+    /// transaction can lock the incident first, then the run: the order every change
+    /// takes on PostgreSQL.
+    async fn run_incident(&self, run_id: i64) -> Result<Option<IncidentId>, EngineError> {
+        Ok(self.store.run(run_id).await?.map(|r| r.incident_id))
     }
 
     /// Moves an approved run to `executing` with a lease, after checking again that it may
@@ -411,17 +423,22 @@ impl Engine {
         lease_until: DateTime<Utc>,
     ) -> Result<Begin, EngineError> {
         let now = self.now();
-        let mut tx = self.store.begin().await?;
+        let Some(incident_id) = self.run_incident(run_id).await? else {
+            return Ok(Begin::Nothing);
+        };
+        // Durable: once this commits the SDK call goes out, and a power cut must not roll
+        // it back to `approved` (a second execution after restart).
+        let mut tx = self.store.begin_durable().await?;
+        let incident = tx
+            .lock_incident(incident_id)
+            .await?
+            .ok_or(EngineError::NotFound(incident_id))?;
         let Some(run) = tx.lock_run(run_id).await? else {
             return Ok(Begin::Nothing);
         };
         if run.state != RunState::Approved {
             return Ok(Begin::Nothing);
         }
-        let incident = tx
-            .lock_incident(run.incident_id)
-            .await?
-            .ok_or(EngineError::NotFound(run.incident_id))?;
         let checked = approval::may_execute(
             run.expires_at,
             incident.is_open(),
@@ -461,8 +478,8 @@ impl Engine {
                     now,
                 )
                 .await?;
-                tx.commit().await?;
-                self.wakers.outbox.notify_one();
+                let committed = tx.commit().await?;
+                self.woke(committed);
             }
             return Ok(Begin::Nothing);
         }
@@ -485,8 +502,8 @@ impl Engine {
             now,
         )
         .await?;
-        tx.commit().await?;
-        self.wakers.outbox.notify_one();
+        let committed = tx.commit().await?;
+        self.woke(committed);
         Ok(Begin::Run(Box::new(run)))
     }
 
@@ -499,7 +516,12 @@ impl Engine {
         finished: Finished,
     ) -> Result<bool, EngineError> {
         let now = self.now();
-        let mut tx = self.store.begin().await?;
+        // Durable, like the start: the recorded outcome is what people act on.
+        let mut tx = self.store.begin_durable().await?;
+        // Incident first, as everywhere (`record` below appends to its timeline).
+        tx.lock_incident(run.incident_id)
+            .await?
+            .ok_or(EngineError::NotFound(run.incident_id))?;
         let set = RunUpdate {
             result: Some(&finished.result),
             ..Default::default()
@@ -541,8 +563,8 @@ impl Engine {
                     now,
                 )
                 .await?;
-                tx.commit().await?;
-                self.wakers.outbox.notify_one();
+                let committed = tx.commit().await?;
+                self.woke(committed);
             }
             return Ok(false);
         }
@@ -561,8 +583,8 @@ impl Engine {
             now,
         )
         .await?;
-        tx.commit().await?;
-        self.wakers.outbox.notify_one();
+        let committed = tx.commit().await?;
+        self.woke(committed);
         Ok(true)
     }
 

@@ -28,7 +28,10 @@ impl OutboxWorker {
         channel: Option<&str>,
         call: impl Future<Output = Result<T, SlackError>>,
     ) -> Result<T, DeliveryError> {
-        match self.pacer.acquire(method, channel, self.clock.now()) {
+        match self
+            .pacer
+            .acquire(method, channel, self.delivering, self.clock.now())
+        {
             Grant::Go(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
             Grant::Go(_) => {}
             Grant::Defer(wait) => return Err(DeliveryError::Deferred(wait)),

@@ -200,6 +200,8 @@ pub struct OutboxWorker {
     settings: DeliverySettings,
     pacer: Arc<Pacer>,
     bot_user_id: Arc<OnceCell<String>>,
+    /// The row this clone is delivering (its pacing ticket); 0 outside a delivery.
+    delivering: i64,
 }
 
 /// The backoff before attempt `attempts + 1`.
@@ -232,6 +234,7 @@ impl OutboxWorker {
             settings,
             pacer: Arc::new(Pacer::new(settings.pacing)),
             bot_user_id: Arc::new(OnceCell::new()),
+            delivering: 0,
         }
     }
 
@@ -254,7 +257,8 @@ impl OutboxWorker {
     }
 
     /// Delivers one row under its class's time bound.
-    async fn attempt(self, row: OutboxRow) -> Attempt {
+    async fn attempt(mut self, row: OutboxRow) -> Attempt {
+        self.delivering = row.id;
         let class = LaneClass::of(&row.ordering_key);
         let limit = self.settings.delivery_timeout(class);
         let result = match tokio::time::timeout(limit, self.deliver(&row)).await {

@@ -9,6 +9,10 @@
 //! The worker asks before each call. A short wait (up to `inline_wait`) is slept through
 //! in the delivering task; a longer one hands the lane back with a due time, so a slot is
 //! never held for long by a call that cannot go yet. Neither counts as a failed attempt.
+//! A call handed back keeps its place: the slot is reserved under the row's ticket and
+//! honoured when the row comes back, so hundreds of lanes waiting on one channel (the
+//! announcements in `#incident-response` during a storm) queue once each instead of
+//! all retrying every second.
 //!
 //! The state is in memory, per process: replicas on PostgreSQL pace independently (each
 //! holds its share of the lanes), which is what Slack's per-app limits need in practice.
@@ -94,6 +98,8 @@ struct State {
     buckets: HashMap<&'static str, Bucket>,
     /// 429 pauses, per method or `method channel`.
     paused: HashMap<String, Instant>,
+    /// Slots promised to calls that were handed back, by `ticket method channel`.
+    tickets: HashMap<String, Instant>,
 }
 
 /// Paces Slack calls (see the module doc).
@@ -122,9 +128,24 @@ impl Pacer {
         }
     }
 
-    /// Asks to call `method` (on `channel`) at `now`.
-    pub fn acquire(&self, method: &'static str, channel: Option<&str>, now: Instant) -> Grant {
+    /// Asks to call `method` (on `channel`) at `now`, for the outbox row `ticket`.
+    pub fn acquire(
+        &self,
+        method: &'static str,
+        channel: Option<&str>,
+        ticket: i64,
+        now: Instant,
+    ) -> Grant {
         let mut state = self.state.lock().expect("pacer lock");
+        let ticket = format!("{ticket} {method} {}", channel.unwrap_or(""));
+        if let Some(slot) = state.tickets.remove(&ticket) {
+            let wait = span(now, slot);
+            if wait > self.settings.inline_wait {
+                state.tickets.insert(ticket, slot);
+                return Grant::Defer(wait);
+            }
+            return Grant::Go(wait);
+        }
         let mut earliest = now;
         if let Some(until) = state.paused.get(&pause_key(method, channel)) {
             earliest = earliest.max(*until);
@@ -151,7 +172,13 @@ impl Pacer {
             }
         }
         let wait = span(now, earliest);
-        if wait > self.settings.inline_wait {
+        // A 429 pause is not a slot: nothing to reserve, ask again when it ends.
+        let paused = state
+            .paused
+            .get(&pause_key(method, channel))
+            .or(state.paused.get(method))
+            .is_some_and(|until| *until >= earliest);
+        if paused && wait > self.settings.inline_wait {
             return Grant::Defer(wait);
         }
         if let Some(c) = post_channel {
@@ -169,6 +196,14 @@ impl Pacer {
             // May go below zero: the tokens of slots already promised to waiting calls.
             bucket.tokens = (bucket.tokens + elapsed * per_second).min(per_minute) - 1.0;
             bucket.at = now;
+        }
+        if wait > self.settings.inline_wait {
+            if state.tickets.len() > SWEEP_ABOVE {
+                let stale = now - TimeDelta::minutes(10);
+                state.tickets.retain(|_, slot| *slot > stale);
+            }
+            state.tickets.insert(ticket, earliest);
+            return Grant::Defer(wait);
         }
         Grant::Go(wait)
     }
@@ -199,36 +234,32 @@ mod tests {
         })
     }
 
+    fn at(t: Instant, ms: i64) -> Instant {
+        t + TimeDelta::milliseconds(ms)
+    }
+
     #[test]
     fn posts_to_one_channel_are_a_second_apart_and_other_channels_are_free() {
         let p = pacer(1000, true);
         let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
-        assert_eq!(
-            p.acquire("chat.postMessage", Some("C1"), t),
-            Grant::Go(Duration::ZERO)
-        );
-        assert_eq!(
-            p.acquire("chat.postMessage", Some("C2"), t),
-            Grant::Go(Duration::ZERO)
-        );
+        let post = |ticket, channel, now| p.acquire("chat.postMessage", Some(channel), ticket, now);
+        assert_eq!(post(1, "C1", t), Grant::Go(Duration::ZERO));
+        assert_eq!(post(2, "C2", t), Grant::Go(Duration::ZERO));
         // The second post to C1 waits out the second inline...
+        assert_eq!(post(3, "C1", t), Grant::Go(Duration::from_secs(1)));
+        // ...a third is handed back with the slot at +2 s reserved for it...
+        assert_eq!(post(4, "C1", t), Grant::Defer(Duration::from_secs(2)));
+        // ...so a fourth queues behind it, and nobody takes its slot meanwhile.
+        assert_eq!(post(5, "C1", t), Grant::Defer(Duration::from_secs(3)));
         assert_eq!(
-            p.acquire("chat.postMessage", Some("C1"), t),
-            Grant::Go(Duration::from_secs(1))
+            post(6, "C1", at(t, 1500)),
+            Grant::Defer(Duration::from_millis(2500))
         );
-        // ...and a third is handed back: its slot is 2 s away.
+        // When row 4 comes back, its slot is waiting.
+        assert_eq!(post(4, "C1", at(t, 2000)), Grant::Go(Duration::ZERO));
         assert_eq!(
-            p.acquire("chat.postMessage", Some("C1"), t),
-            Grant::Defer(Duration::from_secs(2))
-        );
-        // Deferring reserved nothing: later, the next slot is at +2 s.
-        assert_eq!(
-            p.acquire(
-                "chat.postMessage",
-                Some("C1"),
-                t + TimeDelta::milliseconds(1500)
-            ),
-            Grant::Go(Duration::from_millis(500))
+            post(5, "C1", at(t, 2900)),
+            Grant::Go(Duration::from_millis(100))
         );
     }
 
@@ -238,22 +269,23 @@ mod tests {
         let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
         for i in 0..20 {
             assert_eq!(
-                p.acquire("conversations.setTopic", Some("C1"), t),
+                p.acquire("conversations.setTopic", Some("C1"), i, t),
                 Grant::Go(Duration::ZERO),
                 "call {i}"
             );
         }
-        // 20/min refills one token every 3 s.
+        // 20/min refills one token every 3 s: the 21st is handed back with the first
+        // refilled token reserved, the 22nd gets the next one.
         assert_eq!(
-            p.acquire("conversations.setTopic", Some("C1"), t),
+            p.acquire("conversations.setTopic", Some("C1"), 21, t),
             Grant::Defer(Duration::from_secs(3))
         );
         assert_eq!(
-            p.acquire(
-                "conversations.setTopic",
-                Some("C9"),
-                t + TimeDelta::seconds(3)
-            ),
+            p.acquire("conversations.setTopic", Some("C9"), 22, t),
+            Grant::Defer(Duration::from_secs(6))
+        );
+        assert_eq!(
+            p.acquire("conversations.setTopic", Some("C1"), 21, at(t, 3000)),
             Grant::Go(Duration::ZERO)
         );
     }
@@ -262,17 +294,17 @@ mod tests {
     fn tiers_can_be_switched_off_but_posts_stay_paced() {
         let p = pacer(1000, false);
         let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
-        for _ in 0..100 {
+        for i in 0..100 {
             assert_eq!(
-                p.acquire("conversations.setTopic", None, t),
+                p.acquire("conversations.setTopic", None, i, t),
                 Grant::Go(Duration::ZERO)
             );
         }
-        p.acquire("chat.postMessage", Some("C1"), t);
-        assert!(matches!(
-            p.acquire("chat.postMessage", Some("C1"), t),
-            Grant::Go(d) if d == Duration::from_secs(1)
-        ));
+        p.acquire("chat.postMessage", Some("C1"), 200, t);
+        assert_eq!(
+            p.acquire("chat.postMessage", Some("C1"), 201, t),
+            Grant::Go(Duration::from_secs(1))
+        );
     }
 
     #[test]
@@ -292,15 +324,15 @@ mod tests {
             t,
         );
         assert_eq!(
-            p.acquire("chat.postMessage", Some("C1"), t),
+            p.acquire("chat.postMessage", Some("C1"), 0, t),
             Grant::Defer(Duration::from_secs(30))
         );
         assert_eq!(
-            p.acquire("chat.postMessage", Some("C2"), t),
+            p.acquire("chat.postMessage", Some("C2"), 0, t),
             Grant::Go(Duration::ZERO)
         );
         assert_eq!(
-            p.acquire("conversations.setTopic", Some("C7"), t),
+            p.acquire("conversations.setTopic", Some("C7"), 0, t),
             Grant::Defer(Duration::from_secs(10))
         );
     }
