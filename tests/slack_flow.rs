@@ -97,22 +97,25 @@ async fn declare_inline_opens_a_channel_and_announces_it(db: Db) {
         "{}",
         announced[0]
     );
-    // The channel and the announcement are ordered: create, purpose, invite, topic, posts.
-    let order: Vec<String> = app
+    // The channel's own lane is ordered: create, purpose, invite, topic, then its posts.
+    // The announcement has a lane of its own that waits for the channel (to link to it).
+    let calls: Vec<_> = app
         .slack
         .calls()
         .into_iter()
         .filter(|c| !c.failed)
-        .map(|c| c.method)
         .collect();
-    let pos = |m: &str| {
-        order
+    let pos = |m: &str, channel: Option<&str>| {
+        calls
             .iter()
-            .position(|x| x == m)
-            .unwrap_or_else(|| panic!("{m} in {order:?}"))
+            .position(|c| c.method == m && channel.is_none_or(|ch| c.body["channel"] == ch))
+            .unwrap_or_else(|| panic!("{m} in {calls:?}"))
     };
-    assert!(pos("conversations.create") < pos("conversations.setTopic"));
-    assert!(pos("conversations.setTopic") < pos("chat.postMessage"));
+    assert!(pos("conversations.create", None) < pos("conversations.setTopic", None));
+    assert!(
+        pos("conversations.setTopic", None) < pos("chat.postMessage", Some(channel.id.as_str()))
+    );
+    assert!(pos("conversations.create", None) < pos("chat.postMessage", Some(ANNOUNCE)));
 
     let incident = app
         .store

@@ -192,20 +192,19 @@ impl Engine {
                 (effect_key(id, effect), payload, waits)
             })
             .collect();
-        for waits in [false, true] {
-            let batch: Vec<(&str, Option<IncidentId>, &str)> = rows
-                .iter()
-                .filter(|(_, _, w)| *w == waits)
-                .map(|(key, payload, _)| (key.as_str(), Some(id), payload.as_str()))
-                .collect();
-            if !batch.is_empty() {
-                let due = if waits {
-                    now + ANNOUNCEMENT_WAITS_FOR_CHANNEL
-                } else {
-                    now
-                };
-                tx.enqueue_all(&batch, due).await?;
+        let due = |waits: bool| {
+            if waits {
+                now + ANNOUNCEMENT_WAITS_FOR_CHANNEL
+            } else {
+                now
             }
+        };
+        let batch: Vec<(&str, Option<IncidentId>, &str, DateTime<Utc>)> = rows
+            .iter()
+            .map(|(key, payload, waits)| (key.as_str(), Some(id), payload.as_str(), due(*waits)))
+            .collect();
+        if !batch.is_empty() {
+            tx.enqueue_due(&batch).await?;
         }
         tx.sync_timers(id, &timers::plan(&decision.incident, self.policy()), now)
             .await?;

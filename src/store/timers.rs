@@ -42,12 +42,16 @@ impl StoreTx {
         plan: &[TimerSpec],
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let pending: Vec<(i64, String, i64)> = sqlx::query_as(
-            "select id, kind, due_at_ms from timers where incident_id = $1 and state = 'pending'",
-        )
-        .bind(incident_id.0)
-        .fetch_all(&mut *self.tx)
-        .await?;
+        let pending: Vec<(i64, String, i64)> = if self.fresh.take_timers(incident_id) {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                "select id, kind, due_at_ms from timers where incident_id = $1 and state = 'pending'",
+            )
+            .bind(incident_id.0)
+            .fetch_all(&mut *self.tx)
+            .await?
+        };
         let unwanted: Vec<i64> = pending
             .iter()
             .filter(|(_, kind, due)| {

@@ -23,6 +23,29 @@ pub struct StoreTx {
     lanes: BTreeMap<String, LaneSchedule>,
     /// Whether a pending timer was added or moved (see `sync_timers`).
     pub(super) timers_moved: bool,
+    /// An incident allocated in this transaction: it has no timeline and no timers yet,
+    /// so the first append and the first timer sync skip reading them (the declare path).
+    pub(super) fresh: Fresh,
+}
+
+/// What is known to be empty for an incident created in this transaction.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Fresh {
+    pub(super) incident: Option<IncidentId>,
+    pub(super) timeline_empty: bool,
+    pub(super) timers_empty: bool,
+}
+
+impl Fresh {
+    /// Whether `id`'s timeline is known empty (and, from now on, no longer).
+    fn take_timeline(&mut self, id: IncidentId) -> bool {
+        std::mem::take(&mut self.timeline_empty) && self.incident == Some(id)
+    }
+
+    /// Whether `id` is known to have no timers (and, from now on, may have).
+    pub(super) fn take_timers(&mut self, id: IncidentId) -> bool {
+        std::mem::take(&mut self.timers_empty) && self.incident == Some(id)
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -60,6 +83,7 @@ impl StoreTx {
             durable_sqlite,
             lanes: BTreeMap::new(),
             timers_moved: false,
+            fresh: Fresh::default(),
         }
     }
 
@@ -69,25 +93,41 @@ impl StoreTx {
     /// and scheduler wake up, then the commit itself.
     pub async fn commit(mut self) -> Result<Committed> {
         let lanes = std::mem::take(&mut self.lanes);
-        for (key, schedule) in &lanes {
+        for hurry in [false, true] {
+            let batch: Vec<(&String, &LaneSchedule)> =
+                lanes.iter().filter(|(_, l)| l.hurry == hurry).collect();
+            if batch.is_empty() {
+                continue;
+            }
             // A new row never pulls a lane forward: a head waiting out its backoff keeps
             // waiting, and an idle lane is due when its new row is. A hurried lane is
-            // due now unless a worker holds it.
-            let on_conflict = if schedule.hurry {
+            // due now unless a worker holds it. Rows in key order: the lock order.
+            let on_conflict = if hurry {
                 "case when outbox_lanes.lease_owner is null then excluded.due_at_ms else outbox_lanes.due_at_ms end"
             } else {
                 "coalesce(outbox_lanes.due_at_ms, excluded.due_at_ms)"
             };
+            let values: Vec<String> = (0..batch.len())
+                .map(|i| format!("(${}, ${}, ${}, $1)", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+                .collect();
             let sql = format!(
-                "insert into outbox_lanes (ordering_key, class, due_at_ms, updated_at_ms) values ($1, $2, $3, $3) \
-                 on conflict (ordering_key) do update set due_at_ms = {on_conflict}, updated_at_ms = excluded.updated_at_ms"
+                "insert into outbox_lanes (ordering_key, class, due_at_ms, updated_at_ms) values {} \
+                 on conflict (ordering_key) do update set due_at_ms = {on_conflict}, updated_at_ms = excluded.updated_at_ms",
+                values.join(", ")
             );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(key)
-                .bind(LaneClass::of(key).as_str())
-                .bind(schedule.due_ms)
-                .execute(&mut *self.tx)
-                .await?;
+            let now = batch
+                .iter()
+                .map(|(_, l)| l.due_ms)
+                .min()
+                .unwrap_or_default();
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+            for (key, schedule) in batch {
+                query = query
+                    .bind(key.as_str())
+                    .bind(LaneClass::of(key).as_str())
+                    .bind(schedule.due_ms);
+            }
+            query.execute(&mut *self.tx).await?;
         }
         let committed = Committed {
             enqueued: !lanes.is_empty(),
@@ -128,6 +168,11 @@ impl StoreTx {
         .bind(ms(now))
         .fetch_one(&mut *self.tx)
         .await?;
+        self.fresh = Fresh {
+            incident: Some(IncidentId(id)),
+            timeline_empty: true,
+            timers_empty: true,
+        };
         Ok(IncidentId(id))
     }
 
@@ -172,12 +217,16 @@ impl StoreTx {
         request_id: &str,
         kinds: &[EventKind],
     ) -> Result<Vec<TimelineEntry>> {
-        let last: Option<(i64, String)> = sqlx::query_as(
-            "select seq, hash from timeline where incident_id = $1 order by seq desc limit 1",
-        )
-        .bind(incident_id.0)
-        .fetch_optional(&mut *self.tx)
-        .await?;
+        let last: Option<(i64, String)> = if self.fresh.take_timeline(incident_id) {
+            None
+        } else {
+            sqlx::query_as(
+                "select seq, hash from timeline where incident_id = $1 order by seq desc limit 1",
+            )
+            .bind(incident_id.0)
+            .fetch_optional(&mut *self.tx)
+            .await?
+        };
         let (mut seq, mut prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
         let mut entries = Vec::with_capacity(kinds.len());
         for kind in kinds {
@@ -244,32 +293,47 @@ impl StoreTx {
         rows: &[(&str, Option<IncidentId>, &str)],
         now: DateTime<Utc>,
     ) -> Result<()> {
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|(key, incident_id, payload)| (*key, *incident_id, *payload, now))
+            .collect();
+        self.enqueue_due(&rows).await
+    }
+
+    /// [`StoreTx::enqueue_all`] with a due time per row (a row may wait for something,
+    /// e.g. an announcement for its channel), in one INSERT.
+    pub async fn enqueue_due(
+        &mut self,
+        rows: &[(&str, Option<IncidentId>, &str, DateTime<Utc>)],
+    ) -> Result<()> {
         for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
             let values: Vec<String> = (0..chunk.len())
                 .map(|i| {
-                    let b = i * 3;
-                    format!("(${}, ${}, ${}, $1, $1)", b + 2, b + 3, b + 4)
+                    let b = i * 4;
+                    format!("(${}, ${}, ${}, ${}, $1)", b + 2, b + 3, b + 4, b + 5)
                 })
                 .collect();
             let sql = format!(
                 "insert into outbox (ordering_key, incident_id, payload, next_attempt_at_ms, created_at_ms) values {}",
                 values.join(", ")
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ms(now));
-            for (key, incident_id, payload) in chunk {
+            let created = chunk.iter().map(|r| ms(r.3)).min().unwrap_or_default();
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(created);
+            for (key, incident_id, payload, due) in chunk {
                 query = query
                     .bind(*key)
                     .bind(incident_id.map(|i| i.0))
-                    .bind(*payload);
+                    .bind(*payload)
+                    .bind(ms(*due));
             }
             query.execute(&mut *self.tx).await?;
         }
-        for (key, _, _) in rows {
+        for (key, _, _, due) in rows {
             let lane = self.lanes.entry(key.to_string()).or_insert(LaneSchedule {
-                due_ms: ms(now),
+                due_ms: ms(*due),
                 hurry: false,
             });
-            lane.due_ms = lane.due_ms.min(ms(now));
+            lane.due_ms = lane.due_ms.min(ms(*due));
         }
         Ok(())
     }
