@@ -37,7 +37,11 @@ impl OutboxWorker {
             Grant::Defer(wait) => return Err(DeliveryError::Deferred(wait)),
         }
         let limit = self.settings.call_timeout;
-        match tokio::time::timeout(limit, call).await {
+        let answer = tokio::time::timeout(limit, call).await;
+        if matches!(answer, Ok(Ok(_))) {
+            self.pacer.answered(method, channel, self.clock.now());
+        }
+        match answer {
             Err(_) => Err(DeliveryError::TimedOut(method, limit)),
             Ok(Err(SlackError::RateLimited { retry_after })) => {
                 let wait = retry_after.unwrap_or(super::DEFAULT_RETRY_AFTER);

@@ -51,7 +51,10 @@ impl Default for PaceSettings {
         Self {
             post_interval: Duration::from_secs(1),
             method_tiers: true,
-            inline_wait: Duration::from_secs(1),
+            // Short: a delivery that sleeps holds one of the class's slots, and a second
+            // post to a channel waits a whole second. Longer waits hand the lane back with
+            // its slot reserved, so other channels use the slot meanwhile.
+            inline_wait: Duration::from_millis(50),
         }
     }
 }
@@ -100,6 +103,9 @@ struct State {
     paused: HashMap<String, Instant>,
     /// Slots promised to calls that were handed back, by `ticket method channel`.
     tickets: HashMap<String, Instant>,
+    /// Per channel, one interval after the last post Slack answered: a post that left
+    /// late (queued in the client) still gets its full second before the next.
+    answered: HashMap<String, Instant>,
 }
 
 /// Paces Slack calls (see the module doc).
@@ -138,7 +144,15 @@ impl Pacer {
     ) -> Grant {
         let mut state = self.state.lock().expect("pacer lock");
         let ticket = format!("{ticket} {method} {}", channel.unwrap_or(""));
-        if let Some(slot) = state.tickets.remove(&ticket) {
+        // A reserved slot that has passed entirely (the lane came back late) is not used:
+        // later slots went to other calls, and this one would land beside them.
+        let floor = channel
+            .filter(|_| method == "chat.postMessage")
+            .and_then(|c| state.answered.get(c).copied());
+        let reserved = state.tickets.remove(&ticket).filter(|slot| {
+            *slot + delta(self.settings.post_interval) > now && floor.is_none_or(|f| *slot >= f)
+        });
+        if let Some(slot) = reserved {
             let wait = span(now, slot);
             if wait > self.settings.inline_wait {
                 state.tickets.insert(ticket, slot);
@@ -156,6 +170,9 @@ impl Pacer {
         let post_channel = channel.filter(|_| method == "chat.postMessage");
         if let Some(next) = post_channel.and_then(|c| state.channels.get(c)) {
             earliest = earliest.max(*next);
+        }
+        if let Some(floor) = floor {
+            earliest = earliest.max(floor);
         }
         let rate = tier_per_minute(method).filter(|_| self.settings.method_tiers);
         if let Some(per_minute) = rate {
@@ -206,6 +223,23 @@ impl Pacer {
             return Grant::Defer(wait);
         }
         Grant::Go(wait)
+    }
+
+    /// Slack answered a post to `channel` at `now`: the next post there goes one interval
+    /// later at the earliest, however late this one left.
+    pub fn answered(&self, method: &str, channel: Option<&str>, now: Instant) {
+        let Some(channel) = channel.filter(|_| method == "chat.postMessage") else {
+            return;
+        };
+        let mut state = self.state.lock().expect("pacer lock");
+        if state.answered.len() > SWEEP_ABOVE {
+            state.answered.retain(|_, t| *t > now);
+        }
+        let next = now + delta(self.settings.post_interval);
+        let entry = state.answered.entry(channel.to_string()).or_insert(next);
+        *entry = (*entry).max(next);
+        let reserved = state.channels.entry(channel.to_string()).or_insert(next);
+        *reserved = (*reserved).max(next);
     }
 
     /// Slack answered 429 for `method` (on `channel`): hold such calls until `until`.
@@ -260,6 +294,22 @@ mod tests {
         assert_eq!(
             post(5, "C1", at(t, 2900)),
             Grant::Go(Duration::from_millis(100))
+        );
+    }
+
+    #[test]
+    fn the_next_post_waits_a_full_interval_after_slack_answered_the_last() {
+        let p = pacer(1000, true);
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        assert_eq!(
+            p.acquire("chat.postMessage", Some("C1"), 1, t),
+            Grant::Go(Duration::ZERO)
+        );
+        // It left late and Slack answered 600 ms after its slot.
+        p.answered("chat.postMessage", Some("C1"), at(t, 600));
+        assert_eq!(
+            p.acquire("chat.postMessage", Some("C1"), 2, at(t, 650)),
+            Grant::Go(Duration::from_millis(950))
         );
     }
 
