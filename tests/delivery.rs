@@ -307,10 +307,10 @@ async fn forms_open_from_the_request_and_say_so_when_they_cannot(db: Db) {
 }
 
 /// Three worker instances (three replicas on PostgreSQL; three workers in one process on
-/// SQLite) over 1,000 incidents; one is stopped mid-run. Every channel is created once and
+/// SQLite) over 300 incidents; one is stopped mid-run. Every channel is created once and
 /// every summary and announcement posted once, none lost.
 async fn three_workers_deliver_every_call_exactly_once_when_one_stops(db: Db) {
-    const INCIDENTS: usize = 1_000;
+    const INCIDENTS: usize = 300;
     let (store, url) = fresh_store_with_url(db).await;
     let slack = SlackEmulator::start().await;
     let clock = Arc::new(ManualClock::new(start()));
