@@ -31,15 +31,8 @@ pub struct OutboxRow {
     pub payload: String,
     /// Failed attempts so far (rate limits and pacing are not counted).
     pub attempts: i64,
-    /// When it was enqueued (epoch ms).
+    /// When it was enqueued (epoch ms; for logs and tooling).
     pub created_at_ms: i64,
-}
-
-impl OutboxRow {
-    /// When the row was enqueued.
-    pub fn created_at(&self) -> DateTime<Utc> {
-        from_ms(self.created_at_ms)
-    }
 }
 
 /// How one claimed lane head ended.
