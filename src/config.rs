@@ -19,7 +19,9 @@ use crate::outbox::DeliverySettings;
 use crate::paging::Target;
 
 mod access;
+mod delivery;
 pub use access::{DEFAULT_CALL_TIMEOUT, EnvironmentConfig, RolesConfig};
+pub use delivery::RetentionConfig;
 
 /// A configuration problem, naming the key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,40 +63,9 @@ struct FileConfig {
     #[serde(default)]
     roles: access::RolesSection,
     #[serde(default)]
-    delivery: DeliverySection,
+    delivery: delivery::DeliverySection,
     #[serde(default)]
-    retention: RetentionSection,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct DeliverySection {
-    slack_in_flight: Option<usize>,
-    pagerduty_in_flight: Option<usize>,
-    runs_in_flight: Option<usize>,
-    call_timeout: Option<String>,
-    run_timeout: Option<String>,
-    lease: Option<String>,
-    heartbeat: Option<String>,
-    post_interval: Option<String>,
-    pace_methods: Option<bool>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RetentionSection {
-    keep: Option<String>,
-    every: Option<String>,
-}
-
-/// How long working rows are kept (see `Store::prune`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetentionConfig {
-    /// Delivered outbox rows, finished timers of resolved incidents and inbound event ids
-    /// older than this are deleted. The timeline is never pruned.
-    pub keep: TimeDelta,
-    /// How often to prune.
-    pub every: TimeDelta,
+    retention: delivery::RetentionSection,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -594,17 +565,8 @@ impl Config {
         };
         let roles = access::roles(file.roles)?;
 
-        let delivery = delivery_config(file.delivery)?;
-        let retention = RetentionConfig {
-            keep: duration(
-                "retention.keep",
-                file.retention.keep.as_deref().unwrap_or("7d"),
-            )?,
-            every: duration(
-                "retention.every",
-                file.retention.every.as_deref().unwrap_or("1h"),
-            )?,
-        };
+        let delivery = delivery::delivery_config(file.delivery)?;
+        let retention = delivery::retention_config(file.retention)?;
 
         Ok(Config {
             delivery,
@@ -641,71 +603,6 @@ impl Config {
             self.slack.signing_secrets.len()
         )
     }
-}
-
-/// The `[delivery]` section over [`DeliverySettings::default`].
-fn delivery_config(section: DeliverySection) -> Result<DeliverySettings, ConfigError> {
-    let mut d = DeliverySettings::default();
-    let std_duration = |key: &str, text: &str| -> Result<std::time::Duration, ConfigError> {
-        duration(key, text)?
-            .to_std()
-            .map_err(|_| err(key, "must be longer than zero"))
-    };
-    let slots = |key: &str, n: Option<usize>, default: usize| match n {
-        Some(0) => Err(err(key, "must be at least 1")),
-        Some(n) if n > 1024 => Err(err(key, "must be at most 1024")),
-        Some(n) => Ok(n),
-        None => Ok(default),
-    };
-    d.slack_slots = slots(
-        "delivery.slack_in_flight",
-        section.slack_in_flight,
-        d.slack_slots,
-    )?;
-    d.page_slots = slots(
-        "delivery.pagerduty_in_flight",
-        section.pagerduty_in_flight,
-        d.page_slots,
-    )?;
-    d.run_slots = slots(
-        "delivery.runs_in_flight",
-        section.runs_in_flight,
-        d.run_slots,
-    )?;
-    if let Some(t) = section.call_timeout {
-        d.call_timeout = std_duration("delivery.call_timeout", &t)?;
-    }
-    if let Some(t) = section.run_timeout {
-        d.run_timeout = std_duration("delivery.run_timeout", &t)?;
-    }
-    if let Some(t) = section.lease {
-        d.lease = duration("delivery.lease", &t)?;
-    }
-    if let Some(t) = section.heartbeat {
-        d.heartbeat = duration("delivery.heartbeat", &t)?;
-    }
-    if d.heartbeat * 2 > d.lease {
-        return Err(err(
-            "delivery.heartbeat",
-            format!(
-                "must be at most half of delivery.lease ({}s), so one missed beat does not lose a lease",
-                d.lease.num_seconds()
-            ),
-        ));
-    }
-    if let Some(t) = section.post_interval {
-        // "0s" is allowed here (tests): `duration` refuses zero, so parse directly.
-        d.pacing.post_interval = humantime::parse_duration(&t).map_err(|e| {
-            err(
-                "delivery.post_interval",
-                format!("`{t}` is not a duration like \"1s\" ({e})"),
-            )
-        })?;
-    }
-    if let Some(p) = section.pace_methods {
-        d.pacing.method_tiers = p;
-    }
-    Ok(d)
 }
 
 /// The environment variable holding a target's PagerDuty routing key.

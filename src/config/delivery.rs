@@ -1,0 +1,111 @@
+//! `[delivery]` and `[retention]`: how the outbox delivers and what the store prunes.
+
+use chrono::TimeDelta;
+use serde::Deserialize;
+
+use super::{ConfigError, duration, err};
+use crate::outbox::DeliverySettings;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeliverySection {
+    pub(super) slack_in_flight: Option<usize>,
+    pub(super) pagerduty_in_flight: Option<usize>,
+    pub(super) runs_in_flight: Option<usize>,
+    pub(super) call_timeout: Option<String>,
+    pub(super) run_timeout: Option<String>,
+    pub(super) lease: Option<String>,
+    pub(super) heartbeat: Option<String>,
+    pub(super) post_interval: Option<String>,
+    pub(super) pace_methods: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RetentionSection {
+    pub(super) keep: Option<String>,
+    pub(super) every: Option<String>,
+}
+
+/// How long working rows are kept (see `Store::prune`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Delivered outbox rows, finished timers of resolved incidents and inbound event ids
+    /// older than this are deleted. The timeline is never pruned.
+    pub keep: TimeDelta,
+    /// How often to prune.
+    pub every: TimeDelta,
+}
+
+/// The `[delivery]` section over [`DeliverySettings::default`].
+pub(super) fn delivery_config(section: DeliverySection) -> Result<DeliverySettings, ConfigError> {
+    let mut d = DeliverySettings::default();
+    let std_duration = |key: &str, text: &str| -> Result<std::time::Duration, ConfigError> {
+        duration(key, text)?
+            .to_std()
+            .map_err(|_| err(key, "must be longer than zero"))
+    };
+    let slots = |key: &str, n: Option<usize>, default: usize| match n {
+        Some(0) => Err(err(key, "must be at least 1")),
+        Some(n) if n > 1024 => Err(err(key, "must be at most 1024")),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    d.slack_slots = slots(
+        "delivery.slack_in_flight",
+        section.slack_in_flight,
+        d.slack_slots,
+    )?;
+    d.page_slots = slots(
+        "delivery.pagerduty_in_flight",
+        section.pagerduty_in_flight,
+        d.page_slots,
+    )?;
+    d.run_slots = slots(
+        "delivery.runs_in_flight",
+        section.runs_in_flight,
+        d.run_slots,
+    )?;
+    if let Some(t) = section.call_timeout {
+        d.call_timeout = std_duration("delivery.call_timeout", &t)?;
+    }
+    if let Some(t) = section.run_timeout {
+        d.run_timeout = std_duration("delivery.run_timeout", &t)?;
+    }
+    if let Some(t) = section.lease {
+        d.lease = duration("delivery.lease", &t)?;
+    }
+    if let Some(t) = section.heartbeat {
+        d.heartbeat = duration("delivery.heartbeat", &t)?;
+    }
+    if d.heartbeat * 2 > d.lease {
+        return Err(err(
+            "delivery.heartbeat",
+            format!(
+                "must be at most half of delivery.lease ({}s), so one missed beat does not lose a lease",
+                d.lease.num_seconds()
+            ),
+        ));
+    }
+    if let Some(t) = section.post_interval {
+        // "0s" is allowed here (tests): `duration` refuses zero, so parse directly.
+        d.pacing.post_interval = humantime::parse_duration(&t).map_err(|e| {
+            err(
+                "delivery.post_interval",
+                format!("`{t}` is not a duration like \"1s\" ({e})"),
+            )
+        })?;
+    }
+    if let Some(p) = section.pace_methods {
+        d.pacing.method_tiers = p;
+    }
+    Ok(d)
+}
+
+/// The `[retention]` section, with its defaults (keep 7 days, prune hourly).
+pub(super) fn retention_config(section: RetentionSection) -> Result<RetentionConfig, ConfigError> {
+    Ok(RetentionConfig {
+        keep: duration("retention.keep", section.keep.as_deref().unwrap_or("7d"))?,
+        every: duration("retention.every", section.every.as_deref().unwrap_or("1h"))?,
+    })
+}
