@@ -22,6 +22,7 @@ use crate::store::{Committed, Store, StoreError, StoreTx, TimerRow};
 
 pub use crate::domain::outbound::incident_key;
 
+mod intake;
 mod roles;
 mod runs;
 pub use roles::RoleRequest;
@@ -64,6 +65,9 @@ pub enum EngineError {
     /// Storage failed (internal; never shown to users).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The intake task is gone (the process is shutting down).
+    #[error("the engine is shutting down")]
+    Unavailable,
 }
 
 /// The result of a change.
@@ -102,6 +106,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     policy: Arc<PolicySet>,
     wakers: Wakers,
+    /// Where declarations queue for group commit (see [`intake`]).
+    intake: Arc<intake::Intake>,
 }
 
 /// What happened to a due timer.
@@ -128,7 +134,22 @@ impl Engine {
             clock,
             policy: Arc::new(policy),
             wakers,
+            intake: Arc::default(),
         }
+    }
+
+    /// This engine without its intake queue: what the intake task commits through (so
+    /// the task does not keep its own queue open).
+    fn detached(&self) -> Engine {
+        Engine {
+            intake: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// What the declaration intake has committed: `(transactions, declarations)`.
+    pub fn intake_totals(&self) -> (u64, u64) {
+        self.intake.stats().totals()
     }
 
     /// The store behind the engine (for reads).
@@ -162,52 +183,53 @@ impl Engine {
 
     async fn commit(
         &self,
-        mut tx: StoreTx,
+        tx: StoreTx,
         meta: &RequestMeta,
         decision: &Decision,
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
-        let id = decision.incident.id;
-        tx.save_incident(&decision.incident, now).await?;
-        tx.append_events(id, now, &meta.actor, &meta.request_id, &decision.events)
-            .await?;
-        let rows: Vec<(String, String, bool)> = decision
-            .effects
+        self.commit_many(tx, &[(meta, decision)], now).await
+    }
+
+    /// Writes what each decision says (projection, timeline, outbox rows, timers) with one
+    /// statement per kind of row for all of them, then commits and wakes the loops.
+    async fn commit_many(
+        &self,
+        mut tx: StoreTx,
+        decisions: &[(&RequestMeta, &Decision)],
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let incidents: Vec<&Incident> = decisions.iter().map(|(_, d)| &d.incident).collect();
+        tx.save_incidents(&incidents, now).await?;
+        let appends: Vec<_> = decisions
             .iter()
-            .map(|effect| {
-                // An announcement waits (a little) for the channel it links to.
-                let waits = decision.incident.channel.is_none()
-                    && matches!(
-                        effect,
-                        Effect::Post {
-                            destination: Destination::Announcements,
-                            ..
-                        }
-                    );
-                let payload = Outbound::Incident {
-                    incident_id: id,
-                    effect: effect.clone(),
-                }
-                .to_json();
-                (effect_key(id, effect), payload, waits)
+            .map(|(meta, d)| {
+                (
+                    d.incident.id,
+                    &meta.actor,
+                    meta.request_id.as_str(),
+                    d.events.as_slice(),
+                )
             })
             .collect();
-        let due = |waits: bool| {
-            if waits {
-                now + ANNOUNCEMENT_WAITS_FOR_CHANNEL
-            } else {
-                now
-            }
-        };
+        tx.append_events_many(now, &appends).await?;
+        let rows: Vec<(String, IncidentId, String, DateTime<Utc>)> = decisions
+            .iter()
+            .flat_map(|(_, decision)| outbox_rows(decision, now))
+            .collect();
         let batch: Vec<(&str, Option<IncidentId>, &str, DateTime<Utc>)> = rows
             .iter()
-            .map(|(key, payload, waits)| (key.as_str(), Some(id), payload.as_str(), due(*waits)))
+            .map(|(key, id, payload, due)| (key.as_str(), Some(*id), payload.as_str(), *due))
             .collect();
         if !batch.is_empty() {
             tx.enqueue_due(&batch).await?;
         }
-        tx.sync_timers(id, &timers::plan(&decision.incident, self.policy()), now)
-            .await?;
+        let plans: Vec<_> = decisions
+            .iter()
+            .map(|(_, d)| (d.incident.id, timers::plan(&d.incident, self.policy())))
+            .collect();
+        let plans: Vec<_> = plans.iter().map(|(id, p)| (*id, p.as_slice())).collect();
+        tx.sync_timers_many(&plans, now).await?;
         let committed = tx.commit().await?;
         self.woke(committed);
         Ok(())
@@ -224,25 +246,27 @@ impl Engine {
         }
     }
 
-    /// Declares a new incident.
+    /// Declares a new incident. Declarations are committed in groups by the intake task
+    /// (see [`intake`]); this returns once this one is committed.
     pub async fn declare(
         &self,
         meta: &RequestMeta,
         severity: Severity,
         title: &str,
     ) -> Result<Outcome, EngineError> {
-        let now = self.clock.now();
         // Refuse a bad title before allocating a number, so it does not burn one.
         incident::declared_title(title)?;
-        let mut tx = self.begin(meta, now).await?;
-        let id = tx.allocate_incident_id(now).await?;
-        let decision = incident::declare(id, severity, title, &meta.actor, now, self.policy())?;
-        self.commit(tx, meta, &decision, now).await?;
-        tracing::info!(incident = %id, %severity, "incident declared");
-        Ok(Outcome {
-            incident: decision.incident,
-            reply: decision.reply,
-        })
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job = intake::DeclareJob {
+            meta: meta.clone(),
+            severity,
+            title: title.to_string(),
+            answer,
+        };
+        if self.intake.send(self, job).is_err() {
+            return Err(EngineError::Unavailable);
+        }
+        answered.await.map_err(|_| EngineError::Unavailable)?
     }
 
     /// Applies `change` to incident `id`.
@@ -336,4 +360,34 @@ impl Engine {
         tx.commit().await?;
         Ok(new)
     }
+}
+
+/// The outbox rows a decision's effects become: `(lane, incident, payload, due)`.
+fn outbox_rows(
+    decision: &Decision,
+    now: DateTime<Utc>,
+) -> impl Iterator<Item = (String, IncidentId, String, DateTime<Utc>)> + '_ {
+    let id = decision.incident.id;
+    decision.effects.iter().map(move |effect| {
+        // An announcement waits (a little) for the channel it links to.
+        let waits = decision.incident.channel.is_none()
+            && matches!(
+                effect,
+                Effect::Post {
+                    destination: Destination::Announcements,
+                    ..
+                }
+            );
+        let payload = Outbound::Incident {
+            incident_id: id,
+            effect: effect.clone(),
+        }
+        .to_json();
+        let due = if waits {
+            now + ANNOUNCEMENT_WAITS_FOR_CHANNEL
+        } else {
+            now
+        };
+        (effect_key(id, effect), id, payload, due)
+    })
 }

@@ -390,6 +390,12 @@ impl OutboxWorker {
                         let all_claimed = rows.len() < free;
                         for row in rows {
                             let key = row.ordering_key.clone();
+                            // A lane this worker is still delivering, whose lease ran out
+                            // before a late heartbeat (a stalled process): the claim just
+                            // renewed the lease; it must not be sent a second time.
+                            if lanes_in_flight.values().any(|(_, k)| *k == key) {
+                                continue;
+                            }
                             let handle = in_flight.spawn(self.clone().attempt(row));
                             lanes_in_flight.insert(handle.id(), (class, key));
                         }

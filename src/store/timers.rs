@@ -42,34 +42,50 @@ impl StoreTx {
         plan: &[TimerSpec],
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let pending: Vec<(i64, String, i64)> = if self.fresh.take_timers(incident_id) {
-            Vec::new()
-        } else {
-            sqlx::query_as(
-                "select id, kind, due_at_ms from timers where incident_id = $1 and state = 'pending'",
-            )
-            .bind(incident_id.0)
-            .fetch_all(&mut *self.tx)
-            .await?
-        };
-        let unwanted: Vec<i64> = pending
-            .iter()
-            .filter(|(_, kind, due)| {
-                !plan
+        self.sync_timers_many(&[(incident_id, plan)], now).await
+    }
+
+    /// [`StoreTx::sync_timers`] for several incidents, the missing timers of all of them
+    /// inserted together (a batch of declarations writes its timers in one statement).
+    pub async fn sync_timers_many(
+        &mut self,
+        plans: &[(IncidentId, &[TimerSpec])],
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut unwanted: Vec<i64> = Vec::new();
+        let mut missing: Vec<(IncidentId, &TimerSpec)> = Vec::new();
+        for (incident_id, plan) in plans {
+            let pending: Vec<(i64, String, i64)> = if self.fresh.take_timers(*incident_id) {
+                Vec::new()
+            } else {
+                sqlx::query_as(
+                    "select id, kind, due_at_ms from timers where incident_id = $1 and state = 'pending'",
+                )
+                .bind(incident_id.0)
+                .fetch_all(&mut *self.tx)
+                .await?
+            };
+            unwanted.extend(
+                pending
                     .iter()
-                    .any(|t| t.kind.key() == *kind && ms(t.due_at) == *due)
-            })
-            .map(|(id, _, _)| *id)
-            .collect();
-        let missing: Vec<&TimerSpec> = plan
-            .iter()
-            .filter(|spec| {
-                let key = spec.kind.key();
-                !pending
-                    .iter()
-                    .any(|(_, kind, due)| *kind == key && *due == ms(spec.due_at))
-            })
-            .collect();
+                    .filter(|(_, kind, due)| {
+                        !plan
+                            .iter()
+                            .any(|t| t.kind.key() == *kind && ms(t.due_at) == *due)
+                    })
+                    .map(|(id, _, _)| *id),
+            );
+            missing.extend(
+                plan.iter()
+                    .filter(|spec| {
+                        let key = spec.kind.key();
+                        !pending
+                            .iter()
+                            .any(|(_, kind, due)| *kind == key && *due == ms(spec.due_at))
+                    })
+                    .map(|spec| (*incident_id, spec)),
+            );
+        }
         for id in &unwanted {
             sqlx::query(
                 "update timers set state = 'cancelled', lease_until_ms = null, finished_at_ms = $1 \
@@ -82,17 +98,18 @@ impl StoreTx {
         }
         for chunk in missing.chunks(super::tx::MAX_ROWS_PER_INSERT) {
             let values: Vec<String> = (0..chunk.len())
-                .map(|i| format!("($1, ${}, ${}, $2)", 2 * i + 3, 2 * i + 4))
+                .map(|i| format!("(${}, ${}, ${}, $1)", 3 * i + 2, 3 * i + 3, 3 * i + 4))
                 .collect();
             let sql = format!(
                 "insert into timers (incident_id, kind, due_at_ms, created_at_ms) values {}",
                 values.join(", ")
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(incident_id.0)
-                .bind(ms(now));
-            for spec in chunk {
-                query = query.bind(spec.kind.key()).bind(ms(spec.due_at));
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ms(now));
+            for (incident_id, spec) in chunk {
+                query = query
+                    .bind(incident_id.0)
+                    .bind(spec.kind.key())
+                    .bind(ms(spec.due_at));
             }
             query.execute(&mut *self.tx).await?;
         }

@@ -1,6 +1,6 @@
 //! [`StoreTx`]: the writes of one change, committed together or not at all.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use sqlx::{Any, AnyPool, Transaction};
@@ -28,23 +28,29 @@ pub struct StoreTx {
     pub(super) fresh: Fresh,
 }
 
-/// What is known to be empty for an incident created in this transaction.
-#[derive(Clone, Copy, Debug, Default)]
+/// What is known to be empty for incidents created in this transaction: they have no
+/// timeline and no timers yet, so their first append and first timer sync skip reading
+/// them (the declare path).
+#[derive(Clone, Debug, Default)]
 pub(super) struct Fresh {
-    pub(super) incident: Option<IncidentId>,
-    pub(super) timeline_empty: bool,
-    pub(super) timers_empty: bool,
+    timeline_empty: BTreeSet<IncidentId>,
+    timers_empty: BTreeSet<IncidentId>,
 }
 
 impl Fresh {
+    fn add(&mut self, id: IncidentId) {
+        self.timeline_empty.insert(id);
+        self.timers_empty.insert(id);
+    }
+
     /// Whether `id`'s timeline is known empty (and, from now on, no longer).
     fn take_timeline(&mut self, id: IncidentId) -> bool {
-        std::mem::take(&mut self.timeline_empty) && self.incident == Some(id)
+        self.timeline_empty.remove(&id)
     }
 
     /// Whether `id` is known to have no timers (and, from now on, may have).
     pub(super) fn take_timers(&mut self, id: IncidentId) -> bool {
-        std::mem::take(&mut self.timers_empty) && self.incident == Some(id)
+        self.timers_empty.remove(&id)
     }
 }
 
@@ -159,21 +165,40 @@ impl StoreTx {
     }
 
     /// Reserves the next incident number (a row the caller must fill with
-    /// [`StoreTx::save_incident`] before committing).
+    /// [`StoreTx::save_incidents`] before committing).
     pub async fn allocate_incident_id(&mut self, now: DateTime<Utc>) -> Result<IncidentId> {
-        let (id,): (i64,) = sqlx::query_as(
-            "insert into incidents (status, severity, state, created_at_ms, updated_at_ms) \
-             values ('investigating', '', '{}', $1, $1) returning id",
-        )
-        .bind(ms(now))
-        .fetch_one(&mut *self.tx)
-        .await?;
-        self.fresh = Fresh {
-            incident: Some(IncidentId(id)),
-            timeline_empty: true,
-            timers_empty: true,
-        };
-        Ok(IncidentId(id))
+        Ok(self.allocate_incident_ids(1, now).await?[0])
+    }
+
+    /// Reserves `count` incident numbers in one statement, ascending (rows the caller must
+    /// fill with [`StoreTx::save_incidents`] before committing, or delete).
+    pub async fn allocate_incident_ids(
+        &mut self,
+        count: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<IncidentId>> {
+        let mut ids = Vec::with_capacity(count);
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(MAX_ROWS_PER_INSERT);
+            let values = vec!["('investigating', '', '{}', $1, $1)"; n].join(", ");
+            let sql = format!(
+                "insert into incidents (status, severity, state, created_at_ms, updated_at_ms) \
+                 values {values} returning id"
+            );
+            let rows: Vec<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(ms(now))
+                .fetch_all(&mut *self.tx)
+                .await?;
+            ids.extend(rows.into_iter().map(|(id,)| IncidentId(id)));
+            left -= n;
+        }
+        // RETURNING gives no order guarantee; numbers are handed out in ascending order.
+        ids.sort();
+        for id in &ids {
+            self.fresh.add(*id);
+        }
+        Ok(ids)
     }
 
     /// Loads an incident and, on PostgreSQL, locks its row until commit so concurrent
@@ -192,19 +217,47 @@ impl StoreTx {
 
     /// Writes the incident's current state.
     pub async fn save_incident(&mut self, incident: &Incident, now: DateTime<Utc>) -> Result<()> {
-        let state = serde_json::to_string(incident).expect("incidents serialize");
-        sqlx::query(
-            "update incidents set status = $1, severity = $2, channel_id = $3, state = $4, updated_at_ms = $5 \
-             where id = $6",
-        )
-        .bind(incident.status.as_str())
-        .bind(incident.severity.to_string())
-        .bind(incident.channel.as_ref().map(|c| c.id.clone()))
-        .bind(state)
-        .bind(ms(now))
-        .bind(incident.id.0)
-        .execute(&mut *self.tx)
-        .await?;
+        self.save_incidents(&[incident], now).await
+    }
+
+    /// Writes several incidents' current state in one statement (an upsert on rows that
+    /// exist: allocated, or older).
+    pub async fn save_incidents(
+        &mut self,
+        incidents: &[&Incident],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        for chunk in incidents.chunks(MAX_ROWS_PER_INSERT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let b = 2 + i * 5;
+                    format!(
+                        "(${b}, ${}, ${}, ${}, ${}, $1, $1)",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "insert into incidents (id, status, severity, channel_id, state, created_at_ms, updated_at_ms) \
+                 values {} on conflict (id) do update set status = excluded.status, \
+                 severity = excluded.severity, channel_id = excluded.channel_id, \
+                 state = excluded.state, updated_at_ms = excluded.updated_at_ms",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ms(now));
+            for incident in chunk {
+                query = query
+                    .bind(incident.id.0)
+                    .bind(incident.status.as_str())
+                    .bind(incident.severity.to_string())
+                    .bind(incident.channel.as_ref().map(|c| c.id.clone()))
+                    .bind(serde_json::to_string(incident).expect("incidents serialize"));
+            }
+            query.execute(&mut *self.tx).await?;
+        }
         Ok(())
     }
 
@@ -217,53 +270,73 @@ impl StoreTx {
         request_id: &str,
         kinds: &[EventKind],
     ) -> Result<Vec<TimelineEntry>> {
-        let last: Option<(i64, String)> = if self.fresh.take_timeline(incident_id) {
-            None
-        } else {
-            sqlx::query_as(
-                "select seq, hash from timeline where incident_id = $1 order by seq desc limit 1",
-            )
-            .bind(incident_id.0)
-            .fetch_optional(&mut *self.tx)
-            .await?
-        };
-        let (mut seq, mut prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
-        let mut entries = Vec::with_capacity(kinds.len());
-        for kind in kinds {
-            seq += 1;
-            let entry = TimelineEntry::chain(
-                incident_id,
-                seq,
-                // The store keeps milliseconds; hash what will be read back.
-                super::from_ms(ms(at)),
-                actor.clone(),
-                request_id.to_string(),
-                kind.clone(),
-                prev_hash,
-            );
-            prev_hash = entry.hash.clone();
-            entries.push(entry);
+        self.append_events_many(at, &[(incident_id, actor, request_id, kinds)])
+            .await
+    }
+
+    /// Appends events to several incidents' timelines (each `(incident, actor, request
+    /// id, events)`, at most once per incident), extending each hash chain, in one INSERT.
+    pub async fn append_events_many(
+        &mut self,
+        at: DateTime<Utc>,
+        appends: &[(IncidentId, &Actor, &str, &[EventKind])],
+    ) -> Result<Vec<TimelineEntry>> {
+        let mut entries = Vec::new();
+        for (incident_id, actor, request_id, kinds) in appends {
+            let last: Option<(i64, String)> = if self.fresh.take_timeline(*incident_id) {
+                None
+            } else {
+                sqlx::query_as(
+                    "select seq, hash from timeline where incident_id = $1 order by seq desc limit 1",
+                )
+                .bind(incident_id.0)
+                .fetch_optional(&mut *self.tx)
+                .await?
+            };
+            let (mut seq, mut prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
+            for kind in kinds.iter() {
+                seq += 1;
+                let entry = TimelineEntry::chain(
+                    *incident_id,
+                    seq,
+                    // The store keeps milliseconds; hash what will be read back.
+                    super::from_ms(ms(at)),
+                    (*actor).clone(),
+                    request_id.to_string(),
+                    kind.clone(),
+                    prev_hash,
+                );
+                prev_hash = entry.hash.clone();
+                entries.push(entry);
+            }
         }
         // One INSERT for all of them: fewer round trips on the write path.
         for chunk in entries.chunks(MAX_ROWS_PER_INSERT) {
             let values: Vec<String> = (0..chunk.len())
                 .map(|i| {
-                    let b = 5 + i * 4;
-                    format!("($1, ${b}, $2, $3, $4, ${}, ${}, ${})", b + 1, b + 2, b + 3)
+                    let b = 2 + i * 7;
+                    format!(
+                        "(${b}, ${}, $1, ${}, ${}, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5,
+                        b + 6
+                    )
                 })
                 .collect();
             let sql = format!(
                 "insert into timeline (incident_id, seq, at_ms, actor, request_id, kind, prev_hash, hash) values {}",
                 values.join(", ")
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(incident_id.0)
-                .bind(ms(at))
-                .bind(actor.to_string())
-                .bind(request_id);
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ms(at));
             for entry in chunk {
                 query = query
+                    .bind(entry.incident_id.0)
                     .bind(entry.seq)
+                    .bind(entry.actor.to_string())
+                    .bind(&entry.request_id)
                     .bind(serde_json::to_string(&entry.kind).expect("events serialize"))
                     .bind(&entry.prev_hash)
                     .bind(&entry.hash);

@@ -132,6 +132,8 @@ pub struct TestApp {
     pub pagerduty: PagerDutyReceiver,
     pub scheduler: Scheduler,
     pub config: Config,
+    /// The engine the HTTP handlers use.
+    pub engine: klaxon::engine::Engine,
 }
 
 /// A test's config: the example file with the emulator's URL and test secrets.
@@ -252,6 +254,7 @@ impl TestApp {
             None => klaxon::app::wire(store.clone(), &config, clock.clone(), Arc::new(client)),
         };
         TestApp {
+            engine: services.state.engine.clone(),
             router: klaxon::http::app(services.state),
             worker: services.worker,
             scheduler: services.scheduler,
