@@ -33,6 +33,10 @@ pub(super) struct DeclareJob {
     pub(super) answer: oneshot::Sender<Result<Outcome, EngineError>>,
 }
 
+/// The intake task has stopped (the runtime is shutting down).
+#[derive(Debug)]
+pub(super) struct Closed;
+
 /// The handle the engine sends declarations through (started on first use, so an engine
 /// can be built outside a runtime).
 #[derive(Debug, Default)]
@@ -68,13 +72,13 @@ impl IntakeStats {
 impl Intake {
     /// Queues a declaration; the intake task is started by the first one. `engine` is the
     /// engine the task commits through (its own intake is never used).
-    pub(super) fn send(&self, engine: &Engine, job: DeclareJob) -> Result<(), DeclareJob> {
+    pub(super) fn send(&self, engine: &Engine, job: DeclareJob) -> Result<(), Closed> {
         let queue = self.queue.get_or_init(|| {
             let (queue, jobs) = mpsc::unbounded_channel();
             tokio::spawn(run(engine.detached(), jobs, self.stats.clone()));
             queue
         });
-        queue.send(job).map_err(|e| e.0)
+        queue.send(job).map_err(|_| Closed)
     }
 
     /// What the intake committed so far.
