@@ -21,6 +21,7 @@
 //!   several times per row.
 
 mod deliver;
+mod digest;
 pub mod pacing;
 mod runs;
 
@@ -277,18 +278,19 @@ impl OutboxWorker {
         loop {
             let mut tasks = Vec::new();
             for class in LaneClass::ALL {
-                for row in self.claim(class, self.settings.slots(class)).await? {
-                    tasks.push(self.clone().attempt(row));
+                let rows = self.claim(class, self.settings.slots(class)).await?;
+                for group in digest::group(rows) {
+                    tasks.push(self.clone().attempt_group(group));
                 }
             }
             if tasks.is_empty() {
                 return Ok(report);
             }
             let mut attempts = Vec::with_capacity(tasks.len());
-            let mut set: JoinSet<Attempt> = tasks.into_iter().collect();
+            let mut set: JoinSet<Vec<Attempt>> = tasks.into_iter().collect();
             while let Some(done) = set.join_next().await {
                 match done {
-                    Ok(attempt) => attempts.push(attempt),
+                    Ok(group) => attempts.extend(group),
                     // Its lease runs out and the row is tried again.
                     Err(e) => tracing::error!(error = %e, "an outbox delivery task failed"),
                 }
@@ -367,8 +369,9 @@ impl OutboxWorker {
         if let Err(e) = self.start_up().await {
             tracing::error!(error = %e, "outbox start-up recovery failed; leases will run out instead");
         }
-        let mut in_flight: JoinSet<Attempt> = JoinSet::new();
-        let mut lanes_in_flight: HashMap<tokio::task::Id, (LaneClass, String)> = HashMap::new();
+        let mut in_flight: JoinSet<Vec<Attempt>> = JoinSet::new();
+        let mut lanes_in_flight: HashMap<tokio::task::Id, Vec<(LaneClass, String)>> =
+            HashMap::new();
         let mut next_heartbeat = self.clock.now() + self.settings.heartbeat;
         let mut report = PassReport::default();
         loop {
@@ -379,6 +382,7 @@ impl OutboxWorker {
             for class in LaneClass::ALL {
                 let busy = lanes_in_flight
                     .values()
+                    .flatten()
                     .filter(|(c, _)| *c == class)
                     .count();
                 let free = self.settings.slots(class).saturating_sub(busy);
@@ -388,16 +392,19 @@ impl OutboxWorker {
                 match self.claim(class, free).await {
                     Ok(rows) => {
                         let all_claimed = rows.len() < free;
-                        for row in rows {
-                            let key = row.ordering_key.clone();
-                            // A lane this worker is still delivering, whose lease ran out
-                            // before a late heartbeat (a stalled process): the claim just
-                            // renewed the lease; it must not be sent a second time.
-                            if lanes_in_flight.values().any(|(_, k)| *k == key) {
-                                continue;
-                            }
-                            let handle = in_flight.spawn(self.clone().attempt(row));
-                            lanes_in_flight.insert(handle.id(), (class, key));
+                        // A lane this worker is still delivering, whose lease ran out
+                        // before a late heartbeat (a stalled process): the claim just
+                        // renewed the lease; it must not be sent a second time.
+                        let rows = rows.into_iter().filter(|row| {
+                            !lanes_in_flight
+                                .values()
+                                .flatten()
+                                .any(|(_, k)| *k == row.ordering_key)
+                        });
+                        for group in digest::group(rows.collect()) {
+                            let lanes = digest::lanes(&group);
+                            let handle = in_flight.spawn(self.clone().attempt_group(group));
+                            lanes_in_flight.insert(handle.id(), lanes);
                         }
                         if all_claimed {
                             match self.engine.store().next_lane_due(class).await {
@@ -435,9 +442,9 @@ impl OutboxWorker {
             let mut next = finished;
             loop {
                 match next {
-                    Some(Ok((id, attempt))) => {
+                    Some(Ok((id, attempts))) => {
                         lanes_in_flight.remove(&id);
-                        batch.push(attempt);
+                        batch.extend(attempts);
                     }
                     Some(Err(e)) => {
                         // A delivery task panicked: its lane's lease runs out and the row
@@ -460,8 +467,8 @@ impl OutboxWorker {
         // it, so a clean stop repeats nothing.
         let mut batch = Vec::new();
         while let Some(done) = in_flight.join_next().await {
-            if let Ok(attempt) = done {
-                batch.push(attempt);
+            if let Ok(attempts) = done {
+                batch.extend(attempts);
             }
         }
         if !batch.is_empty()
@@ -491,11 +498,11 @@ impl OutboxWorker {
     }
 
     /// Renews the leases of every lane in flight.
-    async fn heartbeat(&self, lanes: &HashMap<tokio::task::Id, (LaneClass, String)>) {
+    async fn heartbeat(&self, lanes: &HashMap<tokio::task::Id, Vec<(LaneClass, String)>>) {
         if lanes.is_empty() {
             return;
         }
-        let keys: Vec<String> = lanes.values().map(|(_, k)| k.clone()).collect();
+        let keys: Vec<String> = lanes.values().flatten().map(|(_, k)| k.clone()).collect();
         let until = self.clock.now() + self.settings.lease;
         match self
             .engine
