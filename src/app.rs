@@ -154,26 +154,39 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         recovery,
     );
     let (stop_tx, stop_rx) = watch::channel(false);
-    let store = services.state.engine.store().clone();
-    let notifications = {
-        let store = store.clone();
+    // The loops run on their own runtime at a lower OS priority: acks first, deliveries
+    // right after (see `background`).
+    let background = {
+        let store = services.state.engine.store().clone();
         let wakers = services.wakers.clone();
-        let stop = stop_rx.clone();
-        tokio::spawn(async move {
-            store
-                .listen_for_commits(wakers.outbox, wakers.scheduler, stop)
-                .await
+        let (keep, every) = (config.retention.keep, config.retention.every);
+        let (worker, scheduler) = (services.worker, services.scheduler);
+        crate::background::spawn(2, async move {
+            let notifications = {
+                let (store, stop) = (store.clone(), stop_rx.clone());
+                tokio::spawn(async move {
+                    store
+                        .listen_for_commits(wakers.outbox, wakers.scheduler, stop)
+                        .await
+                })
+            };
+            let retention = tokio::spawn(crate::scheduler::retention::run(
+                store,
+                Arc::new(SystemClock),
+                keep,
+                every,
+                stop_rx.clone(),
+            ));
+            let worker = tokio::spawn(worker.run(stop_rx.clone()));
+            let scheduler = tokio::spawn(scheduler.run(stop_rx));
+            worker.await.context("outbox worker")?;
+            scheduler.await.context("scheduler")?;
+            notifications.await.context("LISTEN task")?;
+            retention.await.context("retention")?;
+            anyhow::Ok(())
         })
+        .context("starting the background loops")?
     };
-    let retention = tokio::spawn(crate::scheduler::retention::run(
-        store,
-        Arc::new(SystemClock),
-        config.retention.keep,
-        config.retention.every,
-        stop_rx.clone(),
-    ));
-    let worker = tokio::spawn(services.worker.run(stop_rx.clone()));
-    let scheduler = tokio::spawn(services.scheduler.run(stop_rx));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -185,10 +198,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Let the worker finish the row it is delivering; anything left stays in the outbox
     // for the next start.
     let _ = stop_tx.send(true);
-    worker.await.context("outbox worker")?;
-    scheduler.await.context("scheduler")?;
-    notifications.await.context("LISTEN task")?;
-    retention.await.context("retention")?;
+    tokio::task::spawn_blocking(move || background.join())
+        .await
+        .context("background loops")?
+        .map_err(|_| anyhow::anyhow!("the background loops panicked"))??;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Klaxon: an incident-response bot for Slack. See ARCHITECTURE.md for the data flow.
 
 pub mod app;
+pub mod background;
 pub mod clock;
 pub mod commands;
 pub mod config;

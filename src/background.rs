@@ -1,0 +1,89 @@
+//! The background loops (outbox worker, scheduler, retention, LISTEN) run on their own
+//! runtime, on threads the OS schedules after the HTTP handlers'.
+//!
+//! Why: an acknowledgement has a deadline and a delivery does not. Slack shows the user
+//! an error if a slash command is not answered within 3 seconds, and people then type
+//! the command again (a second incident); a channel created or a message posted 200 ms
+//! later harms nobody, and Slack's own pacing (one post per second per channel) spaces
+//! them anyway. Under a burst the deliveries behind the acks would otherwise take half the
+//! CPU from the handlers (each declaration is several Slack calls to make), so the ack
+//! waits on work nobody is waiting for. The background threads get a lower priority
+//! (`nice` +10): when the CPU is free they run at full speed; when the handlers need it
+//! they get it first, and the deliveries catch up right after. Nothing is dropped: the
+//! outbox is durable, only later.
+//!
+//! The database writer is shared: a background transaction is short (a claim, a settle),
+//! and a lower-priority thread still runs within milliseconds, so a handler waiting for
+//! the writer behind one is not starved.
+
+use std::future::Future;
+
+/// How much lower the background threads' priority is (Linux `nice`, 0..19).
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority by `nice` (Linux: per thread). A
+/// failure only costs the priority, so it is logged, not raised.
+pub fn lower_this_thread(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        let current = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), current + nice) {
+            tracing::warn!(error = %e, "could not lower the background threads' priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
+/// Runs `loops` to completion on a new runtime of `threads` worker threads at background
+/// priority, on a thread of its own; the returned handle yields its output.
+pub fn spawn<F>(threads: usize, loops: F) -> std::io::Result<std::thread::JoinHandle<F::Output>>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name("klaxon-background")
+        .on_thread_start(|| lower_this_thread(BACKGROUND_NICE))
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("klaxon-background".into())
+        .spawn(move || {
+            lower_this_thread(BACKGROUND_NICE);
+            runtime.block_on(loops)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loops_run_at_a_lower_priority_and_return_their_output() {
+        let handle = spawn(1, async {
+            let outer = rustix::process::getpriority_process(Some(rustix::thread::gettid()));
+            let inner = tokio::spawn(async {
+                rustix::process::getpriority_process(Some(rustix::thread::gettid()))
+            })
+            .await
+            .expect("task");
+            (outer.expect("priority"), inner.expect("priority"))
+        })
+        .expect("background thread");
+        let (outer, inner) = handle.join().expect("joined");
+        let mine = rustix::process::getpriority_process(None).expect("priority");
+        assert_eq!(
+            inner,
+            (mine + BACKGROUND_NICE).min(19),
+            "runtime worker thread"
+        );
+        assert_eq!(
+            outer,
+            (mine + BACKGROUND_NICE).min(19),
+            "the driving thread"
+        );
+    }
+}
