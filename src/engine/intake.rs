@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Engine, EngineError, Outcome, RequestMeta};
 use crate::domain::incident::{self, Decision};
 use crate::domain::severity::Severity;
+use crate::store::Backend;
 
 /// Most declarations committed in one transaction.
 const MAX_BATCH: usize = 128;
@@ -75,7 +76,10 @@ impl Intake {
     pub(super) fn send(&self, engine: &Engine, job: DeclareJob) -> Result<(), Closed> {
         let queue = self.queue.get_or_init(|| {
             let (queue, jobs) = mpsc::unbounded_channel();
-            tokio::spawn(run(engine.detached(), jobs, self.stats.clone()));
+            let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+            for _ in 0..committers(engine.store.backend()) {
+                tokio::spawn(run(engine.detached(), jobs.clone(), self.stats.clone()));
+            }
             queue
         });
         queue.send(job).map_err(|_| Closed)
@@ -88,13 +92,26 @@ impl Intake {
 }
 
 /// The intake task: until every engine handle is gone, commits what is waiting.
+/// How many batches commit at once: SQLite has one writer, so one; PostgreSQL commits
+/// concurrent transactions in parallel (and a commit waits for its WAL flush), so a few,
+/// each taking what is waiting when it is free.
+fn committers(backend: Backend) -> usize {
+    match backend {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 4,
+    }
+}
+
 async fn run(
     engine: Engine,
-    mut jobs: mpsc::UnboundedReceiver<DeclareJob>,
+    jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<DeclareJob>>>,
     stats: Arc<IntakeStats>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        if jobs.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
         let taken = std::mem::take(&mut batch);
         let alone = taken.len() == 1;
         match commit_batch(&engine, taken).await {
