@@ -112,6 +112,8 @@ pub fn wire_with(
         groups: crate::slack::groups::GroupDirectory::new(slack_for_state.clone()),
         slack: slack_for_state,
         identity: Arc::new(http::Identity::from_config(config)),
+        intake: Arc::new(config.intake.clone()),
+        announce_channel: config.slack.incident_response_channel.as_str().into(),
     };
     Services {
         state,
@@ -172,6 +174,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.retention.every,
         stop_rx.clone(),
     ));
+    let home = tokio::spawn(
+        crate::listen::home::HomeRefresher::new(
+            services.state.engine.clone(),
+            Arc::new(SystemClock),
+            config.intake.home_refresh,
+        )
+        .run(stop_rx.clone()),
+    );
+    // Socket Mode when an app token is set: the same handlers, no public URL needed.
+    let socket = config.intake.app_token.clone().map(|token| {
+        tracing::info!("SLACK_APP_TOKEN set: connecting through Socket Mode");
+        let client = crate::listen::socket::SocketMode::new(
+            services.state.clone(),
+            token,
+            crate::listen::socket::SocketSettings::new(&config.slack.api_url),
+        );
+        tokio::spawn(client.run(stop_rx.clone()))
+    });
     let worker = tokio::spawn(services.worker.run(stop_rx.clone()));
     let scheduler = tokio::spawn(services.scheduler.run(stop_rx));
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -189,6 +209,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     scheduler.await.context("scheduler")?;
     notifications.await.context("LISTEN task")?;
     retention.await.context("retention")?;
+    home.await.context("App Home refresher")?;
+    if let Some(socket) = socket {
+        socket.await.context("Socket Mode")?;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -20,6 +20,8 @@ use crate::paging::Target;
 
 mod access;
 mod delivery;
+mod intake;
+pub use intake::IntakeConfig;
 pub use access::{DEFAULT_CALL_TIMEOUT, EnvironmentConfig, RolesConfig};
 pub use delivery::RetentionConfig;
 
@@ -66,6 +68,8 @@ struct FileConfig {
     delivery: delivery::DeliverySection,
     #[serde(default)]
     retention: delivery::RetentionSection,
+    #[serde(default)]
+    intake: intake::IntakeSection,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -215,6 +219,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Incident role administration.
     pub roles: RolesConfig,
+    /// What Klaxon listens for in `#incident-response`, and Socket Mode.
+    pub intake: IntakeConfig,
 }
 
 /// How recovery commands run.
@@ -567,8 +573,10 @@ impl Config {
 
         let delivery = delivery::delivery_config(file.delivery)?;
         let retention = delivery::retention_config(file.retention)?;
+        let intake = intake::intake(file.intake, env)?;
 
         Ok(Config {
+            intake,
             delivery,
             retention,
             recovery,

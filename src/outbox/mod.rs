@@ -21,6 +21,7 @@
 //!   several times per row.
 
 mod deliver;
+mod listen;
 pub mod pacing;
 mod runs;
 
