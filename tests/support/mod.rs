@@ -7,6 +7,7 @@
 
 pub mod pagerduty;
 pub mod slack_emulator;
+pub mod socket_server;
 
 use std::sync::Arc;
 

@@ -85,7 +85,7 @@ impl<C: SlackClientHttpConnector + Send + Sync> Backend<C> {
             ("inclusive", Some("true")),
             ("limit", Some("1")),
         ];
-        let answer: MessagesResponse = session
+        let answer: MessagesResponse = match session
             .http_session_api
             .http_get(
                 "conversations.replies",
@@ -93,7 +93,13 @@ impl<C: SlackClientHttpConnector + Send + Sync> Backend<C> {
                 Some(&SLACK_TIER3_METHOD_CONFIG),
             )
             .await
-            .map_err(|e| self.map_error("conversations.replies", e))?;
+            .map_err(|e| self.map_error("conversations.replies", e))
+        {
+            Ok(answer) => answer,
+            // Slack's answer for a ts that is no message (deleted): nothing to offer.
+            Err(SlackError::Api { code }) if code == "thread_not_found" => return Ok(None),
+            Err(e) => return Err(e),
+        };
         Ok(answer
             .messages
             .into_iter()
