@@ -133,6 +133,8 @@ pub struct TestApp {
     pub pagerduty: PagerDutyReceiver,
     pub scheduler: Scheduler,
     pub config: Config,
+    /// The handlers' state (Socket Mode drives the same handlers with it).
+    pub state: klaxon::http::AppState,
 }
 
 /// A test's config: the example file with the emulator's URL and test secrets.
@@ -253,6 +255,7 @@ impl TestApp {
             None => klaxon::app::wire(store.clone(), &config, clock.clone(), Arc::new(client)),
         };
         TestApp {
+            state: services.state.clone(),
             router: klaxon::http::app(services.state),
             worker: services.worker,
             scheduler: services.scheduler,
