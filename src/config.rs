@@ -21,9 +21,9 @@ use crate::paging::Target;
 mod access;
 mod delivery;
 mod intake;
-pub use intake::IntakeConfig;
 pub use access::{DEFAULT_CALL_TIMEOUT, EnvironmentConfig, RolesConfig};
 pub use delivery::RetentionConfig;
+pub use intake::IntakeConfig;
 
 /// A configuration problem, naming the key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -333,7 +333,8 @@ impl Config {
 
     /// Whether the Slack secrets are present (always after [`Config::load`]).
     pub fn has_secrets(&self) -> bool {
-        !self.slack.signing_secrets.is_empty() && !expose(&self.slack.bot_token).is_empty()
+        (!self.slack.signing_secrets.is_empty() || self.intake.app_token.is_some())
+            && !expose(&self.slack.bot_token).is_empty()
     }
 
     fn load_with(
@@ -415,6 +416,9 @@ impl Config {
         let incident_response_channel = channel_id("slack.incident_response_channel", &channel)?;
 
         let (team_id, app_id) = access::slack_ids(env, file.slack.team_id, file.slack.app_id)?;
+        // Socket Mode (an app token) needs no signing secret: Slack calls no URL of ours.
+        let intake = intake::intake(file.intake, env)?;
+        let socket_mode = intake.app_token.is_some();
         let secrets = secret_from(
             env,
             "SLACK_SIGNING_SECRET",
@@ -431,7 +435,9 @@ impl Config {
         let unset = |r: &Result<String, ConfigError>| {
             !require_secrets && matches!(r, Err(e) if e.problem.starts_with("not set"))
         };
-        let secrets = if unset(&secrets) {
+        let secrets = if unset(&secrets)
+            || (socket_mode && matches!(&secrets, Err(e) if e.problem.starts_with("not set")))
+        {
             String::new()
         } else {
             secrets?
@@ -448,7 +454,7 @@ impl Config {
             .filter(|s| !s.is_empty())
             .map(|s| SecretString::from(s.to_string()))
             .collect();
-        if signing_secrets.is_empty() && require_secrets {
+        if signing_secrets.is_empty() && require_secrets && !socket_mode {
             return Err(err("SLACK_SIGNING_SECRET", "is empty"));
         }
         let token_ok = bot_token.starts_with("xox") || (bot_token.is_empty() && !require_secrets);
@@ -573,7 +579,6 @@ impl Config {
 
         let delivery = delivery::delivery_config(file.delivery)?;
         let retention = delivery::retention_config(file.retention)?;
-        let intake = intake::intake(file.intake, env)?;
 
         Ok(Config {
             intake,
@@ -602,13 +607,20 @@ impl Config {
     /// A one-line description safe to log.
     pub fn describe(&self) -> String {
         format!(
-            "listen={} database={} slack_api={} announce={} tz={} signing_secrets={}",
+            "listen={} database={} slack_api={} announce={} tz={} signing_secrets={} transport={} declare_reaction=:{}: alert_bots={}",
             self.listen,
             redact_url(&self.database_url),
             self.slack.api_url,
             self.slack.incident_response_channel,
             self.calendar.tz,
-            self.slack.signing_secrets.len()
+            self.slack.signing_secrets.len(),
+            if self.intake.app_token.is_some() {
+                "socket-mode"
+            } else {
+                "http"
+            },
+            self.intake.declare_reaction,
+            self.intake.alert_bots.len()
         )
     }
 }

@@ -218,11 +218,7 @@ async fn alert_bot_messages_matching_a_pattern_get_the_offer(db: Db) {
     );
     assert_eq!(event(&app, "EvA", firing.clone()).await, StatusCode::OK);
     assert_eq!(event(&app, "EvA", firing).await, StatusCode::OK, "retry");
-    let resolved = alert(
-        "1700000200.000100",
-        "B0ALERTS",
-        "[RESOLVED] HighErrorRate",
-    );
+    let resolved = alert("1700000200.000100", "B0ALERTS", "[RESOLVED] HighErrorRate");
     assert_eq!(event(&app, "EvB", resolved).await, StatusCode::OK);
     let other_bot = alert("1700000300.000100", "B0OTHER", "[FIRING:1] Disk");
     assert_eq!(event(&app, "EvC", other_bot).await, StatusCode::OK);
@@ -281,7 +277,8 @@ async fn app_home_lists_incidents_and_runs_awaiting_the_viewer_and_refreshes(db:
         std::time::Duration::from_secs(15),
     );
     assert_eq!(refresher.check().await.unwrap(), 0, "first look only notes");
-    let opened = json!({ "type": "app_home_opened", "user": "UALICE", "channel": "D1", "tab": "home" });
+    let opened =
+        json!({ "type": "app_home_opened", "user": "UALICE", "channel": "D1", "tab": "home" });
     assert_eq!(event(&app, "EvH1", opened.clone()).await, StatusCode::OK);
     assert_eq!(event(&app, "EvH1", opened.clone()).await, StatusCode::OK);
     app.deliver().await;

@@ -131,7 +131,12 @@ async fn the_http_manifest_names_served_routes_and_the_scopes_in_use() {
         .collect();
     assert_eq!(
         events,
-        ["app_mention", "app_home_opened", "message.channels", "reaction_added"]
+        [
+            "app_mention",
+            "app_home_opened",
+            "message.channels",
+            "reaction_added"
+        ]
     );
     assert_eq!(m["features"]["app_home"]["home_tab_enabled"], true);
     assert_eq!(m["settings"]["socket_mode_enabled"], false);
@@ -151,7 +156,11 @@ async fn the_http_manifest_names_served_routes_and_the_scopes_in_use() {
         let path = url
             .strip_prefix("https://klaxon.example.com")
             .unwrap_or_else(|| panic!("{url} is not under --url"));
-        assert_eq!(status_of(&app, path).await, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(
+            status_of(&app, path).await,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
     }
     assert_eq!(
         status_of(&app, "/slack/nothing").await,
@@ -167,7 +176,10 @@ fn the_socket_mode_manifest_is_yaml_without_urls() {
     assert!(!out.contains("request_url"), "{out}");
     assert!(!out.contains("url:"), "{out}");
     assert!(out.contains("    - \"reactions:read\""), "{out}");
-    assert!(out.contains("  slash_commands:\n    - command: \"/incident\""), "{out}");
+    assert!(
+        out.contains("  slash_commands:\n    - command: \"/incident\""),
+        "{out}"
+    );
 }
 
 #[test]

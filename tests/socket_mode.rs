@@ -27,7 +27,11 @@ fn client(app: &TestApp) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
     };
-    let socket = SocketMode::new(app.state.clone(), "xapp-1-test".to_string().into(), settings);
+    let socket = SocketMode::new(
+        app.state.clone(),
+        "xapp-1-test".to_string().into(),
+        settings,
+    );
     let (stop, rx) = watch::channel(false);
     (stop, tokio::spawn(socket.run(rx)))
 }
@@ -162,15 +166,25 @@ async fn a_socket_dropped_before_the_ack_gets_the_envelope_again_applied_once(db
     assert_eq!(offer_posts(&app), 1, "applied once");
 
     // Dropped after the ack: what was acknowledged is committed; nothing is redelivered.
-    conn.envelope("slash_commands", "env-2", declare("declare sev3 Cache cold"))
-        .await;
+    conn.envelope(
+        "slash_commands",
+        "env-2",
+        declare("declare sev3 Cache cold"),
+    )
+    .await;
     let ack = conn.ack().await.expect("ack");
-    assert!(ack["payload"]["text"].as_str().unwrap().contains("declared"));
+    assert!(
+        ack["payload"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("declared")
+    );
     conn.drop_now();
     let mut conn = server.accept().await;
     assert_eq!(app.store.open_incidents().await.unwrap().len(), 1);
     // The new connection serves as the old one did.
-    conn.envelope("slash_commands", "env-3", declare("list")).await;
+    conn.envelope("slash_commands", "env-3", declare("list"))
+        .await;
     let ack = conn.ack().await.expect("ack");
     assert!(
         ack["payload"]["text"]

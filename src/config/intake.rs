@@ -82,7 +82,9 @@ pub(super) fn intake(section: IntakeSection, env: Env<'_>) -> Result<IntakeConfi
     for bot in &section.alert_bots {
         let ok = bot.len() >= 3
             && (bot.starts_with('B') || bot.starts_with('U') || bot.starts_with('W'))
-            && bot.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+            && bot
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
         if !ok {
             return Err(err(
                 "intake.alert_bots",
@@ -168,5 +170,22 @@ mod tests {
         assert_eq!(parse("", &bad_token).unwrap_err().key, "SLACK_APP_TOKEN");
         let token = |n: &str| (n == "SLACK_APP_TOKEN").then(|| "xapp-1-A-1-abc".to_string());
         assert!(parse("", &token).unwrap().app_token.is_some());
+    }
+
+    #[test]
+    fn socket_mode_needs_no_signing_secret() {
+        let text = "[slack]\nincident_response_channel = \"C0123ABCDE\"\n";
+        let socket = |n: &str| match n {
+            "SLACK_APP_TOKEN" => Some("xapp-1-A-1-abc".to_string()),
+            "SLACK_BOT_TOKEN" => Some("xoxb-1".to_string()),
+            _ => None,
+        };
+        let config = super::super::Config::from_toml(text, &socket).unwrap();
+        assert!(config.has_secrets());
+        assert!(config.slack.signing_secrets.is_empty());
+        assert!(config.describe().contains("transport=socket-mode"));
+        let http = |n: &str| (n == "SLACK_BOT_TOKEN").then(|| "xoxb-1".to_string());
+        let e = super::super::Config::from_toml(text, &http).unwrap_err();
+        assert_eq!(e.key, "SLACK_SIGNING_SECRET");
     }
 }

@@ -179,8 +179,7 @@ pub async fn handle(
             match engine.declare(&meta, severity, &title).await {
                 Ok(outcome) => match crate::listen::offer::source_of_form(&view.private_metadata) {
                     Some(source) => {
-                        crate::listen::offer::link(&state, &meta, outcome.incident.id, source)
-                            .await
+                        crate::listen::offer::link(&state, &meta, outcome.incident.id, source).await
                     }
                     None => Ok(()),
                 },

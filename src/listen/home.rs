@@ -173,8 +173,14 @@ fn span(d: TimeDelta) -> String {
 }
 
 /// The Home view (pure; `total` is how many incidents are open, `rows` the newest).
-pub fn view(rows: &[IncidentLine], total: usize, runs: &[AwaitingRun], now: DateTime<Utc>) -> Value {
-    let section = |text: String| json!({ "type": "section", "text": { "type": "mrkdwn", "text": text } });
+pub fn view(
+    rows: &[IncidentLine],
+    total: usize,
+    runs: &[AwaitingRun],
+    now: DateTime<Utc>,
+) -> Value {
+    let section =
+        |text: String| json!({ "type": "section", "text": { "type": "mrkdwn", "text": text } });
     let mut blocks = vec![
         json!({ "type": "header", "text": { "type": "plain_text", "text": "Open incidents" } }),
     ];

@@ -142,7 +142,9 @@ pub async fn open_form(state: &AppState, value: &str, trigger_id: Option<&str>) 
         return Some("That button does not describe a message; react to the message again.".into());
     };
     let Some(trigger) = trigger_id.filter(|t| !t.is_empty()) else {
-        return Some("Slack sent no trigger id, so the form cannot open; use `/incident declare`.".into());
+        return Some(
+            "Slack sent no trigger id, so the form cannot open; use `/incident declare`.".into(),
+        );
     };
     let view = crate::slack::render::modal(&Modal::DeclareFrom { offer });
     match state.slack.open_view(trigger, &view).await {
@@ -193,8 +195,14 @@ mod tests {
             source_of_form(form["private_metadata"].as_str().unwrap()),
             Some(offer.source.clone())
         );
-        assert_eq!(form["blocks"][1]["element"]["initial_option"]["value"], "sev1");
-        assert_eq!(form["blocks"][2]["element"]["initial_value"], "SEV1 payments down");
+        assert_eq!(
+            form["blocks"][1]["element"]["initial_option"]["value"],
+            "sev1"
+        );
+        assert_eq!(
+            form["blocks"][2]["element"]["initial_value"],
+            "SEV1 payments down"
+        );
         assert_eq!(source_of_form("C0123"), None);
     }
 }

@@ -243,7 +243,12 @@ impl SocketMode {
 
 /// Runs one envelope through the HTTP handler of its kind; the ack to send, or `None`
 /// when the handler failed and Slack should redeliver.
-pub async fn handle(state: AppState, kind: &str, envelope_id: &str, payload: Value) -> Option<Value> {
+pub async fn handle(
+    state: AppState,
+    kind: &str,
+    envelope_id: &str,
+    payload: Value,
+) -> Option<Value> {
     let request_id = RequestId(format!("socket-{}", uuid::Uuid::new_v4()));
     let response = match kind {
         "events_api" => {
@@ -254,7 +259,12 @@ pub async fn handle(state: AppState, kind: &str, envelope_id: &str, payload: Val
             let fields: Vec<(String, String)> = match payload.as_object() {
                 Some(map) => map
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                        )
+                    })
                     .collect(),
                 None => Vec::new(),
             };
@@ -262,7 +272,8 @@ pub async fn handle(state: AppState, kind: &str, envelope_id: &str, payload: Val
             commands::handle(State(state), request_id, Bytes::from(body)).await
         }
         "interactive" => {
-            let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap_or_default();
+            let body =
+                serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap_or_default();
             interactions::handle(State(state), request_id, Bytes::from(body)).await
         }
         _ => return None,

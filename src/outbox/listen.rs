@@ -72,7 +72,8 @@ impl OutboxWorker {
             source.permalink(),
             source.channel
         );
-        let blocks = serde_json::json!([{ "type": "section", "text": { "type": "mrkdwn", "text": here } }]);
+        let blocks =
+            serde_json::json!([{ "type": "section", "text": { "type": "mrkdwn", "text": here } }]);
         self.slack(
             "chat.postMessage",
             Some(&channel.id),
@@ -82,7 +83,8 @@ impl OutboxWorker {
         )
         .await?;
         let there = format!("Declared as {id}: <#{}>", channel.id);
-        let blocks = serde_json::json!([{ "type": "section", "text": { "type": "mrkdwn", "text": there } }]);
+        let blocks =
+            serde_json::json!([{ "type": "section", "text": { "type": "mrkdwn", "text": there } }]);
         self.slack(
             "chat.postMessage",
             Some(&source.channel),

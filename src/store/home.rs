@@ -68,8 +68,8 @@ impl Store {
     pub async fn change_marker(&self) -> Result<(i64, i64)> {
         let (incidents,): (i64,) =
             sqlx::query_as("select coalesce(max(updated_at_ms), 0) from incidents")
-            .fetch_one(self.read_pool())
-            .await?;
+                .fetch_one(self.read_pool())
+                .await?;
         let (runs,): (i64,) =
             sqlx::query_as("select coalesce(max(updated_at_ms), 0) from command_runs")
                 .fetch_one(self.read_pool())

@@ -197,7 +197,13 @@ impl SlackEmulator {
     /// Stores a message posted by someone else (a person `U...` or an alerting bot
     /// `B...`) in `channel`, creating the channel if needed; returns its ts. Read back by
     /// `conversations.history` / `conversations.replies`.
-    pub fn add_message(&self, channel: &str, author: &str, text: &str, thread_ts: Option<&str>) -> String {
+    pub fn add_message(
+        &self,
+        channel: &str,
+        author: &str,
+        text: &str,
+        thread_ts: Option<&str>,
+    ) -> String {
         let mut inner = self.lock();
         let ts = inner.next_ts();
         let mut message = json!({ "type": "message", "ts": ts, "text": text });
