@@ -132,8 +132,9 @@ fn plain(line: &str) -> String {
 }
 
 /// The severity a message suggests: an explicit `SEV1`..`SEV4` / `P1`..`P4` wins; else
-/// words (outage, critical, down → SEV1; major, degraded, errors → SEV2; minor, warning,
-/// slow → SEV3); else SEV3, the form's starting point.
+/// words (outage, critical, down → SEV1; major, degraded, errors → SEV2; cosmetic, low,
+/// info → SEV4 unless minor, warning or slow also appear); else SEV3, the form's
+/// starting point.
 pub fn guess_severity(text: &str) -> Severity {
     let lower = text.to_lowercase();
     let words: Vec<&str> = lower
@@ -177,8 +178,11 @@ pub fn guess_severity(text: &str) -> Severity {
         "5xx",
     ]) {
         Severity::Sev2
-    } else if has(&["minor", "warning", "warn", "slow", "latency", "elevated"]) {
-        Severity::Sev3
+    } else if has(&["cosmetic", "informational", "info", "low", "typo"])
+        && !has(&["minor", "warning", "warn", "slow", "latency", "elevated"])
+    {
+        // Minimal impact, unless something also says it is a (minor) problem.
+        Severity::Sev4
     } else {
         Severity::Sev3
     }
@@ -212,6 +216,8 @@ mod tests {
         assert_eq!(guess_severity("API degraded, 5xx up"), Severity::Sev2);
         assert_eq!(guess_severity("warning: disk 80%"), Severity::Sev3);
         assert_eq!(guess_severity("something looks off"), Severity::Sev3);
+        assert_eq!(guess_severity("cosmetic: logo misaligned"), Severity::Sev4);
+        assert_eq!(guess_severity("low disk warning"), Severity::Sev3);
         // Words that merely contain a level are not one.
         assert_eq!(guess_severity("api42 p99 latency"), Severity::Sev3);
         assert_eq!(guess_severity("sev12 upgrade"), Severity::Sev3);
