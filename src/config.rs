@@ -607,20 +607,14 @@ impl Config {
     /// A one-line description safe to log.
     pub fn describe(&self) -> String {
         format!(
-            "listen={} database={} slack_api={} announce={} tz={} signing_secrets={} transport={} declare_reaction=:{}: alert_bots={}",
+            "listen={} database={} slack_api={} announce={} tz={} signing_secrets={} {}",
             self.listen,
             redact_url(&self.database_url),
             self.slack.api_url,
             self.slack.incident_response_channel,
             self.calendar.tz,
             self.slack.signing_secrets.len(),
-            if self.intake.app_token.is_some() {
-                "socket-mode"
-            } else {
-                "http"
-            },
-            self.intake.declare_reaction,
-            self.intake.alert_bots.len()
+            self.intake.describe()
         )
     }
 }

@@ -52,6 +52,20 @@ impl Default for IntakeConfig {
 }
 
 impl IntakeConfig {
+    /// For `Config::describe` (no secrets).
+    pub fn describe(&self) -> String {
+        let transport = if self.app_token.is_some() {
+            "socket-mode"
+        } else {
+            "http"
+        };
+        format!(
+            "transport={transport} declare_reaction=:{}: alert_bots={}",
+            self.declare_reaction,
+            self.alert_bots.len()
+        )
+    }
+
     /// Whether a message from an alert bot should get the offer.
     pub fn alert_matches(&self, text: &str) -> bool {
         self.alert_patterns.is_empty() || self.alert_patterns.iter().any(|p| p.is_match(text))
