@@ -19,13 +19,22 @@ both_backends!(
     envelopes_run_through_the_http_handlers_and_are_acked_after_commit,
     a_socket_dropped_before_the_ack_gets_the_envelope_again_applied_once,
     disconnect_and_a_failing_connections_open_make_the_client_reconnect,
+    a_silent_connection_is_replaced,
 );
 
 fn client(app: &TestApp) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    client_with_idle(app, Duration::from_secs(60))
+}
+
+fn client_with_idle(
+    app: &TestApp,
+    idle_timeout: Duration,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let settings = SocketSettings {
         api_url: app.slack.base_url.clone(),
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
+        idle_timeout,
     };
     let socket = SocketMode::new(
         app.state.clone(),
@@ -227,4 +236,23 @@ async fn disconnect_and_a_failing_connections_open_make_the_client_reconnect(db:
         .await
         .expect("stops on shutdown")
         .unwrap();
+}
+
+async fn a_silent_connection_is_replaced(db: Db) {
+    let app = TestApp::start(db).await;
+    let mut server = SocketServer::start().await;
+    app.slack.set_socket_url(&server.url);
+    let (stop, _task) = client_with_idle(&app, Duration::from_millis(200));
+    // Slack goes quiet (no pings, no envelopes): the client gives up on the connection
+    // and opens another, which works.
+    let mut silent = server.accept().await;
+    let mut conn = server.accept().await;
+    assert!(
+        silent.ack().await.is_none(),
+        "the silent connection was closed"
+    );
+    conn.envelope("slash_commands", "env-1", declare("help"))
+        .await;
+    assert_eq!(conn.ack().await.expect("ack")["envelope_id"], "env-1");
+    stop.send(true).unwrap();
 }

@@ -49,6 +49,9 @@ pub struct SocketSettings {
     pub initial_backoff: Duration,
     /// Longest wait between attempts.
     pub max_backoff: Duration,
+    /// A connection silent this long (Slack pings every few seconds) is taken for dead
+    /// (a half-open TCP connection) and replaced.
+    pub idle_timeout: Duration,
 }
 
 impl SocketSettings {
@@ -58,6 +61,7 @@ impl SocketSettings {
             api_url: api_url.trim_end_matches('/').to_string(),
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -187,7 +191,10 @@ impl SocketMode {
         let (acks, mut ack_rx) = mpsc::channel::<Value>(256);
         loop {
             tokio::select! {
-                frame = stream.next() => {
+                frame = tokio::time::timeout(self.settings.idle_timeout, stream.next()) => {
+                    let Ok(frame) = frame else {
+                        return Err(format!("nothing from Slack for {:?}; reconnecting", self.settings.idle_timeout));
+                    };
                     let text = match frame {
                         None => return Err("the Socket Mode connection closed".into()),
                         Some(Err(e)) => return Err(format!("Socket Mode read: {e}")),
