@@ -177,12 +177,20 @@ pub async fn handle(
                 return field_errors(&[("severity", "Choose a severity.".into())]);
             };
             match engine.declare(&meta, severity, &title).await {
-                Ok(outcome) => match crate::listen::offer::source_of_form(&view.private_metadata) {
-                    Some(source) => {
-                        crate::listen::offer::link(&state, &meta, outcome.incident.id, source).await
+                Ok(outcome) => {
+                    if let Some(source) =
+                        crate::listen::offer::source_of_form(&view.private_metadata)
+                    {
+                        // The incident stands either way: an error here must not make the
+                        // form say "try again" (a second incident). Only the link is lost.
+                        let id = outcome.incident.id;
+                        if let Err(e) = crate::listen::offer::link(&state, &meta, id, source).await
+                        {
+                            tracing::error!(%request_id, incident = %id, error = %e, "declared, but the link to the source message could not be queued");
+                        }
                     }
-                    None => Ok(()),
-                },
+                    Ok(())
+                }
                 Err(e) => Err(e),
             }
         }
