@@ -112,6 +112,8 @@ pub fn wire_with(
         groups: crate::slack::groups::GroupDirectory::new(slack_for_state.clone()),
         slack: slack_for_state,
         identity: Arc::new(http::Identity::from_config(config)),
+        intake: Arc::new(config.intake.clone()),
+        announce_channel: config.slack.incident_response_channel.as_str().into(),
     };
     Services {
         state,
@@ -154,6 +156,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         recovery,
     );
     let (stop_tx, stop_rx) = watch::channel(false);
+    let socket_stop = stop_rx.clone();
     // The loops run on their own runtime at a lower OS priority: acks first, deliveries
     // right after (see `background`).
     let background = {
@@ -161,6 +164,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let wakers = services.wakers.clone();
         let (keep, every) = (config.retention.keep, config.retention.every);
         let (worker, scheduler) = (services.worker, services.scheduler);
+        let home = crate::listen::home::HomeRefresher::new(
+            services.state.engine.clone(),
+            Arc::new(SystemClock),
+            config.intake.home_refresh,
+        );
         crate::background::spawn(2, async move {
             let notifications = {
                 let (store, stop) = (store.clone(), stop_rx.clone());
@@ -177,9 +185,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 every,
                 stop_rx.clone(),
             ));
+            let home = tokio::spawn(home.run(stop_rx.clone()));
             let worker = tokio::spawn(worker.run(stop_rx.clone()));
             let scheduler = tokio::spawn(scheduler.run(stop_rx));
             worker.await.context("outbox worker")?;
+            home.await.context("App Home refresher")?;
             scheduler.await.context("scheduler")?;
             notifications.await.context("LISTEN task")?;
             retention.await.context("retention")?;
@@ -187,6 +197,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         })
         .context("starting the background loops")?
     };
+    // Socket Mode when an app token is set: the same handlers, no public URL needed. It
+    // carries acknowledgements, so it stays on the handlers' runtime.
+    let socket = config.intake.app_token.clone().map(|token| {
+        tracing::info!("SLACK_APP_TOKEN set: connecting through Socket Mode");
+        let client = crate::listen::socket::SocketMode::new(
+            services.state.clone(),
+            token,
+            crate::listen::socket::SocketSettings::new(&config.slack.api_url),
+        );
+        tokio::spawn(client.run(socket_stop))
+    });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -202,6 +223,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("background loops")?
         .map_err(|_| anyhow::anyhow!("the background loops panicked"))??;
+    if let Some(socket) = socket {
+        socket.await.context("Socket Mode")?;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -41,6 +41,19 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Print the Slack app manifest (scopes, /incident, events, interactivity) to create
+    /// the app from (api.slack.com/apps > Create New App > From an app manifest).
+    SlackManifest {
+        /// Slack delivers over Socket Mode (SLACK_APP_TOKEN): no request URLs.
+        #[arg(long, conflicts_with = "url")]
+        socket_mode: bool,
+        /// Public base URL Slack calls, e.g. https://klaxon.example.com.
+        #[arg(long, required_unless_present = "socket_mode")]
+        url: Option<String>,
+        /// Output format.
+        #[arg(long, value_parser = ["yaml", "json"], default_value = "yaml")]
+        format: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -80,6 +93,33 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The manifest depends on nothing but the code and the arguments.
+    if let Command::SlackManifest {
+        socket_mode,
+        url,
+        format,
+    } = &cli.command
+    {
+        use klaxon::slack::manifest::{self, Transport};
+        let transport = match (socket_mode, url) {
+            (true, _) => Transport::SocketMode,
+            (false, Some(url)) => match manifest::base_url(url) {
+                Ok(base_url) => Transport::Http { base_url },
+                Err(e) => {
+                    eprintln!("klaxon: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            (false, None) => unreachable!("clap requires --url without --socket-mode"),
+        };
+        let value = manifest::manifest(&transport);
+        if format == "json" {
+            println!("{}", serde_json::to_string_pretty(&value).expect("JSON"));
+        } else {
+            print!("{}", manifest::to_yaml(&value));
+        }
+        return ExitCode::SUCCESS;
+    }
     // Only `serve` talks to Slack; reviewing config and catalog needs no secrets.
     let with_secrets = matches!(cli.command, Command::Serve);
     let config = match klaxon::app::load_config(cli.config.as_deref(), with_secrets) {
@@ -141,6 +181,7 @@ async fn main() -> ExitCode {
         } => klaxon::app::audit_verify(&config.database_url)
             .await
             .map(|n| println!("timeline intact: {n} entries verified")),
+        Command::SlackManifest { .. } => unreachable!("handled before the config is loaded"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ pub mod approval;
 pub mod calendar;
 pub mod channel_name;
 pub mod command;
+pub mod declare_offer;
 pub mod escalation;
 pub mod incident;
 pub mod message;

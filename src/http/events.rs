@@ -103,6 +103,10 @@ pub async fn handle(
             )
             .await
         }
+        // Issue 11: declare offers (reactions, alert bots) and the App Home.
+        ("reaction_added" | "message" | "app_home_opened", ..) => {
+            crate::listen::on_event(&state, &event_id, &body).await
+        }
         (kind, ..) => {
             tracing::debug!(%kind, "event without a handler recorded");
             state.engine.mark_seen(SOURCE, &event_id).await.map(|_| ())

@@ -45,6 +45,10 @@ pub struct AppState {
     /// The Slack Web API, for the one call made on the request path: opening a form
     /// (`views.open`), whose trigger id expires 3 s after the command.
     pub slack: Arc<dyn crate::slack::SlackApi>,
+    /// What Klaxon listens for in `#incident-response` (`[intake]`).
+    pub intake: Arc<crate::config::IntakeConfig>,
+    /// The `#incident-response` channel id.
+    pub announce_channel: Arc<str>,
 }
 
 /// The app's identity (`slack.team_id`, `slack.app_id`) and the incident admins

@@ -74,6 +74,12 @@ impl OutboxWorker {
             }
             Outbound::PrepareRun { run_id } => self.prepare_run(run_id).await,
             Outbound::ExecuteRun { run_id } => self.execute_run(run_id).await,
+            Outbound::DeclareOffer { source, text } => self.deliver_offer(source, text).await,
+            Outbound::SourceLink {
+                incident_id,
+                source,
+            } => self.deliver_source_link(incident_id, source).await,
+            Outbound::PublishHome { user } => self.publish_home(&user).await,
             Outbound::Ephemeral {
                 channel,
                 user,
@@ -367,6 +373,11 @@ impl OutboxWorker {
             Ok(Outbound::PrepareRun { run_id }) => format!("the preview of run #{run_id}"),
             Ok(Outbound::ExecuteRun { run_id }) => format!("the execution of run #{run_id}"),
             Ok(Outbound::OpenModal { .. }) => "a form".to_string(),
+            Ok(Outbound::DeclareOffer { .. }) => "a declare offer".to_string(),
+            Ok(Outbound::SourceLink { incident_id, .. }) => {
+                format!("the link to the message {incident_id} was declared from")
+            }
+            Ok(Outbound::PublishHome { .. }) => "an App Home tab".to_string(),
             Ok(Outbound::Ephemeral { .. } | Outbound::Reply { .. }) => "a reply".to_string(),
             Err(_) => "an unreadable outbox row".to_string(),
         };

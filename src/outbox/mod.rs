@@ -22,6 +22,7 @@
 
 mod deliver;
 mod digest;
+mod listen;
 pub mod pacing;
 mod runs;
 

@@ -6,6 +6,8 @@
 //! configurable so tests point the real client at the emulator in `tests/support`.
 
 pub mod groups;
+pub mod manifest;
+pub mod methods;
 pub mod morphism;
 pub mod render;
 
@@ -141,6 +143,25 @@ pub trait SlackApi: Send + Sync {
         let _ = (channel, ts, text, blocks);
         Err(SlackError::Api {
             code: "chat_update_not_supported".into(),
+        })
+    }
+
+    /// `conversations.history` (then `conversations.replies`, for a reply in a thread):
+    /// the text of message `ts` in `channel`, `None` when it no longer exists. The
+    /// default answers an error (the offer is retried, then reported).
+    async fn message_text(&self, channel: &str, ts: &str) -> Result<Option<String>, SlackError> {
+        let _ = (channel, ts);
+        Err(SlackError::Api {
+            code: "conversations_history_not_supported".into(),
+        })
+    }
+
+    /// `views.publish`: replaces `user`'s App Home tab with `view`. The default answers
+    /// an error.
+    async fn publish_home(&self, user: &str, view: &serde_json::Value) -> Result<(), SlackError> {
+        let _ = (user, view);
+        Err(SlackError::Api {
+            code: "views_publish_not_supported".into(),
         })
     }
 }

@@ -22,6 +22,8 @@ use tokio::sync::OnceCell;
 
 use super::{ChannelInfo, SlackApi, SlackError};
 
+mod listen;
+
 /// Channels asked for per `conversations.list` page (Slack's recommended maximum is 200).
 const LIST_PAGE_SIZE: u16 = 200;
 
@@ -157,6 +159,14 @@ impl SlackApi for MorphismSlack {
         blocks: &serde_json::Value,
     ) -> Result<(), SlackError> {
         self.inner.update_message(channel, ts, text, blocks).await
+    }
+
+    async fn message_text(&self, channel: &str, ts: &str) -> Result<Option<String>, SlackError> {
+        self.inner.message_text(channel, ts).await
+    }
+
+    async fn publish_home(&self, user: &str, view: &serde_json::Value) -> Result<(), SlackError> {
+        self.inner.publish_home(user, view).await
     }
 }
 
@@ -495,6 +505,14 @@ where
             is_bot: u.is_bot || u.is_app_user,
             deleted: u.deleted,
         })
+    }
+
+    async fn message_text(&self, channel: &str, ts: &str) -> Result<Option<String>, SlackError> {
+        self.fetch_message_text(channel, ts).await
+    }
+
+    async fn publish_home(&self, user: &str, view: &serde_json::Value) -> Result<(), SlackError> {
+        self.publish(user, view).await
     }
 
     /// `chat.update` through `http_post` (answer ignored beyond `ok`).

@@ -9,6 +9,7 @@
 //! Every change goes through a [`StoreTx`]: the engine appends events, saves the
 //! projection and enqueues outbox rows in ONE transaction.
 
+mod home;
 mod listen;
 mod outbox;
 mod retention;
@@ -26,6 +27,7 @@ use sqlx::{AnyPool, Executor};
 use crate::domain::incident::{Actor, Incident, IncidentId};
 use crate::domain::timeline::TimelineEntry;
 
+pub use home::AwaitingRun;
 pub use outbox::{OutboxCounts, OutboxRow, Settlement};
 pub use retention::Pruned;
 pub use runs::{Approval, ApprovalWrite, Closed, NewRun, RunRow, RunUpdate, trigger_refusal};

@@ -99,6 +99,10 @@ struct Inner {
     view_counter: u64,
     usergroups: HashMap<String, Vec<String>>,
     users: HashMap<String, Value>,
+    /// What `apps.connections.open` answers (the Socket Mode WebSocket URL).
+    socket_url: Option<String>,
+    /// Home tabs published with `views.publish`, by user.
+    homes: HashMap<String, Value>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -178,6 +182,55 @@ impl SlackEmulator {
     /// [`TEAM_ID`]), e.g. `json!({"is_restricted": true})` or `json!({"team_id": "TOTHER"})`.
     pub fn set_user(&self, user: &str, fields: Value) {
         self.lock().users.insert(user.to_owned(), fields);
+    }
+
+    /// Sets the URL `apps.connections.open` answers (a local Socket Mode server).
+    pub fn set_socket_url(&self, url: &str) {
+        self.lock().socket_url = Some(url.to_owned());
+    }
+
+    /// The Home tab last published for `user`.
+    pub fn home_of(&self, user: &str) -> Option<Value> {
+        self.lock().homes.get(user).cloned()
+    }
+
+    /// Stores a message posted by someone else (a person `U...` or an alerting bot
+    /// `B...`) in `channel`, creating the channel if needed; returns its ts. Read back by
+    /// `conversations.history` / `conversations.replies`.
+    pub fn add_message(
+        &self,
+        channel: &str,
+        author: &str,
+        text: &str,
+        thread_ts: Option<&str>,
+    ) -> String {
+        let mut inner = self.lock();
+        let ts = inner.next_ts();
+        let mut message = json!({ "type": "message", "ts": ts, "text": text });
+        if author.starts_with('B') {
+            message["bot_id"] = Value::String(author.to_owned());
+            message["subtype"] = Value::String("bot_message".into());
+        } else {
+            message["user"] = Value::String(author.to_owned());
+        }
+        if let Some(t) = thread_ts {
+            message["thread_ts"] = Value::String(t.to_owned());
+        }
+        match inner.channels.iter_mut().find(|c| c.id == channel) {
+            Some(c) => c.messages.push(message),
+            None => inner.channels.push(EmulatedChannel {
+                id: channel.to_owned(),
+                name: channel.to_lowercase(),
+                creator: String::new(),
+                purpose: String::new(),
+                topic: String::new(),
+                members: Vec::new(),
+                messages: vec![message],
+                is_private: false,
+                created: now_secs(),
+            }),
+        }
+        ts
     }
 
     /// Adds a pre-existing public channel (its creator is its only member); returns its id.
@@ -583,6 +636,54 @@ impl Inner {
                 answer(json!({"message_ts": ts}))
             }
             "views.open" | "views.update" | "views.push" => self.view(method, args),
+            // Top-level messages only (thread replies are left out, as Slack does).
+            "conversations.history" => {
+                let latest = arg(args, "latest");
+                let inclusive = bool_arg(args, "inclusive");
+                let channel = self.channel_mut(args)?;
+                let found: Vec<Value> = channel
+                    .messages
+                    .iter()
+                    .rev()
+                    .filter(|m| m.get("thread_ts").is_none_or(|t| t == &m["ts"]))
+                    .filter(|m| match &latest {
+                        Some(l) if inclusive => m["ts"].as_str().is_some_and(|t| t <= l.as_str()),
+                        Some(l) => m["ts"].as_str().is_some_and(|t| t < l.as_str()),
+                        None => true,
+                    })
+                    .take(1)
+                    .cloned()
+                    .collect();
+                answer(json!({"messages": found, "has_more": false}))
+            }
+            // The parent `ts` and its replies; a reply's ts answers that reply.
+            "conversations.replies" => {
+                let ts = arg(args, "ts").ok_or("thread_not_found")?;
+                let channel = self.channel_mut(args)?;
+                let found: Vec<Value> = channel
+                    .messages
+                    .iter()
+                    .filter(|m| m["ts"] == ts.as_str() || m["thread_ts"] == ts.as_str())
+                    .cloned()
+                    .collect();
+                if found.is_empty() {
+                    return Err("thread_not_found");
+                }
+                answer(json!({"messages": found, "has_more": false}))
+            }
+            "views.publish" => {
+                let user = arg(args, "user_id").ok_or("invalid_arguments")?;
+                let view = json_arg(args, "view").ok_or("invalid_arguments")?;
+                if view["type"] != "home" {
+                    return Err("invalid_arguments");
+                }
+                self.homes.insert(user, view.clone());
+                answer(json!({"view": view}))
+            }
+            "apps.connections.open" => match &self.socket_url {
+                Some(url) => answer(json!({"url": url})),
+                None => Err("invalid_auth"),
+            },
             _ => Err("unknown_method"),
         }
     }
