@@ -74,6 +74,8 @@ pub fn wire_with(
     slack: Arc<dyn SlackApi>,
     recovery: Recovery,
 ) -> Services {
+    // Every Slack call, from the worker or a handler, is counted for /metrics.
+    let slack = crate::slack::instrumented::Instrumented::wrap(slack);
     let wakers = Wakers::default();
     let policy = PolicySet {
         severities: config.severities.clone(),
@@ -111,6 +113,7 @@ pub fn wire_with(
         catalog: recovery.catalog,
         groups: crate::slack::groups::GroupDirectory::new(slack_for_state.clone()),
         slack: slack_for_state,
+        note_reactions: Arc::new(config.timeline.note_reactions.clone()),
         identity: Arc::new(http::Identity::from_config(config)),
     };
     Services {
@@ -260,7 +263,7 @@ pub async fn audit_verify(database_url: &str) -> anyhow::Result<usize> {
 pub async fn audit_store(store: &Store) -> anyhow::Result<usize> {
     let mut checked = 0;
     for id in store.incident_ids().await? {
-        let entries = store.timeline(id).await?;
+        let entries = store.timeline_for_audit(id).await??;
         timeline::verify(&entries)?;
         checked += entries.len();
     }

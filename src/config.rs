@@ -20,8 +20,10 @@ use crate::paging::Target;
 
 mod access;
 mod delivery;
+mod timeline;
 pub use access::{DEFAULT_CALL_TIMEOUT, EnvironmentConfig, RolesConfig};
 pub use delivery::RetentionConfig;
+pub use timeline::TimelineConfig;
 
 /// A configuration problem, naming the key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +68,8 @@ struct FileConfig {
     delivery: delivery::DeliverySection,
     #[serde(default)]
     retention: delivery::RetentionSection,
+    #[serde(default)]
+    timeline: timeline::TimelineSection,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -215,6 +219,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Incident role administration.
     pub roles: RolesConfig,
+    /// Which reactions add a message to the timeline.
+    pub timeline: TimelineConfig,
 }
 
 /// How recovery commands run.
@@ -567,8 +573,10 @@ impl Config {
 
         let delivery = delivery::delivery_config(file.delivery)?;
         let retention = delivery::retention_config(file.retention)?;
+        let timeline = timeline::timeline_config(file.timeline)?;
 
         Ok(Config {
+            timeline,
             delivery,
             retention,
             recovery,

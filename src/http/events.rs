@@ -42,6 +42,14 @@ struct Event {
     channel: Option<String>,
     ts: Option<String>,
     thread_ts: Option<String>,
+    /// `pin_added`: the channel; `reaction_added` has it in `item`.
+    channel_id: Option<String>,
+    /// `pin_added` / `reaction_added`: what was pinned or reacted to.
+    item: Option<serde_json::Value>,
+    /// `reaction_added`: the emoji name.
+    reaction: Option<String>,
+    /// `reaction_added`: who wrote the message.
+    item_user: Option<String>,
 }
 
 /// The Events API source name in the dedupe table.
@@ -102,6 +110,17 @@ pub async fn handle(
                 thread,
             )
             .await
+        }
+        (kind @ ("pin_added" | "reaction_added"), user, ..) => {
+            let message = super::timeline_events::MessageEvent {
+                kind,
+                user,
+                channel_id: event.channel_id.as_deref(),
+                item: event.item.as_ref(),
+                reaction: event.reaction.as_deref(),
+                item_user: event.item_user.as_deref(),
+            };
+            super::timeline_events::handle(&state, message, SOURCE, &event_id, &request_id).await
         }
         (kind, ..) => {
             tracing::debug!(%kind, "event without a handler recorded");

@@ -7,6 +7,9 @@ pub mod commands;
 pub mod events;
 pub mod incident_commands;
 pub mod interactions;
+mod metrics_route;
+pub mod record_commands;
+mod timeline_events;
 mod step_up;
 pub mod verify;
 
@@ -45,6 +48,8 @@ pub struct AppState {
     /// The Slack Web API, for the one call made on the request path: opening a form
     /// (`views.open`), whose trigger id expires 3 s after the command.
     pub slack: Arc<dyn crate::slack::SlackApi>,
+    /// Reactions that add a message of an incident channel to its timeline.
+    pub note_reactions: Arc<Vec<String>>,
 }
 
 /// The app's identity (`slack.team_id`, `slack.app_id`) and the incident admins
@@ -140,6 +145,8 @@ pub fn app(state: AppState) -> Router {
         .merge(slack)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_route::metrics))
+        .route_layer(middleware::from_fn(metrics_route::record_latency))
         .with_state(state)
         .layer(
             tower::ServiceBuilder::new()

@@ -23,6 +23,7 @@
 mod deliver;
 pub mod pacing;
 mod runs;
+mod upload;
 
 pub use crate::domain::outbound::{Modal, Outbound};
 pub use pacing::{PaceSettings, Pacer};

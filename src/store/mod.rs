@@ -11,6 +11,7 @@
 
 mod listen;
 mod outbox;
+mod postmortems;
 mod retention;
 mod runs;
 mod timers;
@@ -27,6 +28,7 @@ use crate::domain::incident::{Actor, Incident, IncidentId};
 use crate::domain::timeline::TimelineEntry;
 
 pub use outbox::{OutboxCounts, OutboxRow, Settlement};
+pub use postmortems::{LaneDepth, PostmortemRow};
 pub use retention::Pruned;
 pub use runs::{Approval, ApprovalWrite, Closed, NewRun, RunRow, RunUpdate, trigger_refusal};
 pub use timers::TimerRow;
