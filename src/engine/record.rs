@@ -94,6 +94,10 @@ impl Engine {
             reply: String::new(),
         };
         let drafted = self.add_draft(&mut tx, meta, &mut decision, now).await?;
+        decision.reply = format!(
+            "Post-mortem draft {} of {id} written; it is being uploaded to the channel.",
+            drafted.version
+        );
         self.commit(tx, meta, &decision, now).await?;
         Ok(drafted)
     }
@@ -131,6 +135,9 @@ impl Engine {
             message: Message::paragraph(vec![Span::text(text)]),
         });
         self.add_draft(tx, meta, decision, now).await?;
+        decision
+            .reply
+            .push_str(" The post-mortem draft follows in the channel.");
         Ok(())
     }
 
@@ -179,9 +186,6 @@ impl Engine {
         decision
             .effects
             .push(Effect::UploadPostmortem { postmortem_id });
-        decision.reply = format!(
-            "Post-mortem draft {version} of {id} written; it is being uploaded to the channel."
-        );
         Ok(Drafted {
             postmortem_id,
             version,
