@@ -117,7 +117,9 @@ pub async fn render(store: &Store, now: DateTime<Utc>) -> Result<String, StoreEr
         &["severity", "status"],
     );
     for (severity, status, n) in store.incident_counts().await? {
-        incidents.with_label_values(&[&severity, &status]).set(n);
+        incidents
+            .with_label_values(&[&severity.to_ascii_lowercase(), &status])
+            .set(n);
     }
     let depth = gauge(
         "klaxon_outbox_pending",
