@@ -338,12 +338,19 @@ pub async fn postmortem(config: &Config, number: &str) -> anyhow::Result<String>
 
 /// `klaxon report --since 30d`: the response-time table of incidents declared since.
 pub async fn report(config: &Config, since: &str) -> anyhow::Result<String> {
-    let window = humantime::parse_duration(since)
-        .map_err(|e| anyhow::anyhow!("--since: `{since}` is not a duration like 30d or 12h ({e})"))?;
+    let window = humantime::parse_duration(since).map_err(|e| {
+        anyhow::anyhow!("--since: `{since}` is not a duration like 30d or 12h ({e})")
+    })?;
     let window = chrono::TimeDelta::from_std(window)
         .map_err(|_| anyhow::anyhow!("--since: `{since}` is too long"))?;
     let engine = cli_engine(config).await?;
-    report_from(engine.store(), &config.severities, chrono::Utc::now(), window).await
+    report_from(
+        engine.store(),
+        &config.severities,
+        chrono::Utc::now(),
+        window,
+    )
+    .await
 }
 
 /// The report over `store` at `now` (tests pass a fixed `now`).

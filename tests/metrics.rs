@@ -59,19 +59,36 @@ async fn metrics_parse_and_count_what_happened(db: Db) {
     app.clock.advance(TimeDelta::seconds(90));
     let waiting = scrape(&app).await;
     assert_eq!(
-        value(&waiting, "klaxon_incidents", &[("severity", "sev1"), ("status", "investigating")]),
+        value(
+            &waiting,
+            "klaxon_incidents",
+            &[("severity", "sev1"), ("status", "investigating")]
+        ),
         1.0
     );
     assert!(value(&waiting, "klaxon_outbox_pending", &[("lane", "slack")]) >= 4.0);
     assert_eq!(
-        value(&waiting, "klaxon_outbox_oldest_pending_age_seconds", &[("lane", "slack")]),
+        value(
+            &waiting,
+            "klaxon_outbox_oldest_pending_age_seconds",
+            &[("lane", "slack")]
+        ),
         90.0
     );
-    assert_eq!(value(&waiting, "klaxon_outbox_pending", &[("lane", "page")]), 0.0);
+    assert_eq!(
+        value(&waiting, "klaxon_outbox_pending", &[("lane", "page")]),
+        0.0
+    );
 
     // One post answered 429, one topic refused: counted by method.
-    app.slack.fail_next("chat.postMessage", Failure::RateLimited { retry_after_secs: 1 });
-    app.slack.fail_next("conversations.setTopic", Failure::Error("too_long"));
+    app.slack.fail_next(
+        "chat.postMessage",
+        Failure::RateLimited {
+            retry_after_secs: 1,
+        },
+    );
+    app.slack
+        .fail_next("conversations.setTopic", Failure::Error("too_long"));
     app.deliver().await;
     app.clock.advance(TimeDelta::seconds(31));
     app.deliver().await;
@@ -84,7 +101,11 @@ async fn metrics_parse_and_count_what_happened(db: Db) {
     app.deliver().await;
 
     // A run approved and executed; the SEV1 ladder pages at 15 minutes, a reminder at 30.
-    assert!(app.command("UBOB", &ch, helpers::SCALE).await.starts_with("Run #1"));
+    assert!(
+        app.command("UBOB", &ch, helpers::SCALE)
+            .await
+            .starts_with("Run #1")
+    );
     app.deliver().await;
     app.press("UALICE", &ch, APPROVE_ACTION, "1").await;
     app.deliver().await;
@@ -96,10 +117,28 @@ async fn metrics_parse_and_count_what_happened(db: Db) {
     let grew = |metric: &str, labels: &[(&str, &str)]| {
         value(&after, metric, labels) - value(&before, metric, labels)
     };
-    assert_eq!(value(&after, "klaxon_outbox_pending", &[("lane", "slack")]), 0.0);
-    assert_eq!(value(&after, "klaxon_outbox_oldest_pending_age_seconds", &[("lane", "slack")]), 0.0);
-    assert_eq!(value(&after, "klaxon_recovery_runs", &[("state", "succeeded")]), 1.0);
-    assert!(grew("klaxon_slack_api_rate_limited_total", &[("method", "chat.postMessage")]) >= 1.0);
+    assert_eq!(
+        value(&after, "klaxon_outbox_pending", &[("lane", "slack")]),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "klaxon_outbox_oldest_pending_age_seconds",
+            &[("lane", "slack")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(&after, "klaxon_recovery_runs", &[("state", "succeeded")]),
+        1.0
+    );
+    assert!(
+        grew(
+            "klaxon_slack_api_rate_limited_total",
+            &[("method", "chat.postMessage")]
+        ) >= 1.0
+    );
     assert!(
         grew(
             "klaxon_slack_api_errors_total",
@@ -112,7 +151,12 @@ async fn metrics_parse_and_count_what_happened(db: Db) {
             &[("method", "conversations.setTopic"), ("error", "too_long")]
         ) >= 1.0
     );
-    assert!(grew("klaxon_slack_api_calls_total", &[("method", "conversations.create")]) >= 1.0);
+    assert!(
+        grew(
+            "klaxon_slack_api_calls_total",
+            &[("method", "conversations.create")]
+        ) >= 1.0
+    );
     assert!(grew("klaxon_pages_sent_total", &[("action", "trigger")]) >= 1.0);
     assert!(grew("klaxon_reminders_sent_total", &[]) >= 1.0);
 
@@ -133,5 +177,8 @@ async fn metrics_parse_and_count_what_happened(db: Db) {
     let total = buckets.iter().map(|b| b.count).fold(0.0, f64::max);
     // declare, role, run: three commands at least (the other backend's half adds its own).
     assert!(total >= 3.0, "{buckets:?}");
-    assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count), "cumulative buckets");
+    assert!(
+        buckets.windows(2).all(|w| w[0].count <= w[1].count),
+        "cumulative buckets"
+    );
 }

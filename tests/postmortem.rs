@@ -28,7 +28,10 @@ both_backends!(
     the_report_tables_response_times_per_severity,
 );
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/postmortem_sev1.md");
+const GOLDEN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/golden/postmortem_sev1.md"
+);
 
 /// Fails with a readable line diff when `actual` differs from the golden file; with
 /// `KLAXON_BLESS=1`, rewrites it instead.
@@ -82,10 +85,18 @@ async fn scripted_sev1(app: &TestApp) -> String {
     app.run_until(at(5)).await;
     app.command("UALICE", &ch, "role ops <@UBOB>").await;
     app.run_until(at(10)).await;
-    app.command("UALICE", &ch, "update Error rate 100% on checkout; DB connections exhausted")
-        .await;
-    app.command("UBOB", &ch, "note api pods crash-looping since the 09:52 deploy")
-        .await;
+    app.command(
+        "UALICE",
+        &ch,
+        "update Error rate 100% on checkout; DB connections exhausted",
+    )
+    .await;
+    app.command(
+        "UBOB",
+        &ch,
+        "note api pods crash-looping since the 09:52 deploy",
+    )
+    .await;
     // 10:15: the SEV1 ladder pages the team.
     app.run_until(at(20)).await;
     let reply = app
@@ -108,8 +119,12 @@ async fn scripted_sev1(app: &TestApp) -> String {
     app.command("UCAROL", &ch, "sev 2").await;
     app.run_until(at(50)).await;
     app.command("UCAROL", &ch, "status monitoring").await;
-    app.command("UCAROL", &ch, "update Rolled back to v41; error rate normal")
-        .await;
+    app.command(
+        "UCAROL",
+        &ch,
+        "update Rolled back to v41; error rate normal",
+    )
+    .await;
     app.run_until(at(55)).await;
     let reply = app
         .command(
@@ -119,7 +134,8 @@ async fn scripted_sev1(app: &TestApp) -> String {
         )
         .await;
     assert_eq!(reply, "Action item 1 recorded for INC-1.");
-    app.command("UCAROL", &ch, "action Canary the api deploys").await;
+    app.command("UCAROL", &ch, "action Canary the api deploys")
+        .await;
     app.command("UCAROL", &ch, "rpo 5").await;
     app.run_until(at(90)).await;
     let reply = app
@@ -153,8 +169,14 @@ async fn the_sev1_post_mortem_matches_the_golden_file(db: Db) {
     assert_eq!(file.posts, 1);
     assert_eq!(file.shares.len(), 1);
     assert_eq!(file.shares[0].0, ch);
-    assert_eq!(file.shares[0].1, "Post-mortem draft: INC-1 Payments API down");
-    assert!(app.slack.calls_to("files.upload").is_empty(), "files.upload is retired");
+    assert_eq!(
+        file.shares[0].1,
+        "Post-mortem draft: INC-1 Payments API down"
+    );
+    assert!(
+        app.slack.calls_to("files.upload").is_empty(),
+        "files.upload is retired"
+    );
     // The action items were listed at resolution, before the file.
     let messages = app.messages_in(&ch);
     assert!(
@@ -173,9 +195,18 @@ async fn the_sev1_post_mortem_matches_the_golden_file(db: Db) {
     assert!(reply.starts_with("Post-mortem draft 2 of INC-1"), "{reply}");
     app.deliver().await;
     assert_eq!(app.slack.files().len(), 2);
-    let v2 = app.store.postmortems_of(IncidentId(1)).await.unwrap().pop().unwrap();
+    let v2 = app
+        .store
+        .postmortems_of(IncidentId(1))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     assert!(v2.shared);
-    assert!(v2.markdown.contains("Post-mortem draft 1 written"), "the second draft records the first");
+    assert!(
+        v2.markdown.contains("Post-mortem draft 1 written"),
+        "the second draft records the first"
+    );
 }
 
 async fn a_failed_upload_step_resumes_without_uploading_twice(db: Db) {
@@ -183,7 +214,8 @@ async fn a_failed_upload_step_resumes_without_uploading_twice(db: Db) {
     let ch = app.declare("UALICE", "sev2 Search slow").await;
     // The completion fails (Slack 500): the retry completes the same file, it does not
     // reserve or send a second one.
-    app.slack.fail_next("files.completeUploadExternal", Failure::Status(500));
+    app.slack
+        .fail_next("files.completeUploadExternal", Failure::Status(500));
     app.command("UALICE", &ch, "postmortem").await;
     app.deliver().await;
     assert_eq!(app.slack.files()[0].shares.len(), 0);
@@ -250,15 +282,22 @@ async fn pins_and_reactions_add_the_message_once(db: Db) {
     );
     for _ in 0..2 {
         // Slack retries: the same event id is processed once.
-        let (status, _) = app.post_signed("/slack/events", "application/json", &pin).await;
+        let (status, _) = app
+            .post_signed("/slack/events", "application/json", &pin)
+            .await;
         assert_eq!(status, 200);
     }
     assert_eq!(
         notes(&app).await,
-        vec![("pin".to_string(), "p99 jumped when the index rebuild started".to_string())]
+        vec![(
+            "pin".to_string(),
+            "p99 jumped when the index rebuild started".to_string()
+        )]
     );
     // A :memo: reaction on another message: fetched and recorded by the worker.
-    let ts2 = app.slack.add_user_message(&ch, "UCAROL", "rebuild paused at 10:20");
+    let ts2 = app
+        .slack
+        .add_user_message(&ch, "UCAROL", "rebuild paused at 10:20");
     let react = |id: &str, emoji: &str, ts: &str| {
         event(
             id,
@@ -274,46 +313,76 @@ async fn pins_and_reactions_add_the_message_once(db: Db) {
         react("Ev3", "thumbsup", &ts2),
         react("Ev4", "memo", &ts),
     ] {
-        let (status, _) = app.post_signed("/slack/events", "application/json", &body).await;
+        let (status, _) = app
+            .post_signed("/slack/events", "application/json", &body)
+            .await;
         assert_eq!(status, 200);
     }
     app.deliver().await;
     assert_eq!(
         notes(&app).await,
         vec![
-            ("pin".to_string(), "p99 jumped when the index rebuild started".to_string()),
-            ("reaction:memo".to_string(), "rebuild paused at 10:20".to_string()),
+            (
+                "pin".to_string(),
+                "p99 jumped when the index rebuild started".to_string()
+            ),
+            (
+                "reaction:memo".to_string(),
+                "rebuild paused at 10:20".to_string()
+            ),
         ],
         "a retried event, another emoji and a message already pinned add nothing"
     );
     // The timeline shows them, in the reader's time zone and UTC.
-    app.slack.set_user("UALICE", json!({"tz": "America/New_York"}));
-    app.command("UALICE", &ch, "note checked the replica too").await;
+    app.slack
+        .set_user("UALICE", json!({"tz": "America/New_York"}));
+    app.command("UALICE", &ch, "note checked the replica too")
+        .await;
     let text = app.command("UALICE", &ch, "timeline").await;
     assert!(text.contains("page 1 of 1"), "{text}");
-    assert!(text.contains("your time zone, America/New_York, and UTC"), "{text}");
+    assert!(
+        text.contains("your time zone, America/New_York, and UTC"),
+        "{text}"
+    );
     assert!(text.contains("2026-11-23 05:00 EST (10:00 UTC)"), "{text}");
-    assert!(text.contains("<@UALICE> pinned a message by <@UBOB>: p99 jumped"), "{text}");
-    assert!(text.contains("Note by <@UALICE>: checked the replica too"), "{text}");
+    assert!(
+        text.contains("<@UALICE> pinned a message by <@UBOB>: p99 jumped"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Note by <@UALICE>: checked the replica too"),
+        "{text}"
+    );
 }
 
 async fn bad_record_commands_name_the_field(db: Db) {
     let app = TestApp::start(db).await;
     let ch = app.declare("UALICE", "sev3 Flaky job").await;
-    let reply = app.command("UALICE", &ch, "action Fix it due next-week").await;
-    assert!(reply.starts_with("due: `next-week` is not a date"), "{reply}");
+    let reply = app
+        .command("UALICE", &ch, "action Fix it due next-week")
+        .await;
+    assert!(
+        reply.starts_with("due: `next-week` is not a date"),
+        "{reply}"
+    );
     let reply = app.command("UALICE", &ch, "rpo some").await;
     assert!(reply.starts_with("minutes: `some`"), "{reply}");
     let reply = app.command("UALICE", &ch, "timeline 9").await;
     assert!(reply.starts_with("page: INC-1 has 1 page"), "{reply}");
     let reply = app.command("UALICE", "CGENERAL01", "note hello").await;
-    assert!(reply.contains("works in an incident's own channel"), "{reply}");
+    assert!(
+        reply.contains("works in an incident's own channel"),
+        "{reply}"
+    );
     // Many entries page.
     for i in 0..20 {
         app.command("UALICE", &ch, &format!("note n{i}")).await;
     }
     let page1 = app.command("UALICE", &ch, "timeline").await;
-    assert!(page1.contains("page 1 of 2") && page1.contains("More: `/incident timeline 2`"), "{page1}");
+    assert!(
+        page1.contains("page 1 of 2") && page1.contains("More: `/incident timeline 2`"),
+        "{page1}"
+    );
     let page2 = app.command("UALICE", &ch, "timeline 2").await;
     assert!(page2.contains("Note by <@UALICE>: n19"), "{page2}");
 }
@@ -321,14 +390,17 @@ async fn bad_record_commands_name_the_field(db: Db) {
 async fn an_altered_row_is_named_by_the_audit(db: Db) {
     let app = TestApp::start(db).await;
     let ch = app.declare("UALICE", "sev2 Search slow").await;
-    app.command("UALICE", &ch, "update Looking at the index").await;
+    app.command("UALICE", &ch, "update Looking at the index")
+        .await;
     app.command("UALICE", &ch, "update Index rebuilt").await;
     let n = klaxon::app::audit_store(&app.store).await.unwrap();
     assert!(n >= 4, "{n}");
     // The triggers refuse an UPDATE...
     assert!(
         app.store
-            .execute_raw("update timeline set kind = replace(kind, 'rebuilt', 'fine') where seq = 5")
+            .execute_raw(
+                "update timeline set kind = replace(kind, 'rebuilt', 'fine') where seq = 5"
+            )
             .await
             .is_err()
     );
@@ -366,7 +438,11 @@ async fn an_altered_row_is_named_by_the_audit(db: Db) {
         .await
         .unwrap();
     let err = klaxon::app::audit_store(&app.store).await.unwrap_err();
-    assert!(err.to_string().starts_with(&format!("INC-1 entry {target}:")), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("INC-1 entry {target}:")),
+        "{err}"
+    );
 }
 
 async fn the_report_tables_response_times_per_severity(db: Db) {
@@ -385,10 +461,26 @@ async fn the_report_tables_response_times_per_severity(db: Db) {
         .find(|l| l.starts_with("SEV1"))
         .unwrap_or_else(|| panic!("{table}"));
     // Declared 10:00 with a commander at once, monitoring 10:50, resolved 11:30.
-    let cells: Vec<&str> = sev1.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+    let cells: Vec<&str> = sev1
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
     assert_eq!(
         cells,
-        vec!["SEV1", "1", "0", "0 min", "0 min", "50 min", "50 min", "1 h 30 min", "1 h 30 min", "1/1", "1/1"],
+        vec![
+            "SEV1",
+            "1",
+            "0",
+            "0 min",
+            "0 min",
+            "50 min",
+            "50 min",
+            "1 h 30 min",
+            "1 h 30 min",
+            "1/1",
+            "1/1"
+        ],
         "{table}"
     );
 }

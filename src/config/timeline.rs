@@ -42,7 +42,9 @@ pub(super) fn timeline_config(section: TimelineSection) -> Result<TimelineConfig
         if !valid {
             return Err(err(
                 format!("timeline.note_reactions[{i}]"),
-                format!("`{name}` is not an emoji name (lowercase letters, digits, _ - + ', e.g. \"memo\")"),
+                format!(
+                    "`{name}` is not an emoji name (lowercase letters, digits, _ - + ', e.g. \"memo\")"
+                ),
             ));
         }
         note_reactions.push(name);

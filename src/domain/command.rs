@@ -485,15 +485,30 @@ mod tests {
     fn record_commands() {
         assert_eq!(parse("timeline"), Ok(SlashCommand::Timeline(1)));
         assert_eq!(parse("timeline 3"), Ok(SlashCommand::Timeline(3)));
-        assert!(parse("timeline 0").unwrap_err().problem.starts_with("page: `0`"));
-        assert_eq!(parse("note DB CPU at 100%"), Ok(SlashCommand::Note("DB CPU at 100%".into())));
+        assert!(
+            parse("timeline 0")
+                .unwrap_err()
+                .problem
+                .starts_with("page: `0`")
+        );
+        assert_eq!(
+            parse("note DB CPU at 100%"),
+            Ok(SlashCommand::Note("DB CPU at 100%".into()))
+        );
         assert!(parse("note").unwrap_err().problem.starts_with("text:"));
         assert_eq!(
             parse("action Add alert <@U1> due 2026-12-01"),
-            Ok(SlashCommand::Action("Add alert <@U1> due 2026-12-01".into()))
+            Ok(SlashCommand::Action(
+                "Add alert <@U1> due 2026-12-01".into()
+            ))
         );
         assert_eq!(parse("rpo 20"), Ok(SlashCommand::Rpo(20)));
-        assert!(parse("rpo lots").unwrap_err().problem.starts_with("minutes: `lots`"));
+        assert!(
+            parse("rpo lots")
+                .unwrap_err()
+                .problem
+                .starts_with("minutes: `lots`")
+        );
         assert_eq!(parse("postmortem"), Ok(SlashCommand::Postmortem));
         assert!(SlashCommand::Postmortem.needs_incident_channel());
     }

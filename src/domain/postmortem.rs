@@ -58,6 +58,9 @@ fn opt_duration(d: Option<TimeDelta>) -> String {
     d.map(duration).unwrap_or_else(|| "-".into())
 }
 
+/// Someone holding a role: (role, holder, from, until).
+type Stint = (Role, String, DateTime<Utc>, Option<DateTime<Utc>>);
+
 /// One recovery run as the record tells it.
 #[derive(Default)]
 struct RunStory {
@@ -106,10 +109,7 @@ pub fn draft(input: &DraftInput<'_>) -> String {
             at(incident.declared_at),
             at(r)
         ),
-        None => format!(
-            "ongoing: {} so far",
-            duration(now - incident.declared_at)
-        ),
+        None => format!("ongoing: {} so far", duration(now - incident.declared_at)),
     };
     let _ = writeln!(md, "- **Duration**: {duration_line}");
     let _ = writeln!(md, "- **Status**: {}", incident.status);
@@ -298,8 +298,12 @@ pub fn draft(input: &DraftInput<'_>) -> String {
                 due,
             } => Some(format!(
                 "- [ ] **{number}. {text}** - Owner: {}, Due: {}",
-                owner.as_deref().map(|o| u.user(o)).unwrap_or_else(|| "_to assign_".into()),
-                due.map(|d| d.to_string()).unwrap_or_else(|| "_to set_".into())
+                owner
+                    .as_deref()
+                    .map(|o| u.user(o))
+                    .unwrap_or_else(|| "_to assign_".into()),
+                due.map(|d| d.to_string())
+                    .unwrap_or_else(|| "_to set_".into())
             )),
             _ => None,
         })
@@ -338,7 +342,12 @@ fn actor_from(s: &str) -> Actor {
     }
 }
 
-fn objectives(md: &mut String, t: &ResponseTimes, severities: &SeverityPolicies, now: DateTime<Utc>) {
+fn objectives(
+    md: &mut String,
+    t: &ResponseTimes,
+    severities: &SeverityPolicies,
+    now: DateTime<Utc>,
+) {
     let policy = severities.get(t.highest_severity);
     let respond = match policy.respond_within {
         RespondWithin::After(d) => duration(d),
@@ -379,14 +388,23 @@ fn objectives(md: &mut String, t: &ResponseTimes, severities: &SeverityPolicies,
         t.rpo_minutes
             .map(|m| duration(TimeDelta::minutes(i64::from(m))))
             .unwrap_or_else(|| "not recorded".into()),
-        verdict(t.rpo_met(severities), "not recorded (`/incident rpo <minutes>`)")
+        verdict(
+            t.rpo_met(severities),
+            "not recorded (`/incident rpo <minutes>`)"
+        )
     );
     let _ = writeln!(md);
 }
 
-fn severity_history(md: &mut String, entries: &[TimelineEntry], at: &dyn Fn(DateTime<Utc>) -> String) {
+fn severity_history(
+    md: &mut String,
+    entries: &[TimelineEntry],
+    at: &dyn Fn(DateTime<Utc>) -> String,
+) {
     let lines = entries.iter().filter_map(|e| match &e.kind {
-        EventKind::Declared { severity, .. } => Some(format!("{} — {severity} (declared)", at(e.at))),
+        EventKind::Declared { severity, .. } => {
+            Some(format!("{} — {severity} (declared)", at(e.at)))
+        }
         EventKind::SeverityChanged { from, to } => Some(format!(
             "{} — {from} → {to} (by {})",
             at(e.at),
@@ -408,8 +426,8 @@ fn roles(
         .resolved_at
         .map(|r| format!("{} (resolved)", at(r)))
         .unwrap_or_else(|| "now".into());
-    // (role, holder, from) in order; a hand-over closes the previous holder's stint.
-    let mut stints: Vec<(Role, String, DateTime<Utc>, Option<DateTime<Utc>>)> = Vec::new();
+    // (role, holder, from, until) in order; a hand-over closes the previous holder's stint.
+    let mut stints: Vec<Stint> = Vec::new();
     let mut current: BTreeMap<Role, usize> = BTreeMap::new();
     for e in entries {
         if let EventKind::RoleAssigned { role, user, .. } = &e.kind {
@@ -518,7 +536,10 @@ fn runs(md: &mut String, entries: &[TimelineEntry]) {
         let _ = writeln!(md);
         return;
     }
-    let _ = writeln!(md, "| run | command | requested by | approved by | outcome |");
+    let _ = writeln!(
+        md,
+        "| run | command | requested by | approved by | outcome |"
+    );
     let _ = writeln!(md, "|---|---|---|---|---|");
     for (id, s) in stories {
         let mut approved = if s.approvers.is_empty() {
@@ -540,12 +561,7 @@ fn runs(md: &mut String, entries: &[TimelineEntry]) {
     let _ = writeln!(md);
 }
 
-fn list_section(
-    md: &mut String,
-    heading: &str,
-    lines: impl Iterator<Item = String>,
-    none: &str,
-) {
+fn list_section(md: &mut String, heading: &str, lines: impl Iterator<Item = String>, none: &str) {
     let _ = writeln!(md, "{heading}");
     let _ = writeln!(md);
     let mut any = false;

@@ -53,9 +53,9 @@ impl NoteSource {
 
 /// Whether `kinds` already hold a note of the message `ts`.
 pub fn has_note_of(kinds: &[&EventKind], ts: &str) -> bool {
-    kinds.iter().any(
-        |k| matches!(k, EventKind::NoteAdded { message_ts: Some(t), .. } if t.as_str() == ts),
-    )
+    kinds
+        .iter()
+        .any(|k| matches!(k, EventKind::NoteAdded { message_ts: Some(t), .. } if t.as_str() == ts))
 }
 
 /// Adds a note. A channel message already on the record (pinned, then reacted to) is

@@ -104,8 +104,7 @@ pub fn from_record(entries: &[TimelineEntry]) -> Option<ResponseTimes> {
                 t.highest_severity = t.highest_severity.min(*to);
             }
             EventKind::StatusChanged { to, .. } => {
-                if matches!(to, Status::Monitoring | Status::Resolved) && t.mitigated_at.is_none()
-                {
+                if matches!(to, Status::Monitoring | Status::Resolved) && t.mitigated_at.is_none() {
                     t.mitigated_at = Some(e.at);
                 }
                 if *to == Status::Resolved {
@@ -171,11 +170,7 @@ pub fn report_table(
             if known.is_empty() {
                 "-".to_string()
             } else {
-                format!(
-                    "{}/{}",
-                    known.iter().filter(|m| **m).count(),
-                    known.len()
-                )
+                format!("{}/{}", known.iter().filter(|m| **m).count(), known.len())
             }
         };
         rows.push(vec![
@@ -302,7 +297,7 @@ mod tests {
     fn the_report_counts_under_the_highest_severity() {
         let t = from_record(&sample()).unwrap();
         let table = report_table(
-            &[t.clone()],
+            std::slice::from_ref(&t),
             &SeverityPolicies::default(),
             t.resolved_at.unwrap(),
         );

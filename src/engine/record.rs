@@ -7,9 +7,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Engine, EngineError, Outcome, RequestMeta};
-use crate::domain::incident::{
-    Decision, Destination, Effect, EventKind, Incident, IncidentId,
-};
+use crate::domain::incident::{Decision, Destination, Effect, EventKind, Incident, IncidentId};
 use crate::domain::message::{Message, Span};
 use crate::domain::narrative::Users;
 use crate::domain::postmortem::{self, DraftInput};
@@ -152,11 +150,10 @@ impl Engine {
     ) -> Result<Drafted, EngineError> {
         let id = decision.incident.id;
         let mut entries = tx.timeline_of(id).await?;
-        let mut seq = entries.last().map(|e| e.seq).unwrap_or(0);
+        let last = entries.last().map(|e| e.seq).unwrap_or(0);
         // The store keeps milliseconds: draft with the times it will read back.
         let at = crate::store::from_ms(crate::store::ms(now));
-        for kind in &decision.events {
-            seq += 1;
+        for (seq, kind) in (last + 1..).zip(&decision.events) {
             entries.push(TimelineEntry {
                 incident_id: id,
                 seq,

@@ -27,7 +27,7 @@ enum Envelope {
     },
     EventCallback {
         event_id: String,
-        event: Event,
+        event: Box<Event>,
     },
     #[serde(other)]
     Other,
@@ -87,7 +87,7 @@ pub async fn handle(
         Envelope::UrlVerification { challenge } => {
             return Json(json!({ "challenge": challenge })).into_response();
         }
-        Envelope::EventCallback { event_id, event } => (event_id, event),
+        Envelope::EventCallback { event_id, event } => (event_id, *event),
         Envelope::Other => {
             tracing::info!("Events API envelope of an unhandled type acknowledged");
             return StatusCode::OK.into_response();

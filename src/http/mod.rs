@@ -9,8 +9,8 @@ pub mod incident_commands;
 pub mod interactions;
 mod metrics_route;
 pub mod record_commands;
-mod timeline_events;
 mod step_up;
+mod timeline_events;
 pub mod verify;
 
 use std::sync::Arc;

@@ -132,10 +132,7 @@ async fn timeline(
         text.push_str(&format!("{}. {when} — {line}\n", e.seq));
     }
     if page < pages {
-        text.push_str(&format!(
-            "More: `/incident timeline {}`.",
-            page + 1
-        ));
+        text.push_str(&format!("More: `/incident timeline {}`.", page + 1));
     }
     Ok(Reply {
         text,

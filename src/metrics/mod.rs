@@ -39,7 +39,9 @@ pub struct ProcessMetrics {
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("registered once");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("registered once");
     c
 }
 
@@ -84,7 +86,9 @@ static PROCESS: LazyLock<ProcessMetrics> = LazyLock::new(|| {
                 "Status update reminders posted.",
             )
             .expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("registered once");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registered once");
             c
         },
         pages_sent: counter(
@@ -108,7 +112,9 @@ pub async fn render(store: &Store, now: DateTime<Utc>) -> Result<String, StoreEr
     let scrape = Registry::new();
     let gauge = |name: &str, help: &str, labels: &[&str]| {
         let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-        scrape.register(Box::new(g.clone())).expect("registered once");
+        scrape
+            .register(Box::new(g.clone()))
+            .expect("registered once");
         g
     };
     let incidents = gauge(

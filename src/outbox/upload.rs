@@ -27,7 +27,9 @@ impl OutboxWorker {
             .await
             .map_err(internal)?
             .ok_or_else(|| {
-                DeliveryError::Permanent(format!("post-mortem draft {postmortem_id} does not exist"))
+                DeliveryError::Permanent(format!(
+                    "post-mortem draft {postmortem_id} does not exist"
+                ))
             })?;
         if draft.shared {
             return Ok(());
@@ -47,7 +49,11 @@ impl OutboxWorker {
                     )
                     .await?;
                 store
-                    .postmortem_upload_started(postmortem_id, &reserved.file_id, &reserved.upload_url)
+                    .postmortem_upload_started(
+                        postmortem_id,
+                        &reserved.file_id,
+                        &reserved.upload_url,
+                    )
                     .await
                     .map_err(internal)?;
                 (reserved.file_id, reserved.upload_url)

@@ -46,7 +46,10 @@ impl SlackApi for Instrumented {
     }
 
     async fn create_channel(&self, name: &str) -> Result<ChannelInfo, SlackError> {
-        counted("conversations.create", self.inner.create_channel(name).await)
+        counted(
+            "conversations.create",
+            self.inner.create_channel(name).await,
+        )
     }
 
     async fn find_channel_by_name(&self, name: &str) -> Result<Option<ChannelInfo>, SlackError> {
@@ -170,7 +173,10 @@ impl SlackApi for Instrumented {
         channel: &str,
         ts: &str,
     ) -> Result<Option<(String, Option<String>)>, SlackError> {
-        counted("conversations.history", self.inner.message(channel, ts).await)
+        counted(
+            "conversations.history",
+            self.inner.message(channel, ts).await,
+        )
     }
 
     async fn user_time_zone(&self, user: &str) -> Result<Option<String>, SlackError> {

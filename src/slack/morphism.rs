@@ -544,7 +544,10 @@ where
         length: usize,
     ) -> Result<super::FileUpload, SlackError> {
         let length = length.to_string();
-        let params = vec![("filename", Some(filename)), ("length", Some(length.as_str()))];
+        let params = vec![
+            ("filename", Some(filename)),
+            ("length", Some(length.as_str())),
+        ];
         let token = self.api_token();
         let session = self.client.open_session(&token);
         let answer: UploadUrlResponse = session
@@ -637,7 +640,11 @@ where
         let session = self.client.open_session(&token);
         let answer: HistoryResponse = session
             .http_session_api
-            .http_get("conversations.history", &params, Some(&SLACK_TIER3_METHOD_CONFIG))
+            .http_get(
+                "conversations.history",
+                &params,
+                Some(&SLACK_TIER3_METHOD_CONFIG),
+            )
             .await
             .map_err(|e| self.map_error("conversations.history", e))?;
         Ok(answer

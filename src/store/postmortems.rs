@@ -206,9 +206,11 @@ impl Store {
     /// Recovery runs by state, for `/metrics`.
     pub async fn run_counts(&self) -> Result<Vec<(String, i64)>> {
         Ok(
-            sqlx::query_as("select state, count(*) from command_runs group by state order by state")
-                .fetch_all(self.read_pool())
-                .await?,
+            sqlx::query_as(
+                "select state, count(*) from command_runs group by state order by state",
+            )
+            .fetch_all(self.read_pool())
+            .await?,
         )
     }
 

@@ -382,7 +382,10 @@ async fn handle(
 /// text as Slack does. Unknown file ids get 404.
 async fn upload(State(state): State<Shared>, Path(file_id): Path<String>, body: Bytes) -> Response {
     let mut inner = lock(&state);
-    let failure = inner.failures.get_mut("upload").and_then(VecDeque::pop_front);
+    let failure = inner
+        .failures
+        .get_mut("upload")
+        .and_then(VecDeque::pop_front);
     if let Some(Failure::Status(status)) = failure {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return (status, "emulated upload failure").into_response();
@@ -683,7 +686,8 @@ impl Inner {
                         _ => return Err("file_upload_size_mismatch"),
                     }
                     if !channel.is_empty() {
-                        file.shares.push((channel.clone(), title.clone(), comment.clone()));
+                        file.shares
+                            .push((channel.clone(), title.clone(), comment.clone()));
                     }
                     done.push(json!({"id": id, "title": title}));
                 }
