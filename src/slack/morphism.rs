@@ -22,6 +22,8 @@ use tokio::sync::OnceCell;
 
 use super::{ChannelInfo, SlackApi, SlackError};
 
+mod files;
+
 /// Channels asked for per `conversations.list` page (Slack's recommended maximum is 200).
 const LIST_PAGE_SIZE: u16 = 200;
 
@@ -536,67 +538,18 @@ where
         })
     }
 
-    /// `files.getUploadURLExternal` through `http_get` (Slack documents it as a form
-    /// or query call, not JSON).
     async fn upload_url(
         &self,
         filename: &str,
         length: usize,
     ) -> Result<super::FileUpload, SlackError> {
-        let length = length.to_string();
-        let params = vec![
-            ("filename", Some(filename)),
-            ("length", Some(length.as_str())),
-        ];
-        let token = self.api_token();
-        let session = self.client.open_session(&token);
-        let answer: UploadUrlResponse = session
-            .http_session_api
-            .http_get(
-                "files.getUploadURLExternal",
-                &params,
-                Some(&SLACK_TIER4_METHOD_CONFIG),
-            )
-            .await
-            .map_err(|e| self.map_error("files.getUploadURLExternal", e))?;
-        Ok(super::FileUpload {
-            file_id: answer.file_id,
-            upload_url: answer.upload_url,
-        })
+        self.upload_url_call(filename, length).await
     }
 
-    /// The bytes go to the pre-signed upload URL as a plain POST (reqwest; the URL is not
-    /// a Web API method, Slack answers `OK - <length>` in text). The token is not sent.
     async fn upload_bytes(&self, upload_url: &str, bytes: &[u8]) -> Result<(), SlackError> {
-        let response = self
-            .http
-            .post(upload_url)
-            .header("content-type", "application/octet-stream")
-            .body(bytes.to_vec())
-            .send()
-            .await
-            .map_err(|e| SlackError::Transport(self.scrub(format!("file upload: {e}"))))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        if status.as_u16() == 429 {
-            return Err(SlackError::RateLimited { retry_after: None });
-        }
-        let body = response.text().await.unwrap_or_default();
-        let refused = if status.is_client_error() {
-            "upload refused"
-        } else {
-            "upload failed"
-        };
-        Err(SlackError::Transport(self.scrub(format!(
-            "{refused}: HTTP {status}: {}",
-            body.trim()
-        ))))
+        self.upload_bytes_call(upload_url, bytes).await
     }
 
-    /// `files.completeUploadExternal` through `http_post` (JSON; answer ignored beyond
-    /// `ok`).
     async fn complete_upload(
         &self,
         file_id: &str,
@@ -604,68 +557,22 @@ where
         channel: &str,
         comment: &str,
     ) -> Result<(), SlackError> {
-        let request = serde_json::json!({
-            "files": [{ "id": file_id, "title": title }],
-            "channel_id": channel,
-            "initial_comment": comment,
-        });
-        let token = self.api_token();
-        let session = self.client.open_session(&token);
-        session
-            .http_session_api
-            .http_post::<_, serde::de::IgnoredAny>(
-                "files.completeUploadExternal",
-                &request,
-                Some(&SLACK_TIER4_METHOD_CONFIG),
-            )
+        self.complete_upload_call(file_id, title, channel, comment)
             .await
-            .map(drop)
-            .map_err(|e| self.map_error("files.completeUploadExternal", e))
     }
 
-    /// `conversations.history` from `ts` to `ts` inclusive: that one message.
     async fn message(
         &self,
         channel: &str,
         ts: &str,
     ) -> Result<Option<(String, Option<String>)>, SlackError> {
-        let params = vec![
-            ("channel", Some(channel)),
-            ("latest", Some(ts)),
-            ("oldest", Some(ts)),
-            ("inclusive", Some("true")),
-            ("limit", Some("1")),
-        ];
-        let token = self.api_token();
-        let session = self.client.open_session(&token);
-        let answer: HistoryResponse = session
-            .http_session_api
-            .http_get(
-                "conversations.history",
-                &params,
-                Some(&SLACK_TIER3_METHOD_CONFIG),
-            )
-            .await
-            .map_err(|e| self.map_error("conversations.history", e))?;
-        Ok(answer
-            .messages
-            .into_iter()
-            .find(|m| m.ts == ts)
-            .map(|m| (m.text, m.user)))
+        self.message_call(channel, ts).await
     }
 
-    /// `users.info`, reading only `tz`.
     async fn user_time_zone(&self, user: &str) -> Result<Option<String>, SlackError> {
-        let params = vec![("user", Some(user))];
-        let token = self.api_token();
-        let session = self.client.open_session(&token);
-        let answer: UsersInfoTz = session
-            .http_session_api
-            .http_get("users.info", &params, Some(&SLACK_TIER4_METHOD_CONFIG))
-            .await
-            .map_err(|e| self.map_error("users.info", e))?;
-        Ok(answer.user.tz.filter(|tz| !tz.is_empty()))
+        self.user_time_zone_call(user).await
     }
+
 
     /// `chat.update` through `http_post` (answer ignored beyond `ok`).
     async fn update_message(
@@ -690,41 +597,6 @@ where
             .map(drop)
             .map_err(|e| self.map_error("chat.update", e))
     }
-}
-
-/// The `files.getUploadURLExternal` answer.
-#[derive(Deserialize)]
-struct UploadUrlResponse {
-    upload_url: String,
-    file_id: String,
-}
-
-/// The part of a `conversations.history` answer Klaxon reads.
-#[derive(Deserialize)]
-struct HistoryResponse {
-    #[serde(default)]
-    messages: Vec<HistoryMessage>,
-}
-
-#[derive(Deserialize)]
-struct HistoryMessage {
-    ts: String,
-    #[serde(default)]
-    text: String,
-    #[serde(default)]
-    user: Option<String>,
-}
-
-/// The `tz` of a `users.info` answer.
-#[derive(Deserialize)]
-struct UsersInfoTz {
-    user: UsersInfoTzUser,
-}
-
-#[derive(Deserialize)]
-struct UsersInfoTzUser {
-    #[serde(default)]
-    tz: Option<String>,
 }
 
 /// The part of a `users.info` answer Klaxon reads.
