@@ -51,3 +51,26 @@ pub(super) fn timeline_config(section: TimelineSection) -> Result<TimelineConfig
     }
     Ok(TimelineConfig { note_reactions })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_colons_dropped() {
+        let ok = timeline_config(TimelineSection {
+            note_reactions: Some(vec![":memo:".into(), "pushpin".into()]),
+        })
+        .unwrap();
+        assert_eq!(ok.note_reactions, vec!["memo", "pushpin"]);
+        let err = timeline_config(TimelineSection {
+            note_reactions: Some(vec!["memo".into(), "Bad Emoji".into()]),
+        })
+        .unwrap_err();
+        assert_eq!(err.key, "timeline.note_reactions[1]");
+        assert_eq!(
+            timeline_config(TimelineSection::default()).unwrap(),
+            TimelineConfig::default()
+        );
+    }
+}

@@ -573,7 +573,6 @@ where
         self.user_time_zone_call(user).await
     }
 
-
     /// `chat.update` through `http_post` (answer ignored beyond `ok`).
     async fn update_message(
         &self,

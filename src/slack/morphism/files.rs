@@ -43,7 +43,11 @@ where
 
     /// The bytes go to the pre-signed upload URL as a plain POST (reqwest; the URL is not
     /// a Web API method, Slack answers `OK - <length>` in text). The token is not sent.
-    pub(super) async fn upload_bytes_call(&self, upload_url: &str, bytes: &[u8]) -> Result<(), SlackError> {
+    pub(super) async fn upload_bytes_call(
+        &self,
+        upload_url: &str,
+        bytes: &[u8],
+    ) -> Result<(), SlackError> {
         let response = self
             .http
             .post(upload_url)
@@ -131,7 +135,10 @@ where
     }
 
     /// `users.info`, reading only `tz`.
-    pub(super) async fn user_time_zone_call(&self, user: &str) -> Result<Option<String>, SlackError> {
+    pub(super) async fn user_time_zone_call(
+        &self,
+        user: &str,
+    ) -> Result<Option<String>, SlackError> {
         let params = vec![("user", Some(user))];
         let token = self.api_token();
         let session = self.client.open_session(&token);
@@ -141,7 +148,8 @@ where
             .await
             .map_err(|e| self.map_error("users.info", e))?;
         Ok(answer.user.tz.filter(|tz| !tz.is_empty()))
-    }}
+    }
+}
 
 /// The `files.getUploadURLExternal` answer.
 #[derive(Deserialize)]
@@ -177,4 +185,3 @@ struct UsersInfoTzUser {
     #[serde(default)]
     tz: Option<String>,
 }
-
