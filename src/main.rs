@@ -150,7 +150,10 @@ async fn main() -> ExitCode {
             .map(|uri| println!("{uri}")),
         Command::Postmortem { number } => klaxon::app::postmortem(&config, &number)
             .await
-            .map(|markdown| print!("{markdown}")),
+            .map(|markdown| {
+                print!("{markdown}");
+                eprintln!("draft stored; the running server's outbox uploads it to the incident channel (on SQLite at its next wake-up)");
+            }),
         Command::Report { since } => klaxon::app::report(&config, &since)
             .await
             .map(|table| print!("{table}")),
