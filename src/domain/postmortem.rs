@@ -586,3 +586,79 @@ fn prompts(md: &mut String, heading: &str, facts: Vec<String>) {
     }
     let _ = writeln!(md);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::domain::incident::{IncidentId, Status};
+    use crate::domain::severity::Severity;
+    use crate::domain::timeline::GENESIS;
+
+    #[test]
+    fn an_open_incident_nobody_commands_says_so_and_leaves_rpo_unrecorded() {
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let incident = Incident {
+            id: IncidentId(3),
+            title: "Queue backlog".into(),
+            severity: Severity::Sev2,
+            status: Status::Investigating,
+            declared_at: t0,
+            declared_by: "klaxon".into(),
+            planned_channel_name: "inc-x".into(),
+            channel: None,
+            roles: BTreeMap::new(),
+            last_update: None,
+            resolved_at: None,
+            resolution: None,
+            last_reminder_at: None,
+            fired_timers: BTreeSet::new(),
+        };
+        let entries = vec![TimelineEntry::chain(
+            IncidentId(3),
+            1,
+            t0,
+            Actor::Klaxon,
+            "r".into(),
+            EventKind::Declared {
+                severity: Severity::Sev2,
+                title: "Queue backlog".into(),
+                respond_by: t0 + TimeDelta::minutes(30),
+            },
+            GENESIS.into(),
+        )];
+        let md = draft(&DraftInput {
+            incident: &incident,
+            entries: &entries,
+            severities: &SeverityPolicies::default(),
+            tz: chrono_tz::UTC,
+            now: t0 + TimeDelta::minutes(45),
+        });
+        assert!(
+            md.contains("- **Duration**: ongoing: 45 min so far"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| Response time (commander in place) | 30 min | - | **missed** |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| RPO (data lost) | 4 h | not recorded | not recorded"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- **Response**: incident commander in place never (nobody took command)"),
+            "{md}"
+        );
+        assert!(md.contains("No recovery commands were requested."), "{md}");
+        assert!(
+            md.contains("- [ ] _to fill in_ - Owner: _to assign_"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- Command was not taken within the response time. _(from the record)_"),
+            "{md}"
+        );
+    }
+}
