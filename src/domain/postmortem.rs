@@ -16,11 +16,14 @@ use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 
 use super::incident::{Actor, EventKind, Incident, Role};
+
+mod runs;
 use super::narrative::{self, Users, local_and_utc};
 use super::render::duration;
 use super::response_times::{self, ResponseTimes};
 use super::severity::{RespondWithin, SeverityPolicies};
 use super::timeline::TimelineEntry;
+use runs::runs;
 
 /// What a draft is made from.
 pub struct DraftInput<'a> {
@@ -60,16 +63,6 @@ fn opt_duration(d: Option<TimeDelta>) -> String {
 
 /// Someone holding a role: (role, holder, from, until).
 type Stint = (Role, String, DateTime<Utc>, Option<DateTime<Utc>>);
-
-/// One recovery run as the record tells it.
-#[derive(Default)]
-struct RunStory {
-    command: String,
-    requested_by: String,
-    approvers: Vec<String>,
-    denied_by: Vec<String>,
-    outcome: String,
-}
 
 /// Writes the draft.
 pub fn draft(input: &DraftInput<'_>) -> String {
@@ -455,107 +448,6 @@ fn roles(
             u.user(&user),
             at(from),
             until.map(at).unwrap_or_else(|| end.clone())
-        );
-    }
-    let _ = writeln!(md);
-}
-
-fn runs(md: &mut String, entries: &[TimelineEntry]) {
-    let u = Users::Plain;
-    let mut stories: BTreeMap<i64, RunStory> = BTreeMap::new();
-    for e in entries {
-        match &e.kind {
-            EventKind::RunRequested {
-                run_id,
-                command,
-                params,
-            } => {
-                let s = stories.entry(*run_id).or_default();
-                s.command = format!("{command} {params}").trim().to_string();
-                s.requested_by = u.actor(&e.actor);
-                s.outcome = "requested".into();
-            }
-            EventKind::RunPrepared { run_id, state } => {
-                stories.entry(*run_id).or_default().outcome = state.to_string();
-            }
-            EventKind::RunClicked {
-                run_id,
-                click,
-                outcome,
-            } => {
-                let s = stories.entry(*run_id).or_default();
-                if outcome.starts_with("refused") {
-                    continue;
-                }
-                if click == "approve" {
-                    s.approvers.push(u.actor(&e.actor));
-                } else {
-                    s.denied_by.push(u.actor(&e.actor));
-                }
-                if outcome == "approved" || outcome == "denied" {
-                    s.outcome = outcome.clone();
-                }
-            }
-            EventKind::RunStarted { run_id } => {
-                stories.entry(*run_id).or_default().outcome = "executing".into();
-            }
-            EventKind::RunFinished {
-                run_id,
-                state,
-                summary,
-                request_id,
-            }
-            | EventKind::RunLateResult {
-                run_id,
-                state,
-                summary,
-                request_id,
-            } => {
-                stories.entry(*run_id).or_default().outcome = format!(
-                    "{state}: {summary}{}",
-                    request_id
-                        .as_deref()
-                        .map(|r| format!(" (request id {r})"))
-                        .unwrap_or_default()
-                );
-            }
-            EventKind::RunClosed {
-                run_id,
-                state,
-                reason,
-            } => {
-                stories.entry(*run_id).or_default().outcome = format!("{state}: {reason}");
-            }
-            _ => {}
-        }
-    }
-    let _ = writeln!(md, "### Recovery commands");
-    let _ = writeln!(md);
-    if stories.is_empty() {
-        let _ = writeln!(md, "No recovery commands were requested.");
-        let _ = writeln!(md);
-        return;
-    }
-    let _ = writeln!(
-        md,
-        "| run | command | requested by | approved by | outcome |"
-    );
-    let _ = writeln!(md, "|---|---|---|---|---|");
-    for (id, s) in stories {
-        let mut approved = if s.approvers.is_empty() {
-            "-".to_string()
-        } else {
-            s.approvers.join(", ")
-        };
-        if !s.denied_by.is_empty() {
-            approved.push_str(&format!(" (denied by {})", s.denied_by.join(", ")));
-        }
-        let _ = writeln!(
-            md,
-            "| #{id} | `{}` | {} | {approved} | {} |",
-            s.command,
-            s.requested_by,
-            s.outcome.replace('|', "\\|")
         );
     }
     let _ = writeln!(md);
