@@ -74,6 +74,8 @@ pub fn wire_with(
     slack: Arc<dyn SlackApi>,
     recovery: Recovery,
 ) -> Services {
+    // Every Slack call, from the worker or a handler, is counted for /metrics.
+    let slack = crate::slack::instrumented::Instrumented::wrap(slack);
     let wakers = Wakers::default();
     let policy = PolicySet {
         severities: config.severities.clone(),
@@ -111,6 +113,7 @@ pub fn wire_with(
         catalog: recovery.catalog,
         groups: crate::slack::groups::GroupDirectory::new(slack_for_state.clone()),
         slack: slack_for_state,
+        note_reactions: Arc::new(config.timeline.note_reactions.clone()),
         identity: Arc::new(http::Identity::from_config(config)),
         intake: Arc::new(config.intake.clone()),
         announce_channel: config.slack.incident_response_channel.as_str().into(),
@@ -297,7 +300,7 @@ pub async fn audit_verify(database_url: &str) -> anyhow::Result<usize> {
 pub async fn audit_store(store: &Store) -> anyhow::Result<usize> {
     let mut checked = 0;
     for id in store.incident_ids().await? {
-        let entries = store.timeline(id).await?;
+        let entries = store.timeline_for_audit(id).await??;
         timeline::verify(&entries)?;
         checked += entries.len();
     }
@@ -315,4 +318,97 @@ pub fn load_config(path: Option<&Path>, with_secrets: bool) -> Result<Config, co
     } else {
         Config::load_without_secrets(path, &config::process_env)
     }
+}
+
+/// The engine the CLI verbs use: the configured store and policy, the system clock, and
+/// no loops (what it enqueues is delivered by the running server).
+async fn cli_engine(config: &Config) -> anyhow::Result<Engine> {
+    let store = Store::connect(&config.database_url)
+        .await
+        .with_context(|| format!("connecting to {}", config::redact_url(&config.database_url)))?;
+    store.migrate().await.context("running migrations")?;
+    let policy = PolicySet {
+        severities: config.severities.clone(),
+        calendar: config.calendar.clone(),
+        escalation: config.escalation.clone(),
+    };
+    Ok(Engine::new(
+        store,
+        Arc::new(SystemClock),
+        policy,
+        Wakers::default(),
+    ))
+}
+
+/// Parses `7` or `INC-7`.
+pub fn parse_incident_number(text: &str) -> anyhow::Result<crate::domain::incident::IncidentId> {
+    let digits = text
+        .trim()
+        .strip_prefix("INC-")
+        .or_else(|| text.trim().strip_prefix("inc-"))
+        .unwrap_or(text.trim());
+    match digits.parse::<i64>() {
+        Ok(n) if n > 0 => Ok(crate::domain::incident::IncidentId(n)),
+        _ => Err(anyhow::anyhow!(
+            "number: `{text}` is not an incident number (e.g. 7 or INC-7)"
+        )),
+    }
+}
+
+/// `klaxon postmortem <number>`: writes, stores and queues a draft; returns its Markdown.
+pub async fn postmortem(config: &Config, number: &str) -> anyhow::Result<String> {
+    let id = parse_incident_number(number)?;
+    let engine = cli_engine(config).await?;
+    let meta = crate::engine::RequestMeta {
+        actor: crate::domain::incident::Actor::Klaxon,
+        request_id: format!("cli-{}", uuid::Uuid::new_v4().simple()),
+        dedupe: None,
+    };
+    match engine.draft_postmortem(&meta, id).await {
+        Ok(drafted) => Ok(drafted.markdown),
+        Err(crate::engine::EngineError::NotFound(id)) => {
+            Err(anyhow::anyhow!("{id} does not exist"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `klaxon report --since 30d`: the response-time table of incidents declared since.
+pub async fn report(config: &Config, since: &str) -> anyhow::Result<String> {
+    let window = humantime::parse_duration(since).map_err(|e| {
+        anyhow::anyhow!("--since: `{since}` is not a duration like 30d or 12h ({e})")
+    })?;
+    let window = chrono::TimeDelta::from_std(window)
+        .map_err(|_| anyhow::anyhow!("--since: `{since}` is too long"))?;
+    let engine = cli_engine(config).await?;
+    report_from(
+        engine.store(),
+        &config.severities,
+        chrono::Utc::now(),
+        window,
+    )
+    .await
+}
+
+/// The report over `store` at `now` (tests pass a fixed `now`).
+pub async fn report_from(
+    store: &Store,
+    severities: &crate::domain::severity::SeverityPolicies,
+    now: chrono::DateTime<chrono::Utc>,
+    window: chrono::TimeDelta,
+) -> anyhow::Result<String> {
+    let since = now - window;
+    let mut times = Vec::new();
+    for id in store.incidents_declared_since(since).await? {
+        let entries = store.timeline(id).await?;
+        if let Some(t) = crate::domain::response_times::from_record(&entries) {
+            times.push(t);
+        }
+    }
+    Ok(format!(
+        "Incidents declared since {} ({}):\n{}",
+        crate::domain::narrative::utc(since),
+        times.len(),
+        crate::domain::response_times::report_table(&times, severities, now)
+    ))
 }

@@ -21,9 +21,11 @@ use crate::paging::Target;
 mod access;
 mod delivery;
 mod intake;
+mod timeline;
 pub use access::{DEFAULT_CALL_TIMEOUT, EnvironmentConfig, RolesConfig};
 pub use delivery::RetentionConfig;
 pub use intake::IntakeConfig;
+pub use timeline::TimelineConfig;
 
 /// A configuration problem, naming the key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +72,7 @@ struct FileConfig {
     retention: delivery::RetentionSection,
     #[serde(default)]
     intake: intake::IntakeSection,
+    timeline: timeline::TimelineSection,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -221,6 +224,8 @@ pub struct Config {
     pub roles: RolesConfig,
     /// What Klaxon listens for in `#incident-response`, and Socket Mode.
     pub intake: IntakeConfig,
+    /// Which reactions add a message to the timeline.
+    pub timeline: TimelineConfig,
 }
 
 /// How recovery commands run.
@@ -579,9 +584,11 @@ impl Config {
 
         let delivery = delivery::delivery_config(file.delivery)?;
         let retention = delivery::retention_config(file.retention)?;
+        let timeline = timeline::timeline_config(file.timeline)?;
 
         Ok(Config {
             intake,
+            timeline,
             delivery,
             retention,
             recovery,

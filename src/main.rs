@@ -36,6 +36,18 @@ enum Command {
         #[command(subcommand)]
         action: TotpAction,
     },
+    /// Write an incident's post-mortem draft from its record: printed here, stored, and
+    /// uploaded to its channel by the running server's outbox.
+    Postmortem {
+        /// Incident number (7 or INC-7).
+        number: String,
+    },
+    /// Response times per severity (acknowledge, mitigate, resolve) as a table.
+    Report {
+        /// How far back, e.g. 30d, 12h, 8w.
+        #[arg(long, default_value = "30d")]
+        since: String,
+    },
     /// Audit the timeline.
     Audit {
         #[command(subcommand)]
@@ -176,6 +188,15 @@ async fn main() -> ExitCode {
         } => klaxon::app::totp_enrol(&config, &user)
             .await
             .map(|uri| println!("{uri}")),
+        Command::Postmortem { number } => klaxon::app::postmortem(&config, &number)
+            .await
+            .map(|markdown| {
+                print!("{markdown}");
+                eprintln!("draft stored; the running server's outbox uploads it to the incident channel (on SQLite at its next wake-up)");
+            }),
+        Command::Report { since } => klaxon::app::report(&config, &since)
+            .await
+            .map(|table| print!("{table}")),
         Command::Audit {
             action: AuditAction::Verify,
         } => klaxon::app::audit_verify(&config.database_url)

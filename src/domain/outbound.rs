@@ -103,6 +103,22 @@ pub enum Outbound {
         /// Slack user id.
         user: String,
     },
+    /// Fetch a message someone marked with a note reaction and add it to the incident's
+    /// timeline (a `reaction_added` event does not carry the text).
+    CaptureNote {
+        /// The incident.
+        incident_id: IncidentId,
+        /// Channel id.
+        channel: String,
+        /// The message's ts.
+        ts: String,
+        /// Who reacted.
+        by: String,
+        /// The emoji.
+        emoji: String,
+        /// Who wrote the message, as the event said.
+        author: Option<String>,
+    },
     /// A plain-text reply in a channel or thread (answers to @mentions, delivery notices).
     Reply {
         /// Channel id.

@@ -25,6 +25,7 @@ mod digest;
 mod listen;
 pub mod pacing;
 mod runs;
+mod upload;
 
 pub use crate::domain::outbound::{Modal, Outbound};
 pub use pacing::{PaceSettings, Pacer};

@@ -13,6 +13,8 @@ pub const METHODS: &[(&str, Option<&str>)] = &[
     ("conversations.setTopic", Some("channels:manage")),
     ("conversations.invite", Some("channels:manage")),
     ("conversations.history", Some("channels:history")),
+    ("files.getUploadURLExternal", Some("files:write")),
+    ("files.completeUploadExternal", Some("files:write")),
     ("conversations.replies", Some("channels:history")),
     ("chat.postMessage", Some("chat:write")),
     ("chat.postEphemeral", Some("chat:write")),
@@ -29,6 +31,7 @@ pub const BOT_EVENTS: &[(&str, Option<&str>)] = &[
     ("app_home_opened", None),
     ("message.channels", Some("channels:history")),
     ("reaction_added", Some("reactions:read")),
+    ("pin_added", Some("pins:read")),
 ];
 
 /// The scope of the slash command.

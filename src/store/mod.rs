@@ -12,6 +12,7 @@
 mod home;
 mod listen;
 mod outbox;
+mod postmortems;
 mod retention;
 mod runs;
 mod timers;
@@ -29,6 +30,7 @@ use crate::domain::timeline::TimelineEntry;
 
 pub use home::AwaitingRun;
 pub use outbox::{OutboxCounts, OutboxRow, Settlement};
+pub use postmortems::{LaneDepth, PostmortemRow};
 pub use retention::Pruned;
 pub use runs::{Approval, ApprovalWrite, Closed, NewRun, RunRow, RunUpdate, trigger_refusal};
 pub use timers::TimerRow;
