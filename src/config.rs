@@ -72,6 +72,7 @@ struct FileConfig {
     retention: delivery::RetentionSection,
     #[serde(default)]
     intake: intake::IntakeSection,
+    #[serde(default)]
     timeline: timeline::TimelineSection,
 }
 

@@ -135,7 +135,8 @@ async fn the_http_manifest_names_served_routes_and_the_scopes_in_use() {
             "app_mention",
             "app_home_opened",
             "message.channels",
-            "reaction_added"
+            "reaction_added",
+            "pin_added",
         ]
     );
     assert_eq!(m["features"]["app_home"]["home_tab_enabled"], true);

@@ -6,9 +6,9 @@
 //! configurable so tests point the real client at the emulator in `tests/support`.
 
 pub mod groups;
+pub mod instrumented;
 pub mod manifest;
 pub mod methods;
-pub mod instrumented;
 pub mod morphism;
 pub mod render;
 

@@ -22,8 +22,8 @@ use tokio::sync::OnceCell;
 
 use super::{ChannelInfo, SlackApi, SlackError};
 
-mod listen;
 mod files;
+mod listen;
 
 /// Channels asked for per `conversations.list` page (Slack's recommended maximum is 200).
 const LIST_PAGE_SIZE: u16 = 200;
