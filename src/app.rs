@@ -74,6 +74,8 @@ pub fn wire_with(
     slack: Arc<dyn SlackApi>,
     recovery: Recovery,
 ) -> Services {
+    // Every Slack call, from the worker or a handler, is counted for /metrics.
+    let slack = crate::slack::instrumented::Instrumented::wrap(slack);
     let wakers = Wakers::default();
     let policy = PolicySet {
         severities: config.severities.clone(),
@@ -111,7 +113,10 @@ pub fn wire_with(
         catalog: recovery.catalog,
         groups: crate::slack::groups::GroupDirectory::new(slack_for_state.clone()),
         slack: slack_for_state,
+        note_reactions: Arc::new(config.timeline.note_reactions.clone()),
         identity: Arc::new(http::Identity::from_config(config)),
+        intake: Arc::new(config.intake.clone()),
+        announce_channel: config.slack.incident_response_channel.as_str().into(),
     };
     Services {
         state,
@@ -154,6 +159,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         recovery,
     );
     let (stop_tx, stop_rx) = watch::channel(false);
+    let socket_stop = stop_rx.clone();
     // The loops run on their own runtime at a lower OS priority: acks first, deliveries
     // right after (see `background`).
     let background = {
@@ -161,6 +167,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let wakers = services.wakers.clone();
         let (keep, every) = (config.retention.keep, config.retention.every);
         let (worker, scheduler) = (services.worker, services.scheduler);
+        let home = crate::listen::home::HomeRefresher::new(
+            services.state.engine.clone(),
+            Arc::new(SystemClock),
+            config.intake.home_refresh,
+        );
         crate::background::spawn(2, async move {
             let notifications = {
                 let (store, stop) = (store.clone(), stop_rx.clone());
@@ -177,9 +188,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 every,
                 stop_rx.clone(),
             ));
+            let home = tokio::spawn(home.run(stop_rx.clone()));
             let worker = tokio::spawn(worker.run(stop_rx.clone()));
             let scheduler = tokio::spawn(scheduler.run(stop_rx));
             worker.await.context("outbox worker")?;
+            home.await.context("App Home refresher")?;
             scheduler.await.context("scheduler")?;
             notifications.await.context("LISTEN task")?;
             retention.await.context("retention")?;
@@ -187,6 +200,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         })
         .context("starting the background loops")?
     };
+    // Socket Mode when an app token is set: the same handlers, no public URL needed. It
+    // carries acknowledgements, so it stays on the handlers' runtime.
+    let socket = config.intake.app_token.clone().map(|token| {
+        tracing::info!("SLACK_APP_TOKEN set: connecting through Socket Mode");
+        let client = crate::listen::socket::SocketMode::new(
+            services.state.clone(),
+            token,
+            crate::listen::socket::SocketSettings::new(&config.slack.api_url),
+        );
+        tokio::spawn(client.run(socket_stop))
+    });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -202,6 +226,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("background loops")?
         .map_err(|_| anyhow::anyhow!("the background loops panicked"))??;
+    if let Some(socket) = socket {
+        socket.await.context("Socket Mode")?;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -273,7 +300,7 @@ pub async fn audit_verify(database_url: &str) -> anyhow::Result<usize> {
 pub async fn audit_store(store: &Store) -> anyhow::Result<usize> {
     let mut checked = 0;
     for id in store.incident_ids().await? {
-        let entries = store.timeline(id).await?;
+        let entries = store.timeline_for_audit(id).await??;
         timeline::verify(&entries)?;
         checked += entries.len();
     }
@@ -291,4 +318,97 @@ pub fn load_config(path: Option<&Path>, with_secrets: bool) -> Result<Config, co
     } else {
         Config::load_without_secrets(path, &config::process_env)
     }
+}
+
+/// The engine the CLI verbs use: the configured store and policy, the system clock, and
+/// no loops (what it enqueues is delivered by the running server).
+async fn cli_engine(config: &Config) -> anyhow::Result<Engine> {
+    let store = Store::connect(&config.database_url)
+        .await
+        .with_context(|| format!("connecting to {}", config::redact_url(&config.database_url)))?;
+    store.migrate().await.context("running migrations")?;
+    let policy = PolicySet {
+        severities: config.severities.clone(),
+        calendar: config.calendar.clone(),
+        escalation: config.escalation.clone(),
+    };
+    Ok(Engine::new(
+        store,
+        Arc::new(SystemClock),
+        policy,
+        Wakers::default(),
+    ))
+}
+
+/// Parses `7` or `INC-7`.
+pub fn parse_incident_number(text: &str) -> anyhow::Result<crate::domain::incident::IncidentId> {
+    let digits = text
+        .trim()
+        .strip_prefix("INC-")
+        .or_else(|| text.trim().strip_prefix("inc-"))
+        .unwrap_or(text.trim());
+    match digits.parse::<i64>() {
+        Ok(n) if n > 0 => Ok(crate::domain::incident::IncidentId(n)),
+        _ => Err(anyhow::anyhow!(
+            "number: `{text}` is not an incident number (e.g. 7 or INC-7)"
+        )),
+    }
+}
+
+/// `klaxon postmortem <number>`: writes, stores and queues a draft; returns its Markdown.
+pub async fn postmortem(config: &Config, number: &str) -> anyhow::Result<String> {
+    let id = parse_incident_number(number)?;
+    let engine = cli_engine(config).await?;
+    let meta = crate::engine::RequestMeta {
+        actor: crate::domain::incident::Actor::Klaxon,
+        request_id: format!("cli-{}", uuid::Uuid::new_v4().simple()),
+        dedupe: None,
+    };
+    match engine.draft_postmortem(&meta, id).await {
+        Ok(drafted) => Ok(drafted.markdown),
+        Err(crate::engine::EngineError::NotFound(id)) => {
+            Err(anyhow::anyhow!("{id} does not exist"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `klaxon report --since 30d`: the response-time table of incidents declared since.
+pub async fn report(config: &Config, since: &str) -> anyhow::Result<String> {
+    let window = humantime::parse_duration(since).map_err(|e| {
+        anyhow::anyhow!("--since: `{since}` is not a duration like 30d or 12h ({e})")
+    })?;
+    let window = chrono::TimeDelta::from_std(window)
+        .map_err(|_| anyhow::anyhow!("--since: `{since}` is too long"))?;
+    let engine = cli_engine(config).await?;
+    report_from(
+        engine.store(),
+        &config.severities,
+        chrono::Utc::now(),
+        window,
+    )
+    .await
+}
+
+/// The report over `store` at `now` (tests pass a fixed `now`).
+pub async fn report_from(
+    store: &Store,
+    severities: &crate::domain::severity::SeverityPolicies,
+    now: chrono::DateTime<chrono::Utc>,
+    window: chrono::TimeDelta,
+) -> anyhow::Result<String> {
+    let since = now - window;
+    let mut times = Vec::new();
+    for id in store.incidents_declared_since(since).await? {
+        let entries = store.timeline(id).await?;
+        if let Some(t) = crate::domain::response_times::from_record(&entries) {
+            times.push(t);
+        }
+    }
+    Ok(format!(
+        "Incidents declared since {} ({}):\n{}",
+        crate::domain::narrative::utc(since),
+        times.len(),
+        crate::domain::response_times::report_table(&times, severities, now)
+    ))
 }

@@ -20,8 +20,12 @@ use crate::paging::Target;
 
 mod access;
 mod delivery;
+mod intake;
+mod timeline;
 pub use access::{DEFAULT_CALL_TIMEOUT, EnvironmentConfig, RolesConfig};
 pub use delivery::RetentionConfig;
+pub use intake::IntakeConfig;
+pub use timeline::TimelineConfig;
 
 /// A configuration problem, naming the key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +70,10 @@ struct FileConfig {
     delivery: delivery::DeliverySection,
     #[serde(default)]
     retention: delivery::RetentionSection,
+    #[serde(default)]
+    intake: intake::IntakeSection,
+    #[serde(default)]
+    timeline: timeline::TimelineSection,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -215,6 +223,10 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Incident role administration.
     pub roles: RolesConfig,
+    /// What Klaxon listens for in `#incident-response`, and Socket Mode.
+    pub intake: IntakeConfig,
+    /// Which reactions add a message to the timeline.
+    pub timeline: TimelineConfig,
 }
 
 /// How recovery commands run.
@@ -327,7 +339,8 @@ impl Config {
 
     /// Whether the Slack secrets are present (always after [`Config::load`]).
     pub fn has_secrets(&self) -> bool {
-        !self.slack.signing_secrets.is_empty() && !expose(&self.slack.bot_token).is_empty()
+        (!self.slack.signing_secrets.is_empty() || self.intake.app_token.is_some())
+            && !expose(&self.slack.bot_token).is_empty()
     }
 
     fn load_with(
@@ -409,6 +422,9 @@ impl Config {
         let incident_response_channel = channel_id("slack.incident_response_channel", &channel)?;
 
         let (team_id, app_id) = access::slack_ids(env, file.slack.team_id, file.slack.app_id)?;
+        // Socket Mode (an app token) needs no signing secret: Slack calls no URL of ours.
+        let intake = intake::intake(file.intake, env)?;
+        let socket_mode = intake.app_token.is_some();
         let secrets = secret_from(
             env,
             "SLACK_SIGNING_SECRET",
@@ -425,7 +441,9 @@ impl Config {
         let unset = |r: &Result<String, ConfigError>| {
             !require_secrets && matches!(r, Err(e) if e.problem.starts_with("not set"))
         };
-        let secrets = if unset(&secrets) {
+        let secrets = if unset(&secrets)
+            || (socket_mode && matches!(&secrets, Err(e) if e.problem.starts_with("not set")))
+        {
             String::new()
         } else {
             secrets?
@@ -442,7 +460,7 @@ impl Config {
             .filter(|s| !s.is_empty())
             .map(|s| SecretString::from(s.to_string()))
             .collect();
-        if signing_secrets.is_empty() && require_secrets {
+        if signing_secrets.is_empty() && require_secrets && !socket_mode {
             return Err(err("SLACK_SIGNING_SECRET", "is empty"));
         }
         let token_ok = bot_token.starts_with("xox") || (bot_token.is_empty() && !require_secrets);
@@ -567,8 +585,11 @@ impl Config {
 
         let delivery = delivery::delivery_config(file.delivery)?;
         let retention = delivery::retention_config(file.retention)?;
+        let timeline = timeline::timeline_config(file.timeline)?;
 
         Ok(Config {
+            intake,
+            timeline,
             delivery,
             retention,
             recovery,
@@ -594,13 +615,14 @@ impl Config {
     /// A one-line description safe to log.
     pub fn describe(&self) -> String {
         format!(
-            "listen={} database={} slack_api={} announce={} tz={} signing_secrets={}",
+            "listen={} database={} slack_api={} announce={} tz={} signing_secrets={} {}",
             self.listen,
             redact_url(&self.database_url),
             self.slack.api_url,
             self.slack.incident_response_channel,
             self.calendar.tz,
-            self.slack.signing_secrets.len()
+            self.slack.signing_secrets.len(),
+            self.intake.describe()
         )
     }
 }

@@ -8,6 +8,8 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod http;
+pub mod listen;
+pub mod metrics;
 pub mod outbox;
 pub mod paging;
 pub mod scheduler;

@@ -36,10 +36,35 @@ enum Command {
         #[command(subcommand)]
         action: TotpAction,
     },
+    /// Write an incident's post-mortem draft from its record: printed here, stored, and
+    /// uploaded to its channel by the running server's outbox.
+    Postmortem {
+        /// Incident number (7 or INC-7).
+        number: String,
+    },
+    /// Response times per severity (acknowledge, mitigate, resolve) as a table.
+    Report {
+        /// How far back, e.g. 30d, 12h, 8w.
+        #[arg(long, default_value = "30d")]
+        since: String,
+    },
     /// Audit the timeline.
     Audit {
         #[command(subcommand)]
         action: AuditAction,
+    },
+    /// Print the Slack app manifest (scopes, /incident, events, interactivity) to create
+    /// the app from (api.slack.com/apps > Create New App > From an app manifest).
+    SlackManifest {
+        /// Slack delivers over Socket Mode (SLACK_APP_TOKEN): no request URLs.
+        #[arg(long, conflicts_with = "url")]
+        socket_mode: bool,
+        /// Public base URL Slack calls, e.g. https://klaxon.example.com.
+        #[arg(long, required_unless_present = "socket_mode")]
+        url: Option<String>,
+        /// Output format.
+        #[arg(long, value_parser = ["yaml", "json"], default_value = "yaml")]
+        format: String,
     },
 }
 
@@ -80,6 +105,33 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The manifest depends on nothing but the code and the arguments.
+    if let Command::SlackManifest {
+        socket_mode,
+        url,
+        format,
+    } = &cli.command
+    {
+        use klaxon::slack::manifest::{self, Transport};
+        let transport = match (socket_mode, url) {
+            (true, _) => Transport::SocketMode,
+            (false, Some(url)) => match manifest::base_url(url) {
+                Ok(base_url) => Transport::Http { base_url },
+                Err(e) => {
+                    eprintln!("klaxon: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            (false, None) => unreachable!("clap requires --url without --socket-mode"),
+        };
+        let value = manifest::manifest(&transport);
+        if format == "json" {
+            println!("{}", serde_json::to_string_pretty(&value).expect("JSON"));
+        } else {
+            print!("{}", manifest::to_yaml(&value));
+        }
+        return ExitCode::SUCCESS;
+    }
     // Only `serve` talks to Slack; reviewing config and catalog needs no secrets.
     let with_secrets = matches!(cli.command, Command::Serve);
     let config = match klaxon::app::load_config(cli.config.as_deref(), with_secrets) {
@@ -136,11 +188,21 @@ async fn main() -> ExitCode {
         } => klaxon::app::totp_enrol(&config, &user)
             .await
             .map(|uri| println!("{uri}")),
+        Command::Postmortem { number } => klaxon::app::postmortem(&config, &number)
+            .await
+            .map(|markdown| {
+                print!("{markdown}");
+                eprintln!("draft stored; the running server's outbox uploads it to the incident channel (on SQLite at its next wake-up)");
+            }),
+        Command::Report { since } => klaxon::app::report(&config, &since)
+            .await
+            .map(|table| print!("{table}")),
         Command::Audit {
             action: AuditAction::Verify,
         } => klaxon::app::audit_verify(&config.database_url)
             .await
             .map(|n| println!("timeline intact: {n} entries verified")),
+        Command::SlackManifest { .. } => unreachable!("handled before the config is loaded"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -239,6 +239,37 @@ async fn serve_declares_over_tcp_delivers_and_stops_on_sigterm() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("timeline intact: 3 entries verified"));
+
+    // Issue 10: the report and an on-demand post-mortem from the CLI.
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--config", "deploy/klaxon.example.toml"]);
+        klaxon(&all, &env).output().unwrap()
+    };
+    let out = run(&["report", "--since", "30d"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("(1):") && table.contains("ack p50"),
+        "{table}"
+    );
+    let out = run(&["report", "--since", "soon"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--since: `soon`"));
+    let out = run(&["postmortem", "INC-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("# Post-mortem: INC-1"));
+    let out = run(&["postmortem", "99"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("INC-99 does not exist"));
 }
 
 #[test]

@@ -360,14 +360,24 @@ async fn roles_severity_status_update_and_resolve(db: Db) {
             EventKind::StatusChanged { .. } => "status",
             EventKind::UpdatePosted { .. } => "update",
             EventKind::Resolved { .. } => "resolved",
+            EventKind::PostmortemDrafted { .. } => "postmortem",
             _ => "timer",
         })
         .collect();
     assert_eq!(
         kinds,
         [
-            "declared", "role", "channel", "role", "role", "sev", "status", "update", "status",
-            "resolved"
+            "declared",
+            "role",
+            "channel",
+            "role",
+            "role",
+            "sev",
+            "status",
+            "update",
+            "status",
+            "resolved",
+            "postmortem"
         ]
     );
     assert_eq!(timeline[5].actor.to_string(), "UBOB");

@@ -9,6 +9,11 @@
 //! /incident update <text...>
 //! /incident resolve [<summary...>]          (no summary: a form asks for one)
 //! /incident run [<command> key=value ...]   (no command: lists the approved ones)
+//! /incident timeline [<page>]
+//! /incident note <text...>
+//! /incident action <text...> [@owner] [due YYYY-MM-DD]
+//! /incident rpo <minutes of data lost>
+//! /incident postmortem
 //! /incident list
 //! /incident help
 //! ```
@@ -50,6 +55,17 @@ pub enum SlashCommand {
     List,
     /// Show help.
     Help,
+    /// Show the timeline, one page (from 1) at a time.
+    Timeline(u32),
+    /// Add a note to the timeline.
+    Note(String),
+    /// Record an action item (`<text> [@owner] [due YYYY-MM-DD]`, parsed by
+    /// `domain::record::parse_action`).
+    Action(String),
+    /// Record how many minutes of data were lost (for the RPO verdict).
+    Rpo(u32),
+    /// Write the post-mortem draft now and upload it to the channel.
+    Postmortem,
 }
 
 impl SlashCommand {
@@ -66,6 +82,11 @@ impl SlashCommand {
                     command: Some(_),
                     ..
                 }
+                | SlashCommand::Timeline(_)
+                | SlashCommand::Note(_)
+                | SlashCommand::Action(_)
+                | SlashCommand::Rpo(_)
+                | SlashCommand::Postmortem
         )
     }
 
@@ -81,6 +102,11 @@ impl SlashCommand {
             SlashCommand::Run { .. } => "run",
             SlashCommand::List => "list",
             SlashCommand::Help => "help",
+            SlashCommand::Timeline(_) => "timeline",
+            SlashCommand::Note(_) => "note",
+            SlashCommand::Action(_) => "action",
+            SlashCommand::Rpo(_) => "rpo",
+            SlashCommand::Postmortem => "postmortem",
         }
     }
 }
@@ -132,6 +158,31 @@ pub const USAGES: &[Usage] = &[
         name: "run",
         syntax: "run <command> [key=value ...]",
         about: "Run an approved recovery command after a second person approves (in the incident channel; no command: list them).",
+    },
+    Usage {
+        name: "timeline",
+        syntax: "timeline [<page>]",
+        about: "Show the incident's timeline, newest page last (only you see it).",
+    },
+    Usage {
+        name: "note",
+        syntax: "note <text>",
+        about: "Add a note to the timeline (pinning a message does too).",
+    },
+    Usage {
+        name: "action",
+        syntax: "action <text> [@owner] [due YYYY-MM-DD]",
+        about: "Record an action item for the post-mortem.",
+    },
+    Usage {
+        name: "rpo",
+        syntax: "rpo <minutes of data lost>",
+        about: "Record how much data was lost, for the post-mortem's RPO verdict.",
+    },
+    Usage {
+        name: "postmortem",
+        syntax: "postmortem",
+        about: "Write the post-mortem draft from the record now and upload it here.",
     },
     Usage {
         name: "list",
@@ -283,6 +334,40 @@ pub fn parse(text: &str) -> Result<SlashCommand, ParseError> {
             };
             Ok(SlashCommand::Run { command, args })
         }
+        "timeline" => match words.as_slice() {
+            [] => Ok(SlashCommand::Timeline(1)),
+            [page] => match page.parse::<u32>() {
+                Ok(n) if n >= 1 => Ok(SlashCommand::Timeline(n)),
+                _ => Err(error("timeline", format!("page: `{page}` is not a page number (1, 2, ...)."))),
+            },
+            _ => Err(error("timeline", format!("`timeline` takes at most a page number ({} given).", words.len()))),
+        },
+        "note" => {
+            if rest.is_empty() {
+                Err(error("note", "text: the note text is required."))
+            } else {
+                Ok(SlashCommand::Note(rest.to_string()))
+            }
+        }
+        "action" => {
+            if rest.is_empty() {
+                Err(error("action", "text: say what is to be done."))
+            } else {
+                Ok(SlashCommand::Action(rest.to_string()))
+            }
+        }
+        "rpo" => match words.as_slice() {
+            [minutes] => minutes
+                .trim_end_matches("min")
+                .parse::<u32>()
+                .map(SlashCommand::Rpo)
+                .map_err(|_| error("rpo", format!("minutes: `{minutes}` is not a whole number of minutes (0 when no data was lost)."))),
+            _ => Err(error("rpo", format!("`rpo` takes exactly one number of minutes ({} given).", words.len()))),
+        },
+        "postmortem" | "post-mortem" => match words.as_slice() {
+            [] => Ok(SlashCommand::Postmortem),
+            _ => Err(error("postmortem", "`postmortem` takes no arguments.")),
+        },
         other => Err(ParseError {
             problem: format!("`{other}` is not an /incident command."),
             usage: None,
@@ -394,6 +479,38 @@ mod tests {
             assert!(text.contains(u.syntax), "{}", u.syntax);
         }
         assert_eq!(parse(""), Ok(SlashCommand::Help));
+    }
+
+    #[test]
+    fn record_commands() {
+        assert_eq!(parse("timeline"), Ok(SlashCommand::Timeline(1)));
+        assert_eq!(parse("timeline 3"), Ok(SlashCommand::Timeline(3)));
+        assert!(
+            parse("timeline 0")
+                .unwrap_err()
+                .problem
+                .starts_with("page: `0`")
+        );
+        assert_eq!(
+            parse("note DB CPU at 100%"),
+            Ok(SlashCommand::Note("DB CPU at 100%".into()))
+        );
+        assert!(parse("note").unwrap_err().problem.starts_with("text:"));
+        assert_eq!(
+            parse("action Add alert <@U1> due 2026-12-01"),
+            Ok(SlashCommand::Action(
+                "Add alert <@U1> due 2026-12-01".into()
+            ))
+        );
+        assert_eq!(parse("rpo 20"), Ok(SlashCommand::Rpo(20)));
+        assert!(
+            parse("rpo lots")
+                .unwrap_err()
+                .problem
+                .starts_with("minutes: `lots`")
+        );
+        assert_eq!(parse("postmortem"), Ok(SlashCommand::Postmortem));
+        assert!(SlashCommand::Postmortem.needs_incident_channel());
     }
 
     #[test]

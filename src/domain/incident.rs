@@ -364,6 +364,41 @@ pub enum EventKind {
         /// Seconds late.
         late_by_secs: Option<i64>,
     },
+    /// A note for the record (see `domain::record`): typed with `/incident note`, or a
+    /// message of the channel pinned or marked with a configured reaction.
+    NoteAdded {
+        /// The note, or the message's text.
+        text: String,
+        /// `command`, `pin` or `reaction:<emoji>`.
+        source: String,
+        /// Who wrote the message, when the note is a channel message.
+        author: Option<String>,
+        /// The message's `ts`, when the note is a channel message (one note per message).
+        message_ts: Option<String>,
+    },
+    /// An action item for the post-mortem.
+    ActionItemAdded {
+        /// Its number in this incident, from 1.
+        number: u32,
+        /// What is to be done.
+        text: String,
+        /// Who owns it.
+        owner: Option<String>,
+        /// When it is due.
+        due: Option<chrono::NaiveDate>,
+    },
+    /// How much data the incident lost, for the RPO verdict (`/incident rpo`).
+    RpoRecorded {
+        /// Minutes of data lost.
+        minutes_lost: u32,
+    },
+    /// A post-mortem draft was written from the record and stored.
+    PostmortemDrafted {
+        /// Stored draft id.
+        postmortem_id: i64,
+        /// Draft number for this incident, from 1.
+        version: i64,
+    },
 }
 
 /// Where a message goes.
@@ -438,6 +473,12 @@ pub enum Effect {
         target: String,
         /// What to post.
         message: Message,
+    },
+    /// Upload a stored post-mortem draft to the incident channel (Slack's external
+    /// upload flow; see `outbox::upload`).
+    UploadPostmortem {
+        /// Stored draft id.
+        postmortem_id: i64,
     },
 }
 

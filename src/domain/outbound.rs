@@ -33,6 +33,11 @@ pub enum Modal {
         /// The incident.
         incident_id: IncidentId,
     },
+    /// Declare an incident from a message in `#incident-response`, prefilled from it.
+    DeclareFrom {
+        /// The message and the prefill.
+        offer: super::declare_offer::Offer,
+    },
 }
 
 /// One outbox row's payload.
@@ -75,6 +80,45 @@ pub enum Outbound {
         /// Text (Slack mrkdwn).
         text: String,
     },
+    /// Offer to declare an incident from message `source` in `#incident-response`: a
+    /// "Declare incident" button in its thread, prefilled from its text (`text` when the
+    /// event carried it, else fetched with `conversations.history`).
+    DeclareOffer {
+        /// The message.
+        source: super::declare_offer::SourceMessage,
+        /// Its text, when known (alert bots' `message` events carry it).
+        text: Option<String>,
+    },
+    /// Links a declared incident and the message it was declared from: a post in the
+    /// incident channel pointing at the message, a reply in the message's thread pointing
+    /// at the incident. On the incident's lane, so its channel exists first.
+    SourceLink {
+        /// The incident.
+        incident_id: IncidentId,
+        /// The message.
+        source: super::declare_offer::SourceMessage,
+    },
+    /// Publishes `user`'s App Home tab (`views.publish`) as it is when delivered.
+    PublishHome {
+        /// Slack user id.
+        user: String,
+    },
+    /// Fetch a message someone marked with a note reaction and add it to the incident's
+    /// timeline (a `reaction_added` event does not carry the text).
+    CaptureNote {
+        /// The incident.
+        incident_id: IncidentId,
+        /// Channel id.
+        channel: String,
+        /// The message's ts.
+        ts: String,
+        /// Who reacted.
+        by: String,
+        /// The emoji.
+        emoji: String,
+        /// Who wrote the message, as the event said.
+        author: Option<String>,
+    },
     /// A plain-text reply in a channel or thread (answers to @mentions, delivery notices).
     Reply {
         /// Channel id.
@@ -101,6 +145,17 @@ pub fn incident_key(id: IncidentId) -> String {
 /// The lane of an incident's announcements in `#incident-response`.
 pub fn announce_key(id: IncidentId) -> String {
     format!("announce:{}", id.0)
+}
+
+/// The lane of the declare offer under one message.
+pub fn offer_key(source: &super::declare_offer::SourceMessage) -> String {
+    format!("offer:{}", source.offer_key())
+}
+
+/// The lane of one user's App Home: a publish in it renders the tab as it is then, so
+/// one pending row stands for any number of changes (coalesced).
+pub fn home_key(user: &str) -> String {
+    format!("home:{user}")
 }
 
 /// The lane of a recovery run's jobs.

@@ -92,6 +92,16 @@ pub enum ChainError {
         /// Entry.
         seq: i64,
     },
+    /// An entry's stored event is no longer an event Klaxon can read (edited by hand).
+    #[error("{incident} entry {seq}: the stored event does not decode (edited?): {problem}")]
+    Unreadable {
+        /// Incident.
+        incident: IncidentId,
+        /// Entry.
+        seq: i64,
+        /// The decode error.
+        problem: String,
+    },
     /// An entry does not point at the previous one.
     #[error("{incident} entry {seq}: does not follow entry {prev} (deleted or reordered?)")]
     Broken {

@@ -23,8 +23,10 @@ use crate::store::{Committed, Store, StoreError, StoreTx, TimerRow};
 pub use crate::domain::outbound::incident_key;
 
 mod intake;
+mod record;
 mod roles;
 mod runs;
+pub use record::{Addition, Drafted};
 pub use roles::RoleRequest;
 pub use runs::{Begin, ClickContext, Finished, Prepared, run_key};
 
@@ -289,6 +291,8 @@ impl Engine {
             tx.hurry_lane(&announce_key(id), now).await?;
         }
         self.close_runs_on_resolve(&mut tx, &incident, &mut decision, now)
+            .await?;
+        self.draft_on_resolve(&mut tx, &incident, &mut decision, meta, now)
             .await?;
         self.commit(tx, meta, &decision, now).await?;
         Ok(Outcome {

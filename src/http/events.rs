@@ -27,7 +27,7 @@ enum Envelope {
     },
     EventCallback {
         event_id: String,
-        event: Event,
+        event: Box<Event>,
     },
     #[serde(other)]
     Other,
@@ -42,6 +42,14 @@ struct Event {
     channel: Option<String>,
     ts: Option<String>,
     thread_ts: Option<String>,
+    /// `pin_added`: the channel; `reaction_added` has it in `item`.
+    channel_id: Option<String>,
+    /// `pin_added` / `reaction_added`: what was pinned or reacted to.
+    item: Option<serde_json::Value>,
+    /// `reaction_added`: the emoji name.
+    reaction: Option<String>,
+    /// `reaction_added`: who wrote the message.
+    item_user: Option<String>,
 }
 
 /// The Events API source name in the dedupe table.
@@ -79,7 +87,7 @@ pub async fn handle(
         Envelope::UrlVerification { challenge } => {
             return Json(json!({ "challenge": challenge })).into_response();
         }
-        Envelope::EventCallback { event_id, event } => (event_id, event),
+        Envelope::EventCallback { event_id, event } => (event_id, *event),
         Envelope::Other => {
             tracing::info!("Events API envelope of an unhandled type acknowledged");
             return StatusCode::OK.into_response();
@@ -102,6 +110,32 @@ pub async fn handle(
                 thread,
             )
             .await
+        }
+        // A reaction in #incident-response offers to declare (issue 11); in an incident
+        // channel it may add the message to the timeline. One handler each: both record
+        // the event id, and the second would see a repeat.
+        ("reaction_added", ..)
+            if event
+                .item
+                .as_ref()
+                .and_then(|item| item["channel"].as_str())
+                .is_some_and(|channel| channel == &*state.announce_channel) =>
+        {
+            crate::listen::on_event(&state, &event_id, &body).await
+        }
+        ("message" | "app_home_opened", ..) => {
+            crate::listen::on_event(&state, &event_id, &body).await
+        }
+        (kind @ ("pin_added" | "reaction_added"), user, ..) => {
+            let message = super::timeline_events::MessageEvent {
+                kind,
+                user,
+                channel_id: event.channel_id.as_deref(),
+                item: event.item.as_ref(),
+                reaction: event.reaction.as_deref(),
+                item_user: event.item_user.as_deref(),
+            };
+            super::timeline_events::handle(&state, message, SOURCE, &event_id, &request_id).await
         }
         (kind, ..) => {
             tracing::debug!(%kind, "event without a handler recorded");

@@ -100,6 +100,13 @@ pub async fn run(
                 SlashCommand::Role { role, user } => {
                     return assign_role(state, inv, &incident, role, user).await;
                 }
+                record @ (SlashCommand::Timeline(_)
+                | SlashCommand::Note(_)
+                | SlashCommand::Action(_)
+                | SlashCommand::Rpo(_)
+                | SlashCommand::Postmortem) => {
+                    return super::record_commands::run(state, inv, &incident, record).await;
+                }
                 SlashCommand::Sev(s) => Change::ChangeSeverity(s),
                 SlashCommand::Status(s) => Change::SetStatus(s),
                 SlashCommand::Update(text) => Change::PostUpdate(text),

@@ -176,7 +176,23 @@ pub async fn handle(
             let Some(severity) = severity else {
                 return field_errors(&[("severity", "Choose a severity.".into())]);
             };
-            engine.declare(&meta, severity, &title).await.map(|_| ())
+            match engine.declare(&meta, severity, &title).await {
+                Ok(outcome) => {
+                    if let Some(source) =
+                        crate::listen::offer::source_of_form(&view.private_metadata)
+                    {
+                        // The incident stands either way: an error here must not make the
+                        // form say "try again" (a second incident). Only the link is lost.
+                        let id = outcome.incident.id;
+                        if let Err(e) = crate::listen::offer::link(&state, &meta, id, source).await
+                        {
+                            tracing::error!(%request_id, incident = %id, error = %e, "declared, but the link to the source message could not be queued");
+                        }
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
         }
         RESOLVE_CALLBACK => {
             let Ok(id) = view.private_metadata.parse::<i64>() else {
@@ -293,6 +309,9 @@ async fn button(state: &AppState, request_id: &str, payload: &Payload) -> Respon
     let Some(action) = payload.actions.first() else {
         return (StatusCode::BAD_REQUEST, "block_actions without an action").into_response();
     };
+    if action.action_id == crate::listen::offer::DECLARE_OFFER_ACTION {
+        return declare_offer(state, request_id, payload, &action.value).await;
+    }
     let click = match action.action_id.as_str() {
         APPROVE_ACTION => Click::Approve,
         DENY_ACTION => Click::Deny,
@@ -414,4 +433,45 @@ async fn button(state: &AppState, request_id: &str, payload: &Payload) -> Respon
         }
     }
     StatusCode::OK.into_response()
+}
+
+/// The "Declare incident" button under a message in `#incident-response`: opens the
+/// prefilled form (forms change nothing until submitted, so the loose workspace/app
+/// check of forms applies). A form that cannot open is explained to the clicker.
+async fn declare_offer(
+    state: &AppState,
+    request_id: &str,
+    payload: &Payload,
+    value: &str,
+) -> Response {
+    if let Some(reason) = foreign(state, payload, false) {
+        return (StatusCode::FORBIDDEN, reason).into_response();
+    }
+    let Some(text) =
+        crate::listen::offer::open_form(state, value, payload.trigger_id.as_deref()).await
+    else {
+        return StatusCode::OK.into_response();
+    };
+    let Some(channel) = &payload.channel else {
+        return StatusCode::OK.into_response();
+    };
+    let user = payload.user.id.clone();
+    let out = Outbound::Ephemeral {
+        channel: channel.id.clone(),
+        user: user.clone(),
+        text,
+    };
+    let meta = RequestMeta::user(&user, request_id);
+    match state
+        .engine
+        .send(&meta, &format!("channel:{}", channel.id), out)
+        .await
+    {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            internal_error(request_id, &e),
+        )
+            .into_response(),
+    }
 }

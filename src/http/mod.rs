@@ -7,7 +7,10 @@ pub mod commands;
 pub mod events;
 pub mod incident_commands;
 pub mod interactions;
+mod metrics_route;
+pub mod record_commands;
 mod step_up;
+mod timeline_events;
 pub mod verify;
 
 use std::sync::Arc;
@@ -45,6 +48,12 @@ pub struct AppState {
     /// The Slack Web API, for the one call made on the request path: opening a form
     /// (`views.open`), whose trigger id expires 3 s after the command.
     pub slack: Arc<dyn crate::slack::SlackApi>,
+    /// What Klaxon listens for in `#incident-response` (`[intake]`).
+    pub intake: Arc<crate::config::IntakeConfig>,
+    /// The `#incident-response` channel id.
+    pub announce_channel: Arc<str>,
+    /// Reactions that add a message of an incident channel to its timeline.
+    pub note_reactions: Arc<Vec<String>>,
 }
 
 /// The app's identity (`slack.team_id`, `slack.app_id`) and the incident admins
@@ -140,6 +149,8 @@ pub fn app(state: AppState) -> Router {
         .merge(slack)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_route::metrics))
+        .route_layer(middleware::from_fn(metrics_route::record_latency))
         .with_state(state)
         .layer(
             tower::ServiceBuilder::new()

@@ -73,7 +73,14 @@ impl OutboxWorker {
                 .await
             }
             Outbound::PrepareRun { run_id } => self.prepare_run(run_id).await,
+            capture @ Outbound::CaptureNote { .. } => self.capture_note(row, capture).await,
             Outbound::ExecuteRun { run_id } => self.execute_run(run_id).await,
+            Outbound::DeclareOffer { source, text } => self.deliver_offer(source, text).await,
+            Outbound::SourceLink {
+                incident_id,
+                source,
+            } => self.deliver_source_link(incident_id, source).await,
+            Outbound::PublishHome { user } => self.publish_home(&user).await,
             Outbound::Ephemeral {
                 channel,
                 user,
@@ -105,7 +112,7 @@ impl OutboxWorker {
         }
     }
 
-    async fn incident(&self, id: IncidentId) -> Result<Incident, DeliveryError> {
+    pub(super) async fn incident(&self, id: IncidentId) -> Result<Incident, DeliveryError> {
         self.engine
             .store()
             .incident(id)
@@ -114,7 +121,7 @@ impl OutboxWorker {
             .ok_or_else(|| DeliveryError::Permanent(format!("{id} does not exist")))
     }
 
-    fn channel_of(incident: &Incident) -> Result<&IncidentChannel, DeliveryError> {
+    pub(super) fn channel_of(incident: &Incident) -> Result<&IncidentChannel, DeliveryError> {
         // The channel's own lane opens it before anything else in that lane, so a later row
         // that finds no channel means opening it failed for good (and was reported): this
         // row fails at once instead of blocking the lane through every retry.
@@ -199,6 +206,9 @@ impl OutboxWorker {
                     severity: &severity,
                 };
                 Ok(self.outlets.pagerduty.send(key, &event).await?)
+            }
+            Effect::UploadPostmortem { postmortem_id } => {
+                self.upload_postmortem(id, postmortem_id).await
             }
             Effect::NotifyTarget { target, message } => {
                 let Some(config) = self.outlets.targets.get(&target) else {
@@ -367,6 +377,14 @@ impl OutboxWorker {
             Ok(Outbound::PrepareRun { run_id }) => format!("the preview of run #{run_id}"),
             Ok(Outbound::ExecuteRun { run_id }) => format!("the execution of run #{run_id}"),
             Ok(Outbound::OpenModal { .. }) => "a form".to_string(),
+            Ok(Outbound::DeclareOffer { .. }) => "a declare offer".to_string(),
+            Ok(Outbound::SourceLink { incident_id, .. }) => {
+                format!("the link to the message {incident_id} was declared from")
+            }
+            Ok(Outbound::PublishHome { .. }) => "an App Home tab".to_string(),
+            Ok(Outbound::CaptureNote { incident_id, .. }) => {
+                format!("a message marked for the timeline of {incident_id}")
+            }
             Ok(Outbound::Ephemeral { .. } | Outbound::Reply { .. }) => "a reply".to_string(),
             Err(_) => "an unreadable outbox row".to_string(),
         };
@@ -413,5 +431,6 @@ fn effect_name(effect: &Effect) -> &'static str {
         Effect::Post { .. } => "a message",
         Effect::Page { .. } => "a PagerDuty page",
         Effect::NotifyTarget { .. } => "an escalation notice",
+        Effect::UploadPostmortem { .. } => "the post-mortem draft",
     }
 }

@@ -22,8 +22,10 @@
 
 mod deliver;
 mod digest;
+mod listen;
 pub mod pacing;
 mod runs;
+mod upload;
 
 pub use crate::domain::outbound::{Modal, Outbound};
 pub use pacing::{PaceSettings, Pacer};

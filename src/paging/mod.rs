@@ -134,6 +134,14 @@ impl PagerDuty {
             .map_err(|e| PageError::Transport(e.without_url().to_string()))?;
         let status = response.status();
         if status.is_success() {
+            let action = match event.action {
+                PageAction::Trigger => "trigger",
+                PageAction::Resolve => "resolve",
+            };
+            crate::metrics::process()
+                .pages_sent
+                .with_label_values(&[action])
+                .inc();
             return Ok(());
         }
         let retry_after = response

@@ -73,7 +73,12 @@ impl Scheduler {
             }
             for timer in due {
                 match self.engine.fire_timer(&timer).await {
-                    Ok(TimerOutcome::Fired) => report.fired += 1,
+                    Ok(TimerOutcome::Fired) => {
+                        report.fired += 1;
+                        if timer.kind == crate::domain::timers::TimerKind::StatusReminder {
+                            crate::metrics::process().reminders_sent.inc();
+                        }
+                    }
                     Ok(TimerOutcome::Cancelled) => report.cancelled += 1,
                     Ok(TimerOutcome::AlreadyHandled) => report.skipped += 1,
                     // The lease runs out and the timer is tried again.

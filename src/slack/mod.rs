@@ -6,6 +6,9 @@
 //! configurable so tests point the real client at the emulator in `tests/support`.
 
 pub mod groups;
+pub mod instrumented;
+pub mod manifest;
+pub mod methods;
 pub mod morphism;
 pub mod render;
 
@@ -26,6 +29,15 @@ pub struct ChannelInfo {
     pub creator: Option<String>,
     /// The channel purpose text (empty when unset).
     pub purpose: String,
+}
+
+/// A file reserved with `files.getUploadURLExternal`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileUpload {
+    /// Slack's file id (`F...`).
+    pub file_id: String,
+    /// Where to POST the bytes.
+    pub upload_url: String,
 }
 
 /// Why a Web API call did not succeed, sorted by what the outbox should do next.
@@ -128,6 +140,62 @@ pub trait SlackApi: Send + Sync {
         })
     }
 
+    /// `files.getUploadURLExternal`: reserves a file of `length` bytes; returns Slack's
+    /// file id and the URL to send the bytes to. The default answers an error.
+    async fn upload_url(&self, filename: &str, length: usize) -> Result<FileUpload, SlackError> {
+        let _ = (filename, length);
+        Err(SlackError::Api {
+            code: "files_upload_not_supported".into(),
+        })
+    }
+
+    /// Sends a file's bytes to the URL [`SlackApi::upload_url`] returned (a plain HTTP
+    /// POST of the raw bytes). A refused URL (expired) is a `Transport` error whose text
+    /// starts with `upload refused`.
+    async fn upload_bytes(&self, upload_url: &str, bytes: &[u8]) -> Result<(), SlackError> {
+        let _ = (upload_url, bytes);
+        Err(SlackError::Api {
+            code: "files_upload_not_supported".into(),
+        })
+    }
+
+    /// `files.completeUploadExternal`: finishes an upload and shares the file in
+    /// `channel` with `comment`.
+    async fn complete_upload(
+        &self,
+        file_id: &str,
+        title: &str,
+        channel: &str,
+        comment: &str,
+    ) -> Result<(), SlackError> {
+        let _ = (file_id, title, channel, comment);
+        Err(SlackError::Api {
+            code: "files_upload_not_supported".into(),
+        })
+    }
+
+    /// `conversations.history` narrowed to one message: the text and author of message
+    /// `ts` in `channel` (`None` when it is not there, e.g. a thread reply).
+    async fn message(
+        &self,
+        channel: &str,
+        ts: &str,
+    ) -> Result<Option<(String, Option<String>)>, SlackError> {
+        let _ = (channel, ts);
+        Err(SlackError::Api {
+            code: "conversations_history_not_supported".into(),
+        })
+    }
+
+    /// `users.info`'s `tz` (an IANA zone name such as `Europe/Berlin`), to show times
+    /// in the reader's zone; `None` when Slack has none for the user.
+    async fn user_time_zone(&self, user: &str) -> Result<Option<String>, SlackError> {
+        let _ = user;
+        Err(SlackError::Api {
+            code: "users_info_not_supported".into(),
+        })
+    }
+
     /// `chat.update`: replaces message `ts` in `channel` (fallback `text` and Block Kit
     /// `blocks`, an empty array removing every block, buttons included). The default
     /// answers an error (the outbox retries, then keeps the row as failed).
@@ -141,6 +209,25 @@ pub trait SlackApi: Send + Sync {
         let _ = (channel, ts, text, blocks);
         Err(SlackError::Api {
             code: "chat_update_not_supported".into(),
+        })
+    }
+
+    /// `conversations.history` (then `conversations.replies`, for a reply in a thread):
+    /// the text of message `ts` in `channel`, `None` when it no longer exists. The
+    /// default answers an error (the offer is retried, then reported).
+    async fn message_text(&self, channel: &str, ts: &str) -> Result<Option<String>, SlackError> {
+        let _ = (channel, ts);
+        Err(SlackError::Api {
+            code: "conversations_history_not_supported".into(),
+        })
+    }
+
+    /// `views.publish`: replaces `user`'s App Home tab with `view`. The default answers
+    /// an error.
+    async fn publish_home(&self, user: &str, view: &serde_json::Value) -> Result<(), SlackError> {
+        let _ = (user, view);
+        Err(SlackError::Api {
+            code: "views_publish_not_supported".into(),
         })
     }
 }

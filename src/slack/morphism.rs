@@ -22,6 +22,9 @@ use tokio::sync::OnceCell;
 
 use super::{ChannelInfo, SlackApi, SlackError};
 
+mod files;
+mod listen;
+
 /// Channels asked for per `conversations.list` page (Slack's recommended maximum is 200).
 const LIST_PAGE_SIZE: u16 = 200;
 
@@ -149,6 +152,42 @@ impl SlackApi for MorphismSlack {
         self.inner.user_info(user).await
     }
 
+    async fn upload_url(
+        &self,
+        filename: &str,
+        length: usize,
+    ) -> Result<super::FileUpload, SlackError> {
+        self.inner.upload_url(filename, length).await
+    }
+
+    async fn upload_bytes(&self, upload_url: &str, bytes: &[u8]) -> Result<(), SlackError> {
+        self.inner.upload_bytes(upload_url, bytes).await
+    }
+
+    async fn complete_upload(
+        &self,
+        file_id: &str,
+        title: &str,
+        channel: &str,
+        comment: &str,
+    ) -> Result<(), SlackError> {
+        self.inner
+            .complete_upload(file_id, title, channel, comment)
+            .await
+    }
+
+    async fn user_time_zone(&self, user: &str) -> Result<Option<String>, SlackError> {
+        self.inner.user_time_zone(user).await
+    }
+
+    async fn message(
+        &self,
+        channel: &str,
+        ts: &str,
+    ) -> Result<Option<(String, Option<String>)>, SlackError> {
+        self.inner.message(channel, ts).await
+    }
+
     async fn update_message(
         &self,
         channel: &str,
@@ -158,11 +197,21 @@ impl SlackApi for MorphismSlack {
     ) -> Result<(), SlackError> {
         self.inner.update_message(channel, ts, text, blocks).await
     }
+
+    async fn message_text(&self, channel: &str, ts: &str) -> Result<Option<String>, SlackError> {
+        self.inner.message_text(channel, ts).await
+    }
+
+    async fn publish_home(&self, user: &str, view: &serde_json::Value) -> Result<(), SlackError> {
+        self.inner.publish_home(user, view).await
+    }
 }
 
 /// The implementation, generic over the hyper connector (TLS or plain HTTP).
 struct Backend<C: SlackClientHttpConnector + Send + Sync> {
     client: SlackClient<C>,
+    /// For the one call that is not a Web API method: the bytes of a file upload.
+    http: reqwest::Client,
     token: SecretString,
     bot_user_id: OnceCell<String>,
 }
@@ -184,6 +233,7 @@ impl<C: SlackClientHttpConnector + Send + Sync> Backend<C> {
     fn new(connector: C, token: SecretString) -> Self {
         Self {
             client: SlackClient::new(connector),
+            http: reqwest::Client::new(),
             token,
             bot_user_id: OnceCell::new(),
         }
@@ -495,6 +545,49 @@ where
             is_bot: u.is_bot || u.is_app_user,
             deleted: u.deleted,
         })
+    }
+
+    async fn message_text(&self, channel: &str, ts: &str) -> Result<Option<String>, SlackError> {
+        self.fetch_message_text(channel, ts).await
+    }
+
+    async fn publish_home(&self, user: &str, view: &serde_json::Value) -> Result<(), SlackError> {
+        self.publish(user, view).await
+    }
+
+    async fn upload_url(
+        &self,
+        filename: &str,
+        length: usize,
+    ) -> Result<super::FileUpload, SlackError> {
+        self.upload_url_call(filename, length).await
+    }
+
+    async fn upload_bytes(&self, upload_url: &str, bytes: &[u8]) -> Result<(), SlackError> {
+        self.upload_bytes_call(upload_url, bytes).await
+    }
+
+    async fn complete_upload(
+        &self,
+        file_id: &str,
+        title: &str,
+        channel: &str,
+        comment: &str,
+    ) -> Result<(), SlackError> {
+        self.complete_upload_call(file_id, title, channel, comment)
+            .await
+    }
+
+    async fn message(
+        &self,
+        channel: &str,
+        ts: &str,
+    ) -> Result<Option<(String, Option<String>)>, SlackError> {
+        self.message_call(channel, ts).await
+    }
+
+    async fn user_time_zone(&self, user: &str) -> Result<Option<String>, SlackError> {
+        self.user_time_zone_call(user).await
     }
 
     /// `chat.update` through `http_post` (answer ignored beyond `ok`).

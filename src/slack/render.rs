@@ -140,6 +140,7 @@ pub fn modal(modal: &Modal) -> Value {
                 ]
             })
         }
+        Modal::DeclareFrom { offer } => crate::listen::offer::declare_form(offer),
         Modal::Resolve { incident_id } => json!({
             "type": "modal",
             "callback_id": RESOLVE_CALLBACK,

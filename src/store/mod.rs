@@ -9,8 +9,10 @@
 //! Every change goes through a [`StoreTx`]: the engine appends events, saves the
 //! projection and enqueues outbox rows in ONE transaction.
 
+mod home;
 mod listen;
 mod outbox;
+mod postmortems;
 mod retention;
 mod runs;
 mod timers;
@@ -26,7 +28,9 @@ use sqlx::{AnyPool, Executor};
 use crate::domain::incident::{Actor, Incident, IncidentId};
 use crate::domain::timeline::TimelineEntry;
 
+pub use home::AwaitingRun;
 pub use outbox::{OutboxCounts, OutboxRow, Settlement};
+pub use postmortems::{LaneDepth, PostmortemRow};
 pub use retention::Pruned;
 pub use runs::{Approval, ApprovalWrite, Closed, NewRun, RunRow, RunUpdate, trigger_refusal};
 pub use timers::TimerRow;

@@ -7,6 +7,7 @@
 
 pub mod pagerduty;
 pub mod slack_emulator;
+pub mod socket_server;
 
 use std::sync::Arc;
 
@@ -134,6 +135,8 @@ pub struct TestApp {
     pub config: Config,
     /// The engine the HTTP handlers use.
     pub engine: klaxon::engine::Engine,
+    /// The handlers' state (Socket Mode drives the same handlers with it).
+    pub state: klaxon::http::AppState,
 }
 
 /// A test's config: the example file with the emulator's URL and test secrets.
@@ -255,6 +258,7 @@ impl TestApp {
         };
         TestApp {
             engine: services.state.engine.clone(),
+            state: services.state.clone(),
             router: klaxon::http::app(services.state),
             worker: services.worker,
             scheduler: services.scheduler,

@@ -99,6 +99,32 @@ struct Inner {
     view_counter: u64,
     usergroups: HashMap<String, Vec<String>>,
     users: HashMap<String, Value>,
+    /// What `apps.connections.open` answers (the Socket Mode WebSocket URL).
+    socket_url: Option<String>,
+    /// Home tabs published with `views.publish`, by user.
+    homes: HashMap<String, Value>,
+    /// Files reserved with `files.getUploadURLExternal`, in order.
+    files: Vec<EmulatedFile>,
+    /// `http://127.0.0.1:PORT`, for the upload URLs handed out.
+    origin: String,
+}
+
+/// A file reserved through the external upload flow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EmulatedFile {
+    /// File id, e.g. `F0000001`.
+    pub id: String,
+    /// The name given to `files.getUploadURLExternal`.
+    pub filename: String,
+    /// The length announced.
+    pub length: usize,
+    /// The bytes POSTed to the upload URL (the last POST), if any.
+    pub bytes: Option<Vec<u8>>,
+    /// How many times bytes were POSTed.
+    pub posts: usize,
+    /// Channels it was shared in by `files.completeUploadExternal`, with the title and
+    /// comment of each completion.
+    pub shares: Vec<(String, String, String)>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -116,11 +142,13 @@ impl SlackEmulator {
         let state: Shared = Arc::default();
         let app = Router::new()
             .route("/api/{method}", any(handle))
+            .route("/upload/{file_id}", axum::routing::post(upload))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the Slack emulator");
         let addr = listener.local_addr().expect("emulator address");
+        lock(&state).origin = format!("http://{addr}");
         tokio::spawn(async move {
             axum::serve(listener, app)
                 .await
@@ -180,6 +208,55 @@ impl SlackEmulator {
         self.lock().users.insert(user.to_owned(), fields);
     }
 
+    /// Sets the URL `apps.connections.open` answers (a local Socket Mode server).
+    pub fn set_socket_url(&self, url: &str) {
+        self.lock().socket_url = Some(url.to_owned());
+    }
+
+    /// The Home tab last published for `user`.
+    pub fn home_of(&self, user: &str) -> Option<Value> {
+        self.lock().homes.get(user).cloned()
+    }
+
+    /// Stores a message posted by someone else (a person `U...` or an alerting bot
+    /// `B...`) in `channel`, creating the channel if needed; returns its ts. Read back by
+    /// `conversations.history` / `conversations.replies`.
+    pub fn add_message(
+        &self,
+        channel: &str,
+        author: &str,
+        text: &str,
+        thread_ts: Option<&str>,
+    ) -> String {
+        let mut inner = self.lock();
+        let ts = inner.next_ts();
+        let mut message = json!({ "type": "message", "ts": ts, "text": text });
+        if author.starts_with('B') {
+            message["bot_id"] = Value::String(author.to_owned());
+            message["subtype"] = Value::String("bot_message".into());
+        } else {
+            message["user"] = Value::String(author.to_owned());
+        }
+        if let Some(t) = thread_ts {
+            message["thread_ts"] = Value::String(t.to_owned());
+        }
+        match inner.channels.iter_mut().find(|c| c.id == channel) {
+            Some(c) => c.messages.push(message),
+            None => inner.channels.push(EmulatedChannel {
+                id: channel.to_owned(),
+                name: channel.to_lowercase(),
+                creator: String::new(),
+                purpose: String::new(),
+                topic: String::new(),
+                members: Vec::new(),
+                messages: vec![message],
+                is_private: false,
+                created: now_secs(),
+            }),
+        }
+        ts
+    }
+
     /// Adds a pre-existing public channel (its creator is its only member); returns its id.
     pub fn add_channel(&self, name: &str, creator: &str, purpose: &str) -> String {
         let mut inner = self.lock();
@@ -196,6 +273,26 @@ impl SlackEmulator {
             created: now_secs(),
         });
         id
+    }
+
+    /// Files reserved through the external upload flow, in order.
+    pub fn files(&self) -> Vec<EmulatedFile> {
+        self.lock().files.clone()
+    }
+
+    /// A message a person wrote in `channel` (for pins and reactions); returns its ts.
+    pub fn add_user_message(&self, channel: &str, user: &str, text: &str) -> String {
+        let mut inner = self.lock();
+        let ts = inner.next_ts();
+        let message = json!({"type": "message", "user": user, "text": text, "ts": ts});
+        inner
+            .channels
+            .iter_mut()
+            .find(|c| c.id == channel)
+            .expect("add_user_message: no such channel")
+            .messages
+            .push(message);
+        ts
     }
 
     /// The channel with this id.
@@ -332,6 +429,26 @@ async fn handle(
         }
         (None, Err(code)) => slack_error(code),
     }
+}
+
+/// The upload URL: takes the raw bytes of a reserved file, answers `OK - <length>` in
+/// text as Slack does. Unknown file ids get 404.
+async fn upload(State(state): State<Shared>, Path(file_id): Path<String>, body: Bytes) -> Response {
+    let mut inner = lock(&state);
+    let failure = inner
+        .failures
+        .get_mut("upload")
+        .and_then(VecDeque::pop_front);
+    if let Some(Failure::Status(status)) = failure {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (status, "emulated upload failure").into_response();
+    }
+    let Some(file) = inner.files.iter_mut().find(|f| f.id == file_id) else {
+        return (StatusCode::NOT_FOUND, "no such upload").into_response();
+    };
+    file.bytes = Some(body.to_vec());
+    file.posts += 1;
+    (StatusCode::OK, format!("OK - {}", body.len())).into_response()
 }
 
 fn slack_error(code: &str) -> Response {
@@ -583,6 +700,111 @@ impl Inner {
                 answer(json!({"message_ts": ts}))
             }
             "views.open" | "views.update" | "views.push" => self.view(method, args),
+            // Newest first, top-level messages only (thread replies are left out, as
+            // Slack does), between `oldest` and `latest` (exclusive unless `inclusive`),
+            // at most `limit`.
+            "conversations.history" => {
+                let bound = |name| arg(args, name).and_then(|t| t.parse::<f64>().ok());
+                let (oldest, latest) = (bound("oldest"), bound("latest"));
+                let inclusive = bool_arg(args, "inclusive");
+                let limit = arg(args, "limit")
+                    .and_then(|l| l.parse::<usize>().ok())
+                    .filter(|l| *l > 0)
+                    .unwrap_or(100);
+                let channel = self.channel_mut(args)?;
+                let within = |m: &Value| {
+                    let Some(ts) = m["ts"].as_str().and_then(|t| t.parse::<f64>().ok()) else {
+                        return false;
+                    };
+                    let after = oldest.is_none_or(|o| if inclusive { ts >= o } else { ts > o });
+                    let before = latest.is_none_or(|l| if inclusive { ts <= l } else { ts < l });
+                    after && before
+                };
+                let found: Vec<Value> = channel
+                    .messages
+                    .iter()
+                    .rev()
+                    .filter(|m| m.get("thread_ts").is_none_or(|t| t == &m["ts"]))
+                    .filter(|m| within(m))
+                    .take(limit)
+                    .cloned()
+                    .collect();
+                answer(json!({"messages": found, "has_more": false}))
+            }
+            // The parent `ts` and its replies; a reply's ts answers that reply.
+            "conversations.replies" => {
+                let ts = arg(args, "ts").ok_or("thread_not_found")?;
+                let channel = self.channel_mut(args)?;
+                let found: Vec<Value> = channel
+                    .messages
+                    .iter()
+                    .filter(|m| m["ts"] == ts.as_str() || m["thread_ts"] == ts.as_str())
+                    .cloned()
+                    .collect();
+                if found.is_empty() {
+                    return Err("thread_not_found");
+                }
+                answer(json!({"messages": found, "has_more": false}))
+            }
+            "views.publish" => {
+                let user = arg(args, "user_id").ok_or("invalid_arguments")?;
+                let view = json_arg(args, "view").ok_or("invalid_arguments")?;
+                if view["type"] != "home" {
+                    return Err("invalid_arguments");
+                }
+                self.homes.insert(user, view.clone());
+                answer(json!({"view": view}))
+            }
+            "apps.connections.open" => match &self.socket_url {
+                Some(url) => answer(json!({"url": url})),
+                None => Err("invalid_auth"),
+            },
+            "files.getUploadURLExternal" => {
+                let filename = arg(args, "filename").ok_or("invalid_arguments")?;
+                let length: usize = arg(args, "length")
+                    .and_then(|l| l.parse().ok())
+                    .ok_or("invalid_arguments")?;
+                let id = format!("F{:07}", self.files.len() + 1);
+                let upload_url = format!("{}/upload/{id}", self.origin);
+                self.files.push(EmulatedFile {
+                    id: id.clone(),
+                    filename,
+                    length,
+                    bytes: None,
+                    posts: 0,
+                    shares: Vec::new(),
+                });
+                answer(json!({"upload_url": upload_url, "file_id": id}))
+            }
+            // Only files whose bytes arrived, with the announced length, can be completed.
+            "files.completeUploadExternal" => {
+                let files = json_arg(args, "files").ok_or("invalid_arguments")?;
+                let channel = arg(args, "channel_id").unwrap_or_default();
+                if !channel.is_empty() && !self.channels.iter().any(|c| c.id == channel) {
+                    return Err("channel_not_found");
+                }
+                let comment = arg(args, "initial_comment").unwrap_or_default();
+                let mut done = Vec::new();
+                for f in files.as_array().ok_or("invalid_arguments")? {
+                    let id = f["id"].as_str().ok_or("invalid_arguments")?;
+                    let title = f["title"].as_str().unwrap_or_default().to_string();
+                    let file = self
+                        .files
+                        .iter_mut()
+                        .find(|x| x.id == id)
+                        .ok_or("file_not_found")?;
+                    match &file.bytes {
+                        Some(b) if b.len() == file.length => {}
+                        _ => return Err("file_upload_size_mismatch"),
+                    }
+                    if !channel.is_empty() {
+                        file.shares
+                            .push((channel.clone(), title.clone(), comment.clone()));
+                    }
+                    done.push(json!({"id": id, "title": title}));
+                }
+                answer(json!({"files": done}))
+            }
             _ => Err("unknown_method"),
         }
     }
