@@ -23,10 +23,10 @@ impl OutboxWorker {
                     .slack(
                         "conversations.history",
                         None,
-                        self.outlets.slack.message_text(&source.channel, &source.ts),
+                        self.outlets.slack.message(&source.channel, &source.ts),
                     )
                     .await?;
-                let Some(text) = fetched else {
+                let Some((text, _author)) = fetched else {
                     tracing::info!(channel = %source.channel, ts = %source.ts, "message reacted to is gone; no declare offer");
                     return Ok(());
                 };

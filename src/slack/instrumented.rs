@@ -183,13 +183,6 @@ impl SlackApi for Instrumented {
         counted("users.info", self.inner.user_time_zone(user).await)
     }
 
-    async fn message_text(&self, channel: &str, ts: &str) -> Result<Option<String>, SlackError> {
-        counted(
-            "conversations.history",
-            self.inner.message_text(channel, ts).await,
-        )
-    }
-
     async fn publish_home(&self, user: &str, view: &serde_json::Value) -> Result<(), SlackError> {
         counted("views.publish", self.inner.publish_home(user, view).await)
     }

@@ -174,8 +174,9 @@ pub trait SlackApi: Send + Sync {
         })
     }
 
-    /// `conversations.history` narrowed to one message: the text and author of message
-    /// `ts` in `channel` (`None` when it is not there, e.g. a thread reply).
+    /// The text and author of message `ts` in `channel`: `conversations.history`
+    /// narrowed to it, then `conversations.replies` for a reply in a thread; `None` when
+    /// it no longer exists.
     async fn message(
         &self,
         channel: &str,
@@ -209,16 +210,6 @@ pub trait SlackApi: Send + Sync {
         let _ = (channel, ts, text, blocks);
         Err(SlackError::Api {
             code: "chat_update_not_supported".into(),
-        })
-    }
-
-    /// `conversations.history` (then `conversations.replies`, for a reply in a thread):
-    /// the text of message `ts` in `channel`, `None` when it no longer exists. The
-    /// default answers an error (the offer is retried, then reported).
-    async fn message_text(&self, channel: &str, ts: &str) -> Result<Option<String>, SlackError> {
-        let _ = (channel, ts);
-        Err(SlackError::Api {
-            code: "conversations_history_not_supported".into(),
         })
     }
 

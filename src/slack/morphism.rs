@@ -198,10 +198,6 @@ impl SlackApi for MorphismSlack {
         self.inner.update_message(channel, ts, text, blocks).await
     }
 
-    async fn message_text(&self, channel: &str, ts: &str) -> Result<Option<String>, SlackError> {
-        self.inner.message_text(channel, ts).await
-    }
-
     async fn publish_home(&self, user: &str, view: &serde_json::Value) -> Result<(), SlackError> {
         self.inner.publish_home(user, view).await
     }
@@ -547,10 +543,6 @@ where
         })
     }
 
-    async fn message_text(&self, channel: &str, ts: &str) -> Result<Option<String>, SlackError> {
-        self.fetch_message_text(channel, ts).await
-    }
-
     async fn publish_home(&self, user: &str, view: &serde_json::Value) -> Result<(), SlackError> {
         self.publish(user, view).await
     }
@@ -583,7 +575,7 @@ where
         channel: &str,
         ts: &str,
     ) -> Result<Option<(String, Option<String>)>, SlackError> {
-        self.message_call(channel, ts).await
+        self.fetch_message(channel, ts).await
     }
 
     async fn user_time_zone(&self, user: &str) -> Result<Option<String>, SlackError> {

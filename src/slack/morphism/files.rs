@@ -103,37 +103,6 @@ where
             .map_err(|e| self.map_error("files.completeUploadExternal", e))
     }
 
-    /// `conversations.history` from `ts` to `ts` inclusive: that one message.
-    pub(super) async fn message_call(
-        &self,
-        channel: &str,
-        ts: &str,
-    ) -> Result<Option<(String, Option<String>)>, SlackError> {
-        let params = vec![
-            ("channel", Some(channel)),
-            ("latest", Some(ts)),
-            ("oldest", Some(ts)),
-            ("inclusive", Some("true")),
-            ("limit", Some("1")),
-        ];
-        let token = self.api_token();
-        let session = self.client.open_session(&token);
-        let answer: HistoryResponse = session
-            .http_session_api
-            .http_get(
-                "conversations.history",
-                &params,
-                Some(&SLACK_TIER3_METHOD_CONFIG),
-            )
-            .await
-            .map_err(|e| self.map_error("conversations.history", e))?;
-        Ok(answer
-            .messages
-            .into_iter()
-            .find(|m| m.ts == ts)
-            .map(|m| (m.text, m.user)))
-    }
-
     /// `users.info`, reading only `tz`.
     pub(super) async fn user_time_zone_call(
         &self,
@@ -159,21 +128,6 @@ struct UploadUrlResponse {
 }
 
 /// The part of a `conversations.history` answer Klaxon reads.
-#[derive(Deserialize)]
-struct HistoryResponse {
-    #[serde(default)]
-    messages: Vec<HistoryMessage>,
-}
-
-#[derive(Deserialize)]
-struct HistoryMessage {
-    ts: String,
-    #[serde(default)]
-    text: String,
-    #[serde(default)]
-    user: Option<String>,
-}
-
 /// The `tz` of a `users.info` answer.
 #[derive(Deserialize)]
 struct UsersInfoTz {

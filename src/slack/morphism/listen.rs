@@ -21,6 +21,8 @@ struct FetchedMessage {
     #[serde(default)]
     text: String,
     #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
     attachments: Vec<Attachment>,
 }
 
@@ -35,27 +37,30 @@ struct Attachment {
 }
 
 impl FetchedMessage {
-    /// The text, or for an alert posted only as attachments, the first attachment's.
-    fn readable(self) -> String {
+    /// The text (for an alert posted only as attachments, the first attachment's) and
+    /// the author.
+    fn readable(self) -> (String, Option<String>) {
         if !self.text.trim().is_empty() {
-            return self.text;
+            return (self.text, self.user);
         }
-        self.attachments
+        let text = self
+            .attachments
             .into_iter()
             .find_map(|a| a.title.or(a.fallback).or(a.text))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        (text, self.user)
     }
 }
 
 impl<C: SlackClientHttpConnector + Send + Sync> Backend<C> {
     /// `conversations.history` for exactly `ts` (a top-level message), then
-    /// `conversations.replies` (a reply in a thread): the message's text, `None` when
-    /// neither finds it (deleted).
-    pub(super) async fn fetch_message_text(
+    /// `conversations.replies` (a reply in a thread): the message's text and author,
+    /// `None` when neither finds it (deleted).
+    pub(super) async fn fetch_message(
         &self,
         channel: &str,
         ts: &str,
-    ) -> Result<Option<String>, SlackError> {
+    ) -> Result<Option<(String, Option<String>)>, SlackError> {
         let token = self.api_token();
         let session = self.client.open_session(&token);
         let params = vec![
