@@ -68,7 +68,10 @@ pub fn tier_per_minute(method: &str) -> Option<f64> {
         | "conversations.setTopic"
         | "conversations.list"
         | "usergroups.users.list" => 20.0,
-        "conversations.invite" | "chat.update" => 50.0,
+        "conversations.invite"
+        | "chat.update"
+        | "conversations.history"
+        | "conversations.replies" => 50.0,
         "chat.postEphemeral"
         | "views.open"
         | "views.publish"

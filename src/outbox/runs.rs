@@ -239,11 +239,7 @@ impl OutboxWorker {
                     .await?
             }
             None => {
-                let ts = self
-                    .outlets
-                    .slack
-                    .post_message(&channel, &text, &blocks, None)
-                    .await?;
+                let ts = self.post_once(&channel, &text, &blocks, None).await?;
                 self.engine
                     .run_message_posted(run.id, &channel, &ts)
                     .await

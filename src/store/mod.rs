@@ -26,7 +26,7 @@ use sqlx::{AnyPool, Executor};
 use crate::domain::incident::{Actor, Incident, IncidentId};
 use crate::domain::timeline::TimelineEntry;
 
-pub use outbox::{OutboxCounts, OutboxRow, Settlement};
+pub use outbox::{OutboxCounts, OutboxRow, Posted, Settlement};
 pub use retention::Pruned;
 pub use runs::{Approval, ApprovalWrite, Closed, NewRun, RunRow, RunUpdate, trigger_refusal};
 pub use timers::TimerRow;

@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Map, Value, json};
 
+
 /// The user id `auth.test` reports for the bot.
 pub const BOT_USER_ID: &str = "UKLAXONBOT";
 /// The bot id `auth.test` reports.
@@ -62,6 +63,12 @@ pub enum Failure {
     Status(u16),
     /// Answer normally, but only after this long (a slow or hung Slack).
     Delay(std::time::Duration),
+    /// Carry the call out (a post is posted), then answer with this HTTP status: the
+    /// answer was lost on its way back.
+    AnswerLost(u16),
+    /// Carry the call out, then hold the answer this long (a caller killed meanwhile never
+    /// learns the call succeeded).
+    AnswerAfter(std::time::Duration),
 }
 
 /// A channel as the emulator stores it.
@@ -99,6 +106,9 @@ struct Inner {
     view_counter: u64,
     usergroups: HashMap<String, Vec<String>>,
     users: HashMap<String, Value>,
+    /// Where message timestamps come from when set (see [`SlackEmulator::use_clock`]).
+    clock: Option<Arc<dyn klaxon::clock::Clock>>,
+    last_ts_micros: u64,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -134,6 +144,13 @@ impl SlackEmulator {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         lock(&self.state)
+    }
+
+    /// Stamps messages with `clock`'s time (unique, increasing), as Slack stamps them with
+    /// its own, so `oldest` in `conversations.history` means what it means in Slack.
+    /// Without a clock, timestamps count up from 2023-11-14.
+    pub fn use_clock(&self, clock: Arc<dyn klaxon::clock::Clock>) {
+        self.lock().clock = Some(clock);
     }
 
     /// Every call in arrival order, failed ones included.
@@ -284,6 +301,9 @@ async fn handle(
             tokio::time::sleep(d).await;
             None
         }
+        Some(lost @ (Failure::AnswerLost(_) | Failure::AnswerAfter(_))) => {
+            return apply_then_lose(&state, &method, args, bearer_token, lost).await;
+        }
         other => other,
     };
     let mut inner = lock(&state);
@@ -321,7 +341,9 @@ async fn handle(
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             response
         }
-        (Some(Failure::Delay(_)), _) => unreachable!("delays answer normally"),
+        (Some(Failure::Delay(_) | Failure::AnswerLost(_) | Failure::AnswerAfter(_)), _) => {
+            unreachable!("answered above")
+        }
         (Some(Failure::Status(status)), _) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             (status, format!("emulated HTTP {status}")).into_response()
@@ -467,6 +489,16 @@ impl Inner {
     }
 
     fn next_ts(&mut self) -> String {
+        if let Some(clock) = &self.clock {
+            let now = klaxon::clock::Clock::now(&**clock);
+            let micros = (now.timestamp() as u64) * 1_000_000 + u64::from(now.timestamp_subsec_micros());
+            self.last_ts_micros = micros.max(self.last_ts_micros + 1);
+            return format!(
+                "{}.{:06}",
+                self.last_ts_micros / 1_000_000,
+                self.last_ts_micros % 1_000_000
+            );
+        }
         self.ts_counter += 1;
         let micros = self.ts_counter * 100;
         format!(
@@ -545,6 +577,8 @@ impl Inner {
                 answer(json!({"channel": channel_json(channel)}))
             }
             "chat.postMessage" => self.post_message(args),
+            "conversations.history" => self.history(args),
+            "conversations.replies" => self.replies(args),
             // Unknown users are regular members of the emulated team; `set_user` changes that.
             "users.info" => {
                 let id = arg(args, "user").ok_or("user_not_found")?;
@@ -708,6 +742,9 @@ impl Inner {
         if let Some(thread_ts) = thread_ts {
             message["thread_ts"] = Value::String(thread_ts);
         }
+        if let Some(metadata) = json_arg(args, "metadata") {
+            message["metadata"] = metadata;
+        }
         channel.messages.push(message.clone());
         answer(json!({"channel": channel.id, "ts": ts, "message": message}))
     }
@@ -736,3 +773,5 @@ impl Inner {
         answer(json!({"view": view}))
     }
 }
+
+include!("slack_history.rs");
