@@ -28,7 +28,8 @@ mod runs;
 pub use crate::domain::outbound::{Modal, Outbound};
 pub use once::LOOKBACK_MARGIN;
 pub use pacing::{PaceSettings, Pacer};
-pub use runs::{EXECUTION_LEASE, Recovery};
+/// Recovery runs live with the recovery code; named here too for existing callers.
+pub use crate::commands::execution::{EXECUTION_LEASE, Recovery};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::domain::message::{Block, Message, Span};
 use crate::domain::severity::Severity;
-use crate::outbox::Modal;
+use crate::domain::outbound::Modal;
 
 /// Escapes the three characters Slack's mrkdwn treats as control characters.
 pub fn escape(text: &str) -> String {

@@ -27,6 +27,7 @@ use crate::domain::incident::{Actor, Incident, IncidentId};
 use crate::domain::timeline::TimelineEntry;
 
 pub use outbox::{OutboxCounts, OutboxRow, Posted, Settlement};
+pub use totp::Sealed;
 pub use retention::Pruned;
 pub use runs::{Approval, ApprovalWrite, Closed, NewRun, RunRow, RunUpdate, trigger_refusal};
 pub use timers::TimerRow;

@@ -3,7 +3,7 @@
 //! `chat.postMessage` carries `metadata: {event_type: "klaxon_outbox", event_payload:
 //! {row, install}}`; Slack returns it from `conversations.history` (and `.replies`) only
 //! when asked with `include_all_metadata=true`. The outbox uses the pair to make a post
-//! idempotent across a crash: see `crate::outbox::once`.
+//! idempotent across a crash: see the outbox's `once` module.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
