@@ -59,7 +59,10 @@ async fn drain(app: &TestApp) {
         }
         app.clock.advance(TimeDelta::minutes(1));
     }
-    panic!("the outbox did not drain: {:?}", app.store.outbox_counts().await);
+    panic!(
+        "the outbox did not drain: {:?}",
+        app.store.outbox_counts().await
+    );
 }
 
 /// The outbox row whose message is `ts`, from the stored delivery receipts.
@@ -76,8 +79,11 @@ async fn row_with_ts(app: &TestApp, ts: &str) -> Option<i64> {
 
 /// A fresh worker on the same database (a restarted process: a new lease owner).
 fn restarted_worker(app: &TestApp) -> OutboxWorker {
-    let client = MorphismSlack::new(&app.config.slack.api_url, app.config.slack.bot_token.clone())
-        .expect("slack client");
+    let client = MorphismSlack::new(
+        &app.config.slack.api_url,
+        app.config.slack.bot_token.clone(),
+    )
+    .expect("slack client");
     klaxon::app::wire(
         app.store.clone(),
         &app.config,
@@ -177,7 +183,8 @@ async fn a_post_cut_off_by_a_crash_is_found_by_the_next_worker(db: Db) {
 async fn a_post_that_never_reached_slack_is_posted_exactly_once(db: Db) {
     let app = TestApp::start(db).await;
     let ch = app.declare("UALICE", "sev1 Database is down").await;
-    app.slack.fail_next("chat.postMessage", Failure::Status(503));
+    app.slack
+        .fail_next("chat.postMessage", Failure::Status(503));
     app.command("UALICE", &ch, "update cache flushed").await;
     let first = app.deliver().await;
     assert_eq!(first.retried, 1, "{first:?}");

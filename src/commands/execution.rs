@@ -171,10 +171,7 @@ impl RunJobs<'_> {
 
     fn target(&self, run: &RunRow) -> Option<String> {
         let (action, params) = decode(run).ok()?;
-        self.recovery
-            .executor_for(action, &params)
-            .ok()?
-            .target()
+        self.recovery.executor_for(action, &params).ok()?.target()
     }
 
     /// The `PrepareRun` job: the preview while the run is `preparing`, then its approval

@@ -25,11 +25,11 @@ mod once;
 pub mod pacing;
 mod runs;
 
+/// Recovery runs live with the recovery code; named here too for existing callers.
+pub use crate::commands::execution::{EXECUTION_LEASE, Recovery};
 pub use crate::domain::outbound::{Modal, Outbound};
 pub use once::LOOKBACK_MARGIN;
 pub use pacing::{PaceSettings, Pacer};
-/// Recovery runs live with the recovery code; named here too for existing callers.
-pub use crate::commands::execution::{EXECUTION_LEASE, Recovery};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -122,7 +122,9 @@ impl OutboxWorker {
             row: self.trace.row,
         };
         if let Some(started) = self.trace.started
-            && let Some(ts) = self.find_earlier_post(channel, thread_ts, started, &tag).await?
+            && let Some(ts) = self
+                .find_earlier_post(channel, thread_ts, started, &tag)
+                .await?
         {
             tracing::info!(outbox_id = tag.row, channel, %ts, "found this row's post from an earlier attempt; not posting it again");
             self.trace.state().posted = Some(Posted {

@@ -28,7 +28,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Map, Value, json};
 
-
 /// The user id `auth.test` reports for the bot.
 pub const BOT_USER_ID: &str = "UKLAXONBOT";
 /// The bot id `auth.test` reports.
@@ -491,7 +490,8 @@ impl Inner {
     fn next_ts(&mut self) -> String {
         if let Some(clock) = &self.clock {
             let now = klaxon::clock::Clock::now(&**clock);
-            let micros = (now.timestamp() as u64) * 1_000_000 + u64::from(now.timestamp_subsec_micros());
+            let micros =
+                (now.timestamp() as u64) * 1_000_000 + u64::from(now.timestamp_subsec_micros());
             self.last_ts_micros = micros.max(self.last_ts_micros + 1);
             return format!(
                 "{}.{:06}",

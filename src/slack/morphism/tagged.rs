@@ -169,7 +169,10 @@ mod tests {
         assert!(tag.matches(&tag.to_metadata()));
         let as_string = serde_json::json!({"event_type": "klaxon_outbox", "event_payload": {"row": "42", "install": "abc"}});
         assert!(tag.matches(&as_string));
-        let other_row = MessageTag { row: 43, ..tag.clone() };
+        let other_row = MessageTag {
+            row: 43,
+            ..tag.clone()
+        };
         assert!(!other_row.matches(&tag.to_metadata()));
         let other_install = MessageTag {
             install: "xyz".into(),
