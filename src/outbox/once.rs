@@ -23,7 +23,8 @@
 //!   incident message.
 //!
 //! PagerDuty needs none of this: Events API v2 deduplicates by `dedup_key`, which Klaxon
-//! sets per incident and escalation step. Channel creation adopts its own half-made
+//! sets per incident and escalation target (`klaxon-N-target`): a repeated trigger joins
+//! the open alert instead of paging again, and a repeated resolve does nothing. Channel creation adopts its own half-made
 //! channel (see `deliver.rs`); topics, purposes, invitations and `chat.update` are
 //! idempotent by nature. Ephemeral messages cannot be read back and may repeat.
 
