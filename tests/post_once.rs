@@ -9,14 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
+use klaxon::domain::outbound::LaneClass;
 use klaxon::outbox::{DeliverySettings, OutboxWorker};
 use klaxon::slack::morphism::MorphismSlack;
+use klaxon::store::{OutboxRow, Posted, Settlement, Store};
 use serde_json::Value;
 use support::slack_emulator::Failure;
-use support::{ANNOUNCE, Db, TestApp};
+use support::{ANNOUNCE, Db, TestApp, fresh_store, start};
 use tokio::sync::watch;
 
 both_backends!(
+    a_claim_stamps_its_rows_and_only_a_clean_retry_clears_the_stamp,
     fresh_rows_post_without_looking_back,
     a_post_whose_answer_was_lost_is_not_posted_again,
     a_post_cut_off_by_a_crash_is_found_by_the_next_worker,
@@ -91,6 +94,73 @@ fn restarted_worker(app: &TestApp) -> OutboxWorker {
         Arc::new(client),
     )
     .worker
+}
+
+/// Claims the one slack lane due at `at` as `owner`.
+async fn claim_at(store: &Store, owner: &str, at: chrono::DateTime<chrono::Utc>) -> OutboxRow {
+    let lease = at + DeliverySettings::default().lease;
+    let mut rows = store
+        .claim_lanes(LaneClass::Slack, owner, at, lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    rows.remove(0)
+}
+
+async fn retry(store: &Store, owner: &str, row: &OutboxRow, nothing_sent: bool) {
+    let at = start() + TimeDelta::minutes(1);
+    let outcome = Settlement::Retry {
+        row_id: row.id,
+        at,
+        error: "x".into(),
+        counted: true,
+        nothing_sent,
+    };
+    store
+        .settle_outbox(owner, &[(row.ordering_key.clone(), outcome)], at)
+        .await
+        .unwrap();
+}
+
+/// The store's half: a claim stamps the time on rows not stamped before (and returns the
+/// earlier stamp); a retry that sent nothing clears it; one that may have sent keeps the
+/// first stamp through later claims; a delivery stores where the message landed.
+async fn a_claim_stamps_its_rows_and_only_a_clean_retry_clears_the_stamp(db: Db) {
+    let store = fresh_store(db).await;
+    let mut tx = store.begin().await.unwrap();
+    tx.enqueue("announce:1", None, "{}", start()).await.unwrap();
+    tx.commit().await.unwrap();
+    let first = claim_at(&store, "a", start()).await;
+    assert_eq!(first.attempt_started_at_ms, None, "never attempted");
+    retry(&store, "a", &first, true).await;
+    let t1 = start() + TimeDelta::minutes(1);
+    let second = claim_at(&store, "b", t1).await;
+    assert_eq!(
+        second.attempt_started_at_ms, None,
+        "the clean retry cleared it"
+    );
+    retry(&store, "b", &second, false).await;
+    let t2 = start() + TimeDelta::minutes(2);
+    let third = claim_at(&store, "c", t2).await;
+    assert_eq!(third.attempt_started_at_ms, Some(t1.timestamp_millis()));
+    // A later attempt that sent nothing leaves the earlier one's stamp alone.
+    retry(&store, "c", &third, false).await;
+    let fourth = claim_at(&store, "d", t2).await;
+    assert_eq!(fourth.attempt_started_at_ms, Some(t1.timestamp_millis()));
+    let posted = Posted {
+        channel: "C1".into(),
+        ts: "1.000001".into(),
+    };
+    let delivered = Settlement::Delivered {
+        row_id: fourth.id,
+        posted: Some(posted.clone()),
+    };
+    store
+        .settle_outbox("d", &[(fourth.ordering_key.clone(), delivered)], t2)
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_posted(fourth.id).await.unwrap(), Some(posted));
+    assert_eq!(store.install_id().await.unwrap().len(), 32);
 }
 
 async fn fresh_rows_post_without_looking_back(db: Db) {
