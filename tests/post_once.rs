@@ -14,8 +14,8 @@ use klaxon::outbox::{DeliverySettings, OutboxWorker};
 use klaxon::slack::morphism::MorphismSlack;
 use klaxon::store::{OutboxRow, Posted, Settlement, Store};
 use serde_json::Value;
-use support::slack_emulator::Failure;
-use support::{ANNOUNCE, Db, TestApp, fresh_store, start};
+use support::slack_emulator::{Failure, SlackEmulator};
+use support::{ANNOUNCE, Db, TestApp, fresh_store, fresh_store_with_url, start};
 use tokio::sync::watch;
 
 both_backends!(
@@ -26,12 +26,17 @@ both_backends!(
     a_post_that_never_reached_slack_is_posted_exactly_once,
     a_rate_limited_post_needs_no_look_back,
     a_failing_history_holds_the_row_instead_of_posting_blind,
+    a_worker_killed_mid_run_leaves_no_duplicate_posts,
 );
 
 /// The outbox row each successful post carried, counted.
 fn posts_per_row(app: &TestApp) -> BTreeMap<i64, usize> {
+    posts_per_row_in(&app.slack)
+}
+
+fn posts_per_row_in(slack: &SlackEmulator) -> BTreeMap<i64, usize> {
     let mut rows = BTreeMap::new();
-    for post in app.slack.calls_to("chat.postMessage") {
+    for post in slack.calls_to("chat.postMessage") {
         let metadata = match &post["metadata"] {
             Value::String(s) => serde_json::from_str(s).unwrap(),
             other => other.clone(),
@@ -321,4 +326,96 @@ async fn a_failing_history_holds_the_row_instead_of_posting_blind(db: Db) {
         .filter(|m| m.contains("replica promoted"))
         .count();
     assert_eq!(updates, 1);
+}
+
+/// Polls `progress` (work done so far, or `None` when finished) every 10 ms, moving the
+/// clock 50 ms each time; fails only when nothing moves for 6,000 polls in a row.
+async fn until_finished(
+    what: &str,
+    clock: &klaxon::clock::ManualClock,
+    mut progress: impl AsyncFnMut() -> Option<usize>,
+) {
+    let (mut best, mut still) = (0, 0);
+    while let Some(now) = progress().await {
+        if now > best {
+            (best, still) = (now, 0);
+        } else {
+            still += 1;
+            assert!(still < 6_000, "{what}: no progress past {now}");
+        }
+        clock.advance(TimeDelta::milliseconds(50));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// kill -9 of one of two workers in the middle of 200 declares (its task is dropped with
+/// whatever it had in flight: posts Slack may have taken, outcomes not yet settled). The
+/// survivor takes its lanes when their leases run out; every post reaches Slack once.
+async fn a_worker_killed_mid_run_leaves_no_duplicate_posts(db: Db) {
+    const INCIDENTS: usize = 200;
+    let (store, url) = fresh_store_with_url(db).await;
+    let slack = SlackEmulator::start().await;
+    let clock = Arc::new(klaxon::clock::ManualClock::new(start()));
+    slack.use_clock(clock.clone());
+    let config = support::test_config(&slack.base_url, &url);
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let store = match db {
+            Db::Sqlite => store.clone(),
+            Db::Postgres => Store::connect(&url).await.unwrap(),
+        };
+        let client = MorphismSlack::new(&slack.base_url, config.slack.bot_token.clone()).unwrap();
+        replicas.push(klaxon::app::wire(
+            store,
+            &config,
+            clock.clone(),
+            Arc::new(client),
+        ));
+    }
+    let (_stop, rx) = watch::channel(false);
+    let victim = tokio::spawn(replicas[0].worker.clone().run(rx.clone()));
+    let survivor = tokio::spawn(replicas[1].worker.clone().run(rx));
+    let engine = replicas[0].state.engine.clone();
+    for i in 0..INCIDENTS {
+        let meta = klaxon::engine::RequestMeta::user("UALICE", &format!("req-{i}"));
+        engine
+            .declare(
+                &meta,
+                klaxon::domain::severity::Severity::Sev2,
+                &format!("Outage number {i}"),
+            )
+            .await
+            .unwrap();
+        if i % 16 == 0 {
+            replicas.iter().for_each(|r| r.wakers.outbox.notify_one());
+        }
+    }
+    replicas.iter().for_each(|r| r.wakers.outbox.notify_one());
+    until_finished("deliveries to start", &clock, async || {
+        let n = slack.calls_to("chat.postMessage").len();
+        (n < INCIDENTS / 4).then_some(n)
+    })
+    .await;
+    victim.abort();
+    let _ = victim.await;
+    until_finished("the survivor to deliver everything", &clock, async || {
+        replicas[1].wakers.outbox.notify_one();
+        let counts = store.outbox_counts().await.unwrap();
+        (counts.pending > 0).then_some(counts.done as usize)
+    })
+    .await;
+    survivor.abort();
+    let _ = survivor.await;
+    let rows = posts_per_row_in(&slack);
+    let repeated: Vec<_> = rows.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "posted more than once: {repeated:?}");
+    let posts = slack.calls_to("chat.postMessage");
+    let announcements = posts.iter().filter(|p| p["channel"] == ANNOUNCE).count();
+    assert_eq!(announcements, INCIDENTS);
+    assert_eq!(posts.len(), 2 * INCIDENTS, "summary + announcement each");
+    assert_eq!(store.outbox_counts().await.unwrap().failed, 0);
+    eprintln!(
+        "after the kill: {} history look-ups",
+        slack.calls_to("conversations.history").len()
+    );
 }
