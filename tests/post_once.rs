@@ -349,8 +349,9 @@ async fn until_finished(
 }
 
 /// kill -9 of one of two workers in the middle of 200 declares (its task is dropped with
-/// whatever it had in flight: posts Slack may have taken, outcomes not yet settled). The
-/// survivor takes its lanes when their leases run out; every post reaches Slack once.
+/// whatever it had in flight: posts Slack may have taken, outcomes not yet settled; three
+/// posts are held unanswered so some surely are). The survivor takes its lanes when their
+/// leases run out; every post reaches Slack once.
 async fn a_worker_killed_mid_run_leaves_no_duplicate_posts(db: Db) {
     const INCIDENTS: usize = 200;
     let (store, url) = fresh_store_with_url(db).await;
@@ -394,6 +395,20 @@ async fn a_worker_killed_mid_run_leaves_no_duplicate_posts(db: Db) {
     until_finished("deliveries to start", &clock, async || {
         let n = slack.calls_to("chat.postMessage").len();
         (n < INCIDENTS / 4).then_some(n)
+    })
+    .await;
+    // Three posts Slack takes but never answers: whoever sent them never settles them
+    // (the victim, killed; or the survivor, whose call times out and is retried).
+    let before = slack.calls_to("chat.postMessage").len();
+    for _ in 0..3 {
+        slack.fail_next(
+            "chat.postMessage",
+            Failure::AnswerAfter(Duration::from_secs(3_600)),
+        );
+    }
+    until_finished("the held posts to reach Slack", &clock, async || {
+        let n = slack.calls_to("chat.postMessage").len();
+        (n < before + 3).then_some(n)
     })
     .await;
     victim.abort();
