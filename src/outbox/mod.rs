@@ -411,6 +411,12 @@ impl OutboxWorker {
                         let all_claimed = rows.len() < free;
                         for row in rows {
                             let key = row.ordering_key.clone();
+                            // Our own lane, re-claimed because the clock outran our
+                            // heartbeat: its delivery is still in flight and settles it.
+                            // A second attempt beside it could post twice.
+                            if lanes_in_flight.values().any(|(_, k)| *k == key) {
+                                continue;
+                            }
                             let handle = in_flight.spawn(self.clone().attempt(row));
                             lanes_in_flight.insert(handle.id(), (class, key));
                         }
