@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
+use futures_util::StreamExt;
 use klaxon::clock::{Clock, ManualClock};
 use klaxon::domain::incident::IncidentId;
 use klaxon::domain::outbound::LaneClass;
@@ -34,6 +35,41 @@ both_backends!(
     forms_open_from_the_request_and_say_so_when_they_cannot,
     three_workers_deliver_every_call_exactly_once_when_one_stops,
 );
+
+/// Where a long wait stands: finished, or how much work is done so far.
+enum Progress {
+    Done,
+    At(usize),
+}
+
+/// Polls `progress` until it says [`Progress::Done`]. No deadline: it fails only when the
+/// count of work done stops moving for [`STALL_POLLS`] polls in a row (at least a minute
+/// of real time), so a slow, loaded machine is waited for and a stuck delivery still
+/// fails, naming `what` and where it stopped.
+async fn until_done(what: &str, mut progress: impl AsyncFnMut() -> Progress) {
+    let mut best = 0;
+    let mut still = 0;
+    loop {
+        let now = match progress().await {
+            Progress::Done => return,
+            Progress::At(n) => n,
+        };
+        if now > best {
+            best = now;
+            still = 0;
+        } else {
+            still += 1;
+            assert!(
+                still < STALL_POLLS,
+                "{what}: no progress past {now} for {STALL_POLLS} polls"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls without progress after which [`until_done`] gives up (each poll sleeps 10 ms).
+const STALL_POLLS: usize = 6_000;
 
 /// Polls `check` every 10 ms for up to 20 s of real time; panics naming `what`.
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -335,13 +371,17 @@ async fn forms_open_from_the_request_and_say_so_when_they_cannot(db: Db) {
 }
 
 /// Three worker instances (three replicas on PostgreSQL; three workers in one process on
-/// SQLite) over 300 incidents; one is stopped mid-run. Every channel is created once and
-/// every summary and announcement posted once, none lost.
+/// SQLite) over 1,000 incidents; one is stopped mid-run. Every channel is created once and
+/// every summary and announcement posted once, none lost. The waits follow progress, not
+/// the wall clock, so the parallel suite's load slows the test down without failing it.
 async fn three_workers_deliver_every_call_exactly_once_when_one_stops(db: Db) {
-    const INCIDENTS: usize = 300;
+    const INCIDENTS: usize = 1_000;
+    /// Declares in flight at once while the incidents are written.
+    const DECLARING: usize = 16;
     let (store, url) = fresh_store_with_url(db).await;
     let slack = SlackEmulator::start().await;
     let clock = Arc::new(ManualClock::new(start()));
+    slack.use_clock(clock.clone());
     let config = support::test_config(&slack.base_url, &url);
     let mut replicas = Vec::new();
     for _ in 0..3 {
@@ -364,35 +404,59 @@ async fn three_workers_deliver_every_call_exactly_once_when_one_stops(db: Db) {
         let handle = tokio::spawn(replica.worker.clone().run(rx));
         loops.push((stop, handle));
     }
-    for i in 0..INCIDENTS {
-        let meta = RequestMeta::user("UALICE", &format!("req-{i}"));
-        engine
-            .declare(&meta, Severity::Sev2, &format!("Outage number {i}"))
-            .await
-            .unwrap();
-        // The replicas' own engines did not commit this: on PostgreSQL they hear the
+    // Declared a few at a time while the workers run (on PostgreSQL the commits overlap;
+    // on SQLite they queue for the one writer without a round trip between them).
+    let wake = || {
+        // The replicas' own engines did not commit these: on PostgreSQL they hear the
         // NOTIFY; here, wake them as the LISTEN task would.
         for replica in &replicas {
             replica.wakers.outbox.notify_one();
         }
+    };
+    let mut declares = futures_util::stream::iter(0..INCIDENTS)
+        .map(|i| {
+            let engine = engine.clone();
+            async move {
+                let meta = RequestMeta::user("UALICE", &format!("req-{i}"));
+                engine
+                    .declare(&meta, Severity::Sev2, &format!("Outage number {i}"))
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(DECLARING);
+    let mut declared = 0;
+    while declares.next().await.is_some() {
+        declared += 1;
+        if declared % DECLARING == 0 {
+            wake();
+        }
     }
+    wake();
     // Stop one worker mid-run (it finishes and records what it has in flight).
-    eventually("deliveries to start", async || {
+    until_done("deliveries to start", async || {
         clock.advance(TimeDelta::milliseconds(50));
-        slack.calls_to("conversations.create").len() >= INCIDENTS / 10
+        match slack.calls_to("conversations.create").len() {
+            n if n >= INCIDENTS / 10 => Progress::Done,
+            n => Progress::At(n),
+        }
     })
     .await;
     let (stop, handle) = loops.remove(0);
     stop.send(true).unwrap();
     handle.await.unwrap();
-    eventually("every row delivered", async || {
+    until_done("every row delivered", async || {
         // Time passes (pacing of the shared #incident-response is on the clock), in steps
         // far shorter than a lease, so heartbeats keep up.
         clock.advance(TimeDelta::milliseconds(50));
         for replica in &replicas[1..] {
             replica.wakers.outbox.notify_one();
         }
-        pending(&store).await == 0
+        let counts = store.outbox_counts().await.unwrap();
+        match counts.pending {
+            0 => Progress::Done,
+            _ => Progress::At((counts.done + counts.failed) as usize),
+        }
     })
     .await;
     for (stop, handle) in loops {

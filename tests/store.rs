@@ -226,7 +226,16 @@ async fn outbox_hands_out_one_row_per_key_in_order(db: Db) {
         "heads are leased"
     );
     let row_id = claimed[0].id;
-    settle(&store, OWNER, &claimed[0], Settlement::Delivered { row_id }).await;
+    settle(
+        &store,
+        OWNER,
+        &claimed[0],
+        Settlement::Delivered {
+            row_id,
+            posted: None,
+        },
+    )
+    .await;
     let next = claim(&store, OWNER, 10).await;
     assert_eq!(payloads(&next), ["a2"]);
     // A failed row no longer blocks its lane.
@@ -253,6 +262,7 @@ async fn a_retry_counts_only_real_failures_and_holds_the_lane(db: Db) {
         at: later,
         error: "429".into(),
         counted: false,
+        nothing_sent: false,
     };
     settle(&store, OWNER, &row, rate_limited).await;
     assert!(
@@ -280,6 +290,7 @@ async fn a_retry_counts_only_real_failures_and_holds_the_lane(db: Db) {
         at: later,
         error: "503".into(),
         counted: true,
+        nothing_sent: false,
     };
     settle(&store, OWNER, &again, failed_attempt).await;
     let third = store
@@ -352,6 +363,7 @@ async fn next_due_is_the_earliest_lane_head_not_the_rows_behind_it(db: Db) {
         at: start() + TimeDelta::seconds(5),
         error: "503".into(),
         counted: true,
+        nothing_sent: false,
     };
     settle(&store, OWNER, &row, backoff).await;
     assert_eq!(
@@ -394,7 +406,10 @@ async fn settling_checks_the_lease_owner(db: Db) {
         &store,
         "slow",
         &stale,
-        Settlement::Delivered { row_id: stale.id },
+        Settlement::Delivered {
+            row_id: stale.id,
+            posted: None,
+        },
     )
     .await;
     // The lane is still the new holder's: nobody can claim it.
@@ -416,7 +431,10 @@ async fn settling_checks_the_lease_owner(db: Db) {
         &store,
         "fast",
         &taken,
-        Settlement::Delivered { row_id: taken.id },
+        Settlement::Delivered {
+            row_id: taken.id,
+            posted: None,
+        },
     )
     .await;
     let next = store
@@ -460,7 +478,16 @@ async fn enqueues_racing_settlements_are_never_stranded(db: Db) {
                 let rows = claim(&store, OWNER, 1).await;
                 match rows.first() {
                     Some(row) => {
-                        settle(&store, OWNER, row, Settlement::Delivered { row_id: row.id }).await;
+                        settle(
+                            &store,
+                            OWNER,
+                            row,
+                            Settlement::Delivered {
+                                row_id: row.id,
+                                posted: None,
+                            },
+                        )
+                        .await;
                         delivered += 1;
                     }
                     None => {
@@ -522,7 +549,10 @@ async fn retention_prunes_finished_work_and_keeps_the_record(db: Db) {
         &store,
         OWNER,
         &rows[0],
-        Settlement::Delivered { row_id: rows[0].id },
+        Settlement::Delivered {
+            row_id: rows[0].id,
+            posted: None,
+        },
     )
     .await;
     let failed = Settlement::Failed {

@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod environments;
+pub mod execution;
 pub mod kube_exec;
 pub mod params;
 pub mod rds;

@@ -34,14 +34,8 @@ impl TotpKey {
     }
 }
 
-/// A sealed secret as stored: hex nonce and hex ciphertext.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Sealed {
-    /// 12-byte nonce, hex.
-    pub nonce: String,
-    /// Ciphertext with its tag, hex.
-    pub ciphertext: String,
-}
+/// A sealed secret as stored (defined with the table, so the store needs nothing from here).
+pub use crate::store::Sealed;
 
 fn random_bytes<const N: usize>() -> [u8; N] {
     // uuid's v4 draws from the operating system's generator (getrandom).

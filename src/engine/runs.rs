@@ -22,7 +22,7 @@ use crate::store::{ApprovalWrite, NewRun, RunRow, RunUpdate, StoreTx};
 pub use crate::domain::outbound::run_key;
 
 /// The job that brings a run forward: prepares it while `preparing`, then posts or
-/// updates its approval message to match its state (see `outbox::runs`).
+/// updates its approval message to match its state (see `commands::execution`).
 fn sync(run_id: i64) -> (String, Outbound) {
     (run_key(run_id), Outbound::PrepareRun { run_id })
 }

@@ -99,14 +99,8 @@ impl OutboxWorker {
                 text,
             } => {
                 let blocks = serde_json::json!([{ "type": "section", "text": { "type": "mrkdwn", "text": text } }]);
-                self.slack(
-                    "chat.postMessage",
-                    Some(&channel),
-                    self.outlets
-                        .slack
-                        .post_message(&channel, &text, &blocks, thread_ts.as_deref()),
-                )
-                .await?;
+                self.post_once(&channel, &text, &blocks, thread_ts.as_deref())
+                    .await?;
                 Ok(())
             }
         }
@@ -232,16 +226,9 @@ impl OutboxWorker {
                     list.insert(0, serde_json::json!({ "type": "section", "text": { "type": "mrkdwn", "text": groups.trim_end() } }));
                 }
                 // One row posts to every channel of the target; a retry after a partial
-                // failure may repeat a post in the channels that already got it.
+                // failure finds its post in the channels that already got it.
                 for channel in &config.slack_channels {
-                    self.slack(
-                        "chat.postMessage",
-                        Some(channel),
-                        self.outlets
-                            .slack
-                            .post_message(channel, &text, &blocks, None),
-                    )
-                    .await?;
+                    self.post_once(channel, &text, &blocks, None).await?;
                 }
                 Ok(())
             }
@@ -255,14 +242,7 @@ impl OutboxWorker {
                 };
                 let incident_channel = incident.channel.as_ref().map(|c| c.id.as_str());
                 let (text, blocks) = render::message(&message, incident_channel);
-                self.slack(
-                    "chat.postMessage",
-                    Some(&channel_id),
-                    self.outlets
-                        .slack
-                        .post_message(&channel_id, &text, &blocks, None),
-                )
-                .await?;
+                self.post_once(&channel_id, &text, &blocks, None).await?;
                 Ok(())
             }
         }

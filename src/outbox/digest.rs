@@ -14,6 +14,7 @@ use crate::domain::outbound::LaneClass;
 use crate::slack::render;
 use crate::store::OutboxRow;
 
+use super::once::AttemptTrace;
 use super::{Attempt, DeliveryError, Outbound, OutboxWorker};
 
 /// Most announcements in one message (each announcement is one block or a few).
@@ -25,9 +26,12 @@ const MAX_BLOCKS: usize = 50;
 /// Groups claimed rows into deliveries: the announcement posts together (up to
 /// [`MAX_DIGEST`] per group), everything else on its own.
 pub(super) fn group(rows: Vec<crate::store::OutboxRow>) -> Vec<Vec<OutboxRow>> {
-    let (announcements, others): (Vec<OutboxRow>, Vec<OutboxRow>) = rows
-        .into_iter()
-        .partition(|row| row.ordering_key.starts_with("announce:"));
+    // Only rows that cannot have been posted before: one that may have been (a crash
+    // mid-post) goes alone, through the look-back that keeps it from posting twice.
+    let (announcements, others): (Vec<OutboxRow>, Vec<OutboxRow>) =
+        rows.into_iter().partition(|row| {
+            row.ordering_key.starts_with("announce:") && row.attempt_started_at_ms.is_none()
+        });
     let mut groups: Vec<Vec<OutboxRow>> = others.into_iter().map(|row| vec![row]).collect();
     let mut announcements = announcements.into_iter().peekable();
     while announcements.peek().is_some() {
@@ -63,10 +67,14 @@ impl OutboxWorker {
         for row in rows {
             match self.render_announcement(&row).await {
                 Ok((text, blocks)) => parts.push((row, text, blocks)),
-                Err(e) => attempts.push(Attempt {
-                    row,
-                    result: Err(e),
-                }),
+                Err(e) => {
+                    let trace = std::sync::Arc::new(AttemptTrace::new(&row));
+                    attempts.push(Attempt {
+                        row,
+                        result: Err(e),
+                        trace,
+                    })
+                }
             }
         }
         match parts.len() {
@@ -87,7 +95,8 @@ impl OutboxWorker {
                 fits.push((row, text, blocks));
             } else {
                 let result = Err(DeliveryError::Deferred(std::time::Duration::from_secs(1)));
-                attempts.push(Attempt { row, result });
+                let trace = std::sync::Arc::new(AttemptTrace::new(&row));
+                attempts.push(Attempt { row, result, trace });
             }
         }
         let parts = fits;
@@ -102,16 +111,13 @@ impl OutboxWorker {
             .flat_map(|(_, _, blocks)| blocks.iter().cloned())
             .collect();
         let blocks = serde_json::Value::Array(blocks);
-        // The pacing ticket is the first row's; the bound is one delivery's.
+        // The pacing ticket is the first row's; the post is tagged with every row (all
+        // fresh: see `group`); the bound is one delivery's.
         self.delivering = parts[0].0.id;
+        let others: Vec<&OutboxRow> = parts[1..].iter().map(|(row, _, _)| row).collect();
+        self.trace = std::sync::Arc::new(AttemptTrace::for_digest(&parts[0].0, &others));
         let limit = self.settings.delivery_timeout(LaneClass::Slack);
-        let post = self.slack(
-            "chat.postMessage",
-            Some(&channel),
-            self.outlets
-                .slack
-                .post_message(&channel, &text, &blocks, None),
-        );
+        let post = self.post_once(&channel, &text, &blocks, None);
         let result = match tokio::time::timeout(limit, post).await {
             Ok(result) => result.map(|_| ()),
             Err(_) => Err(DeliveryError::TimedOut("the delivery", limit)),
@@ -126,7 +132,8 @@ impl OutboxWorker {
                 Ok(()) => Ok(()),
                 Err(e) => Err(e.echo()),
             };
-            attempts.push(Attempt { row, result });
+            let trace = self.trace.clone();
+            attempts.push(Attempt { row, result, trace });
         }
         attempts
     }
@@ -197,6 +204,7 @@ mod tests {
             payload: String::new(),
             attempts: 0,
             created_at_ms: 0,
+            attempt_started_at_ms: None,
         }
     }
 

@@ -23,13 +23,16 @@
 mod deliver;
 mod digest;
 mod listen;
+mod once;
 pub mod pacing;
 mod runs;
 mod upload;
 
+/// Recovery runs live with the recovery code; named here too for existing callers.
+pub use crate::commands::execution::{EXECUTION_LEASE, Recovery};
 pub use crate::domain::outbound::{Modal, Outbound};
+pub use once::LOOKBACK_MARGIN;
 pub use pacing::{PaceSettings, Pacer};
-pub use runs::{EXECUTION_LEASE, Recovery};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -45,6 +48,7 @@ use crate::engine::Engine;
 use crate::paging::{PageError, PagerDuty, Target};
 use crate::slack::{SlackApi, SlackError};
 use crate::store::{OutboxRow, Settlement, StoreError};
+use once::AttemptTrace;
 
 /// Why one delivery attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +209,10 @@ pub struct OutboxWorker {
     bot_user_id: Arc<OnceCell<String>>,
     /// The row this clone is delivering (its pacing ticket); 0 outside a delivery.
     delivering: i64,
+    /// What this clone's delivery posted or may have posted (see [`once`]).
+    trace: Arc<AttemptTrace>,
+    /// This database's installation id, for post metadata.
+    install: Arc<OnceCell<String>>,
 }
 
 /// The backoff before attempt `attempts + 1`.
@@ -217,6 +225,7 @@ pub fn backoff(attempts: i64) -> TimeDelta {
 struct Attempt {
     row: OutboxRow,
     result: Result<(), DeliveryError>,
+    trace: Arc<AttemptTrace>,
 }
 
 impl OutboxWorker {
@@ -238,6 +247,8 @@ impl OutboxWorker {
             pacer: Arc::new(Pacer::new(settings.pacing)),
             bot_user_id: Arc::new(OnceCell::new()),
             delivering: 0,
+            trace: Arc::default(),
+            install: Arc::new(OnceCell::new()),
         }
     }
 
@@ -262,13 +273,18 @@ impl OutboxWorker {
     /// Delivers one row under its class's time bound.
     async fn attempt(mut self, row: OutboxRow) -> Attempt {
         self.delivering = row.id;
+        self.trace = Arc::new(AttemptTrace::new(&row));
         let class = LaneClass::of(&row.ordering_key);
         let limit = self.settings.delivery_timeout(class);
         let result = match tokio::time::timeout(limit, self.deliver(&row)).await {
             Ok(result) => result,
             Err(_) => Err(DeliveryError::TimedOut("the delivery", limit)),
         };
-        Attempt { row, result }
+        Attempt {
+            row,
+            result,
+            trace: self.trace,
+        }
     }
 
     /// Delivers every lane that is due now, concurrently within the slot limits, until
@@ -310,11 +326,14 @@ impl OutboxWorker {
         let now = self.clock.now();
         let mut outcomes = Vec::with_capacity(attempts.len());
         let mut notices = Vec::new();
-        for Attempt { row, result } in attempts {
+        for Attempt { row, result, trace } in attempts {
             let settlement = match result {
                 Ok(()) => {
                     report.delivered += 1;
-                    Settlement::Delivered { row_id: row.id }
+                    Settlement::Delivered {
+                        row_id: row.id,
+                        posted: trace.posted(),
+                    }
                 }
                 Err(e) => {
                     let message = e.to_string();
@@ -327,6 +346,7 @@ impl OutboxWorker {
                             at: now + TimeDelta::from_std(hold).unwrap_or(TimeDelta::seconds(60)),
                             error: message,
                             counted: false,
+                            nothing_sent: trace.nothing_sent(),
                         }
                     } else if e.is_permanent() || attempts >= MAX_ATTEMPTS {
                         tracing::error!(outbox_id = row.id, lane = %row.ordering_key, attempts, error = %message, "outbox delivery failed for good");
@@ -347,6 +367,7 @@ impl OutboxWorker {
                             at: now + wait,
                             error: message,
                             counted: true,
+                            nothing_sent: trace.nothing_sent(),
                         }
                     }
                 }

@@ -95,6 +95,41 @@ impl SlackApi for Instrumented {
         )
     }
 
+    async fn post_tagged(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: &serde_json::Value,
+        thread_ts: Option<&str>,
+        tag: &super::MessageTag,
+    ) -> Result<String, SlackError> {
+        counted(
+            "chat.postMessage",
+            self.inner
+                .post_tagged(channel, text, blocks, thread_ts, tag)
+                .await,
+        )
+    }
+
+    async fn find_tagged(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        oldest: chrono::DateTime<chrono::Utc>,
+        tag: &super::MessageTag,
+    ) -> Result<Option<String>, SlackError> {
+        let method = match thread_ts {
+            Some(_) => "conversations.replies",
+            None => "conversations.history",
+        };
+        counted(
+            method,
+            self.inner
+                .find_tagged(channel, thread_ts, oldest, tag)
+                .await,
+        )
+    }
+
     async fn usergroup_members(&self, group: &str) -> Result<Vec<String>, SlackError> {
         counted(
             "usergroups.users.list",

@@ -18,6 +18,51 @@ use async_trait::async_trait;
 
 pub use crate::domain::access::UserFlags;
 
+/// The `event_type` of the message metadata Klaxon attaches to its posts.
+pub const TAG_EVENT_TYPE: &str = "klaxon_outbox";
+
+/// What Klaxon writes into a post's message metadata (`{event_type: "klaxon_outbox",
+/// event_payload: {row, install}}`) so that a retry after a crash can find its own post in
+/// the channel's history instead of posting it twice. `install` tells this database's rows
+/// from those of another Klaxon (or an earlier database) posting in the same workspace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageTag {
+    /// This installation's id (`klaxon_install`, random per database).
+    pub install: String,
+    /// The outbox row the post delivers.
+    pub row: i64,
+    /// Other rows the same message delivers (an announcement digest), each found by it.
+    pub also: Vec<i64>,
+}
+
+impl MessageTag {
+    /// The `metadata` argument of `chat.postMessage`.
+    pub fn to_metadata(&self) -> serde_json::Value {
+        let mut payload = serde_json::json!({ "row": self.row, "install": self.install });
+        if !self.also.is_empty() {
+            payload["rows"] = serde_json::json!(self.also);
+        }
+        serde_json::json!({ "event_type": TAG_EVENT_TYPE, "event_payload": payload })
+    }
+
+    /// Whether a message's `metadata` (as `conversations.history` returns it with
+    /// `include_all_metadata`) is this tag. The row may come back as a number or a string.
+    pub fn matches(&self, metadata: &serde_json::Value) -> bool {
+        let payload = &metadata["event_payload"];
+        let row = match &payload["row"] {
+            serde_json::Value::Number(n) => n.as_i64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        };
+        let among_also = payload["rows"]
+            .as_array()
+            .is_some_and(|rows| rows.iter().any(|r| r.as_i64() == Some(self.row)));
+        metadata["event_type"] == TAG_EVENT_TYPE
+            && (row == Some(self.row) || among_also)
+            && payload["install"].as_str() == Some(self.install.as_str())
+    }
+}
+
 /// A Slack channel as far as adoption of a half-created incident channel needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChannelInfo {
@@ -118,6 +163,29 @@ pub trait SlackApi: Send + Sync {
         blocks: &serde_json::Value,
         thread_ts: Option<&str>,
     ) -> Result<String, SlackError>;
+
+    /// `chat.postMessage` like [`SlackApi::post_message`], carrying `tag` as message
+    /// metadata. Returns the message `ts`.
+    async fn post_tagged(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: &serde_json::Value,
+        thread_ts: Option<&str>,
+        tag: &MessageTag,
+    ) -> Result<String, SlackError>;
+
+    /// The `ts` of a message in `channel` posted at `oldest` or later that carries `tag`,
+    /// if there is one: `conversations.history` (or `conversations.replies` of `thread_ts`
+    /// for a thread reply, which the history does not list) with `include_all_metadata`,
+    /// newest first, a bounded number of pages.
+    async fn find_tagged(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        oldest: chrono::DateTime<chrono::Utc>,
+        tag: &MessageTag,
+    ) -> Result<Option<String>, SlackError>;
 
     /// `usergroups.users.list`: the members of user group `group` (`S...`).
     async fn usergroup_members(&self, group: &str) -> Result<Vec<String>, SlackError>;

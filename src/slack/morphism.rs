@@ -20,7 +20,9 @@ use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 use tokio::sync::OnceCell;
 
-use super::{ChannelInfo, SlackApi, SlackError};
+use super::{ChannelInfo, MessageTag, SlackApi, SlackError};
+
+mod tagged;
 
 mod files;
 mod listen;
@@ -124,6 +126,31 @@ impl SlackApi for MorphismSlack {
     ) -> Result<String, SlackError> {
         self.inner
             .post_message(channel, text, blocks, thread_ts)
+            .await
+    }
+
+    async fn post_tagged(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: &serde_json::Value,
+        thread_ts: Option<&str>,
+        tag: &MessageTag,
+    ) -> Result<String, SlackError> {
+        self.inner
+            .post_tagged(channel, text, blocks, thread_ts, tag)
+            .await
+    }
+
+    async fn find_tagged(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        oldest: chrono::DateTime<chrono::Utc>,
+        tag: &MessageTag,
+    ) -> Result<Option<String>, SlackError> {
+        self.inner
+            .find_tagged(channel, thread_ts, oldest, tag)
             .await
     }
 
@@ -431,34 +458,29 @@ where
         blocks: &serde_json::Value,
         thread_ts: Option<&str>,
     ) -> Result<String, SlackError> {
-        let blocks: Option<Vec<SlackBlock>> = match blocks {
-            serde_json::Value::Null => None,
-            other => {
-                let parsed: Vec<SlackBlock> =
-                    serde_json::from_value(other.clone()).map_err(|e| {
-                        tracing::warn!(error = %e, channel, "refusing to post invalid Block Kit blocks");
-                        SlackError::Api { code: "invalid_blocks".into() }
-                    })?;
-                Some(parsed).filter(|b| !b.is_empty())
-            }
-        };
-        let content = SlackMessageContent::new()
-            .with_text(text.to_owned())
-            .opt_blocks(blocks);
-        let request = SlackApiChatPostMessageRequest::new(channel.into(), content)
-            .opt_thread_ts(thread_ts.map(|ts| SlackTs::new(ts.to_owned())));
-        let token = self.api_token();
-        let session = self.client.open_session(&token);
-        let answer: PostMessageResponse = session
-            .http_session_api
-            .http_post(
-                "chat.postMessage",
-                &request,
-                Some(&CHAT_POST_MESSAGE_SPECIAL_LIMIT_RATE_CTL),
-            )
+        self.post(channel, text, blocks, thread_ts, None).await
+    }
+
+    async fn post_tagged(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: &serde_json::Value,
+        thread_ts: Option<&str>,
+        tag: &MessageTag,
+    ) -> Result<String, SlackError> {
+        self.post(channel, text, blocks, thread_ts, Some(tag)).await
+    }
+
+    async fn find_tagged(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        oldest: chrono::DateTime<chrono::Utc>,
+        tag: &MessageTag,
+    ) -> Result<Option<String>, SlackError> {
+        self.find_tagged_message(channel, thread_ts, oldest, tag)
             .await
-            .map_err(|e| self.map_error("chat.postMessage", e))?;
-        Ok(answer.ts)
     }
 
     async fn usergroup_members(&self, group: &str) -> Result<Vec<String>, SlackError> {

@@ -29,11 +29,12 @@ use crate::domain::incident::{Actor, Incident, IncidentId};
 use crate::domain::timeline::TimelineEntry;
 
 pub use home::AwaitingRun;
-pub use outbox::{OutboxCounts, OutboxRow, Settlement};
+pub use outbox::{OutboxCounts, OutboxRow, Posted, Settlement};
 pub use postmortems::{LaneDepth, PostmortemRow};
 pub use retention::Pruned;
 pub use runs::{Approval, ApprovalWrite, Closed, NewRun, RunRow, RunUpdate, trigger_refusal};
 pub use timers::TimerRow;
+pub use totp::Sealed;
 pub use tx::{Committed, OUTBOX_CHANNEL, StoreTx, TIMERS_CHANNEL};
 
 /// Which database is behind the pool.

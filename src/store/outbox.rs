@@ -33,6 +33,19 @@ pub struct OutboxRow {
     pub attempts: i64,
     /// When it was enqueued (epoch ms; for logs and tooling).
     pub created_at_ms: i64,
+    /// When an earlier delivery of this row that may have reached Slack started (epoch
+    /// ms), as it was before this claim; `None` when nothing can have gone out yet, so
+    /// the row is posted without looking for an earlier post first.
+    pub attempt_started_at_ms: Option<i64>,
+}
+
+/// Where a delivered row's message landed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Posted {
+    /// Channel id.
+    pub channel: String,
+    /// Message ts.
+    pub ts: String,
 }
 
 /// How one claimed lane head ended.
@@ -42,6 +55,8 @@ pub enum Settlement {
     Delivered {
         /// Row id.
         row_id: i64,
+        /// The message it posted, if it posted one.
+        posted: Option<Posted>,
     },
     /// Try the same row again at `at`. `counted` says whether this was a failed attempt
     /// (a 429 or pacing is not).
@@ -54,6 +69,9 @@ pub enum Settlement {
         error: String,
         /// Whether it counts toward the attempt limit.
         counted: bool,
+        /// Nothing reached Slack, in this attempt or before: the next attempt needs no
+        /// look for an earlier post (`attempt_started_at_ms` goes back to null).
+        nothing_sent: bool,
     },
     /// Given up: the row is kept as `failed` and the lane moves on.
     Failed {
@@ -119,7 +137,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "select id, ordering_key, payload, attempts, created_at_ms from outbox where id in \
+            "select id, ordering_key, payload, attempts, created_at_ms, attempt_started_at_ms from outbox where id in \
              (select min(id) from outbox where state = 'pending' and ordering_key in ({}) group by ordering_key) \
              order by id",
             placeholders(1, keys.len())
@@ -129,6 +147,24 @@ impl Store {
             query = query.bind(key);
         }
         let heads = query.fetch_all(&mut *tx).await?;
+        // From here on a crash may leave a post behind: the next claim of these rows
+        // looks for it before posting (src/outbox/once.rs). One statement per claim.
+        let fresh: Vec<i64> = heads
+            .iter()
+            .filter(|h| h.attempt_started_at_ms.is_none())
+            .map(|h| h.id)
+            .collect();
+        if !fresh.is_empty() {
+            let sql = format!(
+                "update outbox set attempt_started_at_ms = $1 where id in ({})",
+                placeholders(2, fresh.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ms(now));
+            for id in &fresh {
+                query = query.bind(id);
+            }
+            query.execute(&mut *tx).await?;
+        }
         // A lane with nothing pending (its rows were settled elsewhere) goes idle.
         for (key,) in &keys {
             if !heads.iter().any(|h| &h.ordering_key == key) {
@@ -203,12 +239,14 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             let next_due = match outcome {
-                Settlement::Delivered { row_id } => {
+                Settlement::Delivered { row_id, posted } => {
                     sqlx::query(
-                        "update outbox set state = 'done', lease_until_ms = null, finished_at_ms = $1, last_error = null \
-                         where id = $2 and state = 'pending'",
+                        "update outbox set state = 'done', lease_until_ms = null, finished_at_ms = $1, last_error = null, \
+                         slack_channel = $2, slack_ts = $3 where id = $4 and state = 'pending'",
                     )
                     .bind(ms(now))
+                    .bind(posted.as_ref().map(|p| p.channel.as_str()))
+                    .bind(posted.as_ref().map(|p| p.ts.as_str()))
                     .bind(row_id)
                     .execute(&mut *tx)
                     .await?;
@@ -231,14 +269,17 @@ impl Store {
                     at,
                     error,
                     counted,
+                    nothing_sent,
                 } => {
                     sqlx::query(
-                        "update outbox set next_attempt_at_ms = $1, last_error = $2, attempts = attempts + $3 \
-                         where id = $4 and state = 'pending'",
+                        "update outbox set next_attempt_at_ms = $1, last_error = $2, attempts = attempts + $3, \
+                         attempt_started_at_ms = case when $4 = 1 then null else attempt_started_at_ms end \
+                         where id = $5 and state = 'pending'",
                     )
                     .bind(ms(*at))
                     .bind(error)
                     .bind(i64::from(*counted))
+                    .bind(i64::from(*nothing_sent))
                     .bind(row_id)
                     .execute(&mut *tx)
                     .await?;
@@ -307,6 +348,27 @@ impl Store {
                 .min();
         }
         Ok(next)
+    }
+
+    /// This database's installation id (`klaxon_install`), written into post metadata.
+    pub async fn install_id(&self) -> Result<String> {
+        let (id,): (String,) = sqlx::query_as("select id from klaxon_install")
+            .fetch_one(self.read_pool())
+            .await?;
+        Ok(id)
+    }
+
+    /// Where a delivered row's message landed, if it posted one.
+    pub async fn outbox_posted(&self, row_id: i64) -> Result<Option<Posted>> {
+        let found: Option<(Option<String>, Option<String>)> =
+            sqlx::query_as("select slack_channel, slack_ts from outbox where id = $1")
+                .bind(row_id)
+                .fetch_optional(self.read_pool())
+                .await?;
+        Ok(match found {
+            Some((Some(channel), Some(ts))) => Some(Posted { channel, ts }),
+            _ => None,
+        })
     }
 
     /// Counts rows by state.

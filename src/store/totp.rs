@@ -4,7 +4,16 @@
 use chrono::{DateTime, Utc};
 
 use super::{Result, Store, ms};
-use crate::commands::totp::Sealed;
+
+/// A sealed TOTP secret as stored: hex nonce and hex ciphertext (`commands::totp` seals
+/// and opens it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sealed {
+    /// 12-byte nonce, hex.
+    pub nonce: String,
+    /// Ciphertext with its tag, hex.
+    pub ciphertext: String,
+}
 
 impl Store {
     /// Stores (or replaces) `user`'s sealed secret.

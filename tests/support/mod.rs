@@ -244,6 +244,7 @@ impl TestApp {
         );
         configure(&mut config);
         let clock = Arc::new(ManualClock::new(at));
+        slack.use_clock(clock.clone());
         let client = MorphismSlack::new(&config.slack.api_url, config.slack.bot_token.clone())
             .expect("slack client");
         let services = match recovery {

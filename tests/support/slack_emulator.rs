@@ -62,6 +62,12 @@ pub enum Failure {
     Status(u16),
     /// Answer normally, but only after this long (a slow or hung Slack).
     Delay(std::time::Duration),
+    /// Carry the call out (a post is posted), then answer with this HTTP status: the
+    /// answer was lost on its way back.
+    AnswerLost(u16),
+    /// Carry the call out, then hold the answer this long (a caller killed meanwhile never
+    /// learns the call succeeded).
+    AnswerAfter(std::time::Duration),
 }
 
 /// A channel as the emulator stores it.
@@ -107,6 +113,9 @@ struct Inner {
     files: Vec<EmulatedFile>,
     /// `http://127.0.0.1:PORT`, for the upload URLs handed out.
     origin: String,
+    /// Where message timestamps come from when set (see [`SlackEmulator::use_clock`]).
+    clock: Option<Arc<dyn klaxon::clock::Clock>>,
+    last_ts_micros: u64,
 }
 
 /// A file reserved through the external upload flow.
@@ -162,6 +171,13 @@ impl SlackEmulator {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         lock(&self.state)
+    }
+
+    /// Stamps messages with `clock`'s time (unique, increasing), as Slack stamps them with
+    /// its own, so `oldest` in `conversations.history` means what it means in Slack.
+    /// Without a clock, timestamps count up from 2023-11-14.
+    pub fn use_clock(&self, clock: Arc<dyn klaxon::clock::Clock>) {
+        self.lock().clock = Some(clock);
     }
 
     /// Every call in arrival order, failed ones included.
@@ -381,6 +397,9 @@ async fn handle(
             tokio::time::sleep(d).await;
             None
         }
+        Some(lost @ (Failure::AnswerLost(_) | Failure::AnswerAfter(_))) => {
+            return apply_then_lose(&state, &method, args, bearer_token, lost).await;
+        }
         other => other,
     };
     let mut inner = lock(&state);
@@ -418,7 +437,9 @@ async fn handle(
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             response
         }
-        (Some(Failure::Delay(_)), _) => unreachable!("delays answer normally"),
+        (Some(Failure::Delay(_) | Failure::AnswerLost(_) | Failure::AnswerAfter(_)), _) => {
+            unreachable!("answered above")
+        }
         (Some(Failure::Status(status)), _) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             (status, format!("emulated HTTP {status}")).into_response()
@@ -584,6 +605,17 @@ impl Inner {
     }
 
     fn next_ts(&mut self) -> String {
+        if let Some(clock) = &self.clock {
+            let now = klaxon::clock::Clock::now(&**clock);
+            let micros =
+                (now.timestamp() as u64) * 1_000_000 + u64::from(now.timestamp_subsec_micros());
+            self.last_ts_micros = micros.max(self.last_ts_micros + 1);
+            return format!(
+                "{}.{:06}",
+                self.last_ts_micros / 1_000_000,
+                self.last_ts_micros % 1_000_000
+            );
+        }
         self.ts_counter += 1;
         let micros = self.ts_counter * 100;
         format!(
@@ -662,6 +694,8 @@ impl Inner {
                 answer(json!({"channel": channel_json(channel)}))
             }
             "chat.postMessage" => self.post_message(args),
+            "conversations.history" => self.history(args),
+            "conversations.replies" => self.replies(args),
             // Unknown users are regular members of the emulated team; `set_user` changes that.
             "users.info" => {
                 let id = arg(args, "user").ok_or("user_not_found")?;
@@ -700,52 +734,6 @@ impl Inner {
                 answer(json!({"message_ts": ts}))
             }
             "views.open" | "views.update" | "views.push" => self.view(method, args),
-            // Newest first, top-level messages only (thread replies are left out, as
-            // Slack does), between `oldest` and `latest` (exclusive unless `inclusive`),
-            // at most `limit`.
-            "conversations.history" => {
-                let bound = |name| arg(args, name).and_then(|t| t.parse::<f64>().ok());
-                let (oldest, latest) = (bound("oldest"), bound("latest"));
-                let inclusive = bool_arg(args, "inclusive");
-                let limit = arg(args, "limit")
-                    .and_then(|l| l.parse::<usize>().ok())
-                    .filter(|l| *l > 0)
-                    .unwrap_or(100);
-                let channel = self.channel_mut(args)?;
-                let within = |m: &Value| {
-                    let Some(ts) = m["ts"].as_str().and_then(|t| t.parse::<f64>().ok()) else {
-                        return false;
-                    };
-                    let after = oldest.is_none_or(|o| if inclusive { ts >= o } else { ts > o });
-                    let before = latest.is_none_or(|l| if inclusive { ts <= l } else { ts < l });
-                    after && before
-                };
-                let found: Vec<Value> = channel
-                    .messages
-                    .iter()
-                    .rev()
-                    .filter(|m| m.get("thread_ts").is_none_or(|t| t == &m["ts"]))
-                    .filter(|m| within(m))
-                    .take(limit)
-                    .cloned()
-                    .collect();
-                answer(json!({"messages": found, "has_more": false}))
-            }
-            // The parent `ts` and its replies; a reply's ts answers that reply.
-            "conversations.replies" => {
-                let ts = arg(args, "ts").ok_or("thread_not_found")?;
-                let channel = self.channel_mut(args)?;
-                let found: Vec<Value> = channel
-                    .messages
-                    .iter()
-                    .filter(|m| m["ts"] == ts.as_str() || m["thread_ts"] == ts.as_str())
-                    .cloned()
-                    .collect();
-                if found.is_empty() {
-                    return Err("thread_not_found");
-                }
-                answer(json!({"messages": found, "has_more": false}))
-            }
             "views.publish" => {
                 let user = arg(args, "user_id").ok_or("invalid_arguments")?;
                 let view = json_arg(args, "view").ok_or("invalid_arguments")?;
@@ -930,6 +918,9 @@ impl Inner {
         if let Some(thread_ts) = thread_ts {
             message["thread_ts"] = Value::String(thread_ts);
         }
+        if let Some(metadata) = json_arg(args, "metadata") {
+            message["metadata"] = metadata;
+        }
         channel.messages.push(message.clone());
         answer(json!({"channel": channel.id, "ts": ts, "message": message}))
     }
@@ -958,3 +949,5 @@ impl Inner {
         answer(json!({"view": view}))
     }
 }
+
+include!("slack_history.rs");
