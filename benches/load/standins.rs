@@ -29,7 +29,7 @@ use serde::Deserialize;
 pub const BOT_USER_ID: &str = "UKLAXONBOT";
 
 /// The Web API methods counted one by one; anything else counts as `other`.
-pub const METHODS: [&str; 12] = [
+pub const METHODS: [&str; 13] = [
     "auth.test",
     "conversations.create",
     "conversations.setPurpose",
@@ -41,6 +41,7 @@ pub const METHODS: [&str; 12] = [
     "chat.postEphemeral",
     "views.open",
     "usergroups.users.list",
+    "conversations.history",
     "other",
 ];
 const VIEWS_OPEN: usize = 9;
@@ -81,6 +82,8 @@ struct Record {
     by_id: HashMap<String, usize>,
     channels: Vec<Channel>,
     posts: HashMap<String, Vec<Post>>,
+    /// Per channel, `(ts, metadata)` of the posts that carried metadata.
+    tagged: HashMap<String, Vec<(String, serde_json::Value)>>,
     views: Vec<(i64, String)>,
     name_taken: u64,
 }
@@ -255,6 +258,14 @@ struct Args<'a> {
     trigger_id: Option<Cow<'a, str>>,
     #[serde(default)]
     view: Option<serde_json::Value>,
+    /// `chat.postMessage`: Klaxon tags each post with its outbox row.
+    #[serde(default)]
+    metadata: Option<serde_json::Value>,
+    /// `conversations.history`.
+    #[serde(borrow, default)]
+    oldest: Option<Cow<'a, str>>,
+    #[serde(default)]
+    include_all_metadata: Option<serde_json::Value>,
 }
 
 fn ok_json(body: String) -> Response {
@@ -415,7 +426,21 @@ fn answer(s: &Inner, method: &str, args: Args<'_>, arrived: i64) -> Response {
                 r#"{{"ok":true,"channel":{ch},"ts":"{ts}","message":{{"type":"message","ts":"{ts}","user":"{BOT_USER_ID}","bot_id":"BKLAXONBOT","text":""}}}}"#,
                 ch = json_str(&channel)
             );
-            s.record().posts.entry(channel).or_default().push(post);
+            let metadata = match args.metadata {
+                Some(serde_json::Value::String(text)) => serde_json::from_str(&text).ok(),
+                other => other,
+            };
+            let mut record = s.record();
+            if let Some(metadata) = metadata {
+                // Kept for `conversations.history`, which Klaxon reads after a crash to
+                // find a post that may already have gone out.
+                record
+                    .tagged
+                    .entry(channel.clone())
+                    .or_default()
+                    .push((ts.clone(), metadata));
+            }
+            record.posts.entry(channel).or_default().push(post);
             ok_json(body)
         }
         "chat.postEphemeral" => {
@@ -451,6 +476,43 @@ fn answer(s: &Inner, method: &str, args: Args<'_>, arrived: i64) -> Response {
             ok_json(serde_json::json!({"ok": true, "view": view}).to_string())
         }
         "usergroups.users.list" => ok_json(r#"{"ok":true,"users":[]}"#.to_string()),
+        // Newest first, the tagged posts after `oldest` (what Klaxon's look-back reads).
+        "conversations.history" => {
+            let channel = args.channel.unwrap_or_default();
+            let oldest: f64 = args
+                .oldest
+                .and_then(|o| o.parse().ok())
+                .unwrap_or_default();
+            let with_metadata = matches!(
+                args.include_all_metadata,
+                Some(serde_json::Value::Bool(true))
+            ) || matches!(&args.include_all_metadata, Some(serde_json::Value::String(v)) if v == "true");
+            let limit = args
+                .limit
+                .and_then(|l| l.as_u64().or_else(|| l.as_str()?.parse().ok()))
+                .unwrap_or(100) as usize;
+            let record = s.record();
+            let messages: Vec<serde_json::Value> = record
+                .tagged
+                .get(channel.as_ref())
+                .into_iter()
+                .flatten()
+                .rev()
+                .filter(|(ts, _)| ts.parse::<f64>().unwrap_or_default() >= oldest)
+                .take(limit)
+                .map(|(ts, metadata)| {
+                    let mut m = serde_json::json!({"type": "message", "ts": ts, "text": ""});
+                    if with_metadata {
+                        m["metadata"] = metadata.clone();
+                    }
+                    m
+                })
+                .collect();
+            ok_json(
+                serde_json::json!({"ok": true, "messages": messages, "has_more": false})
+                    .to_string(),
+            )
+        }
         _ => slack_error("unknown_method"),
     }
 }
