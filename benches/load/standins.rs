@@ -479,10 +479,7 @@ fn answer(s: &Inner, method: &str, args: Args<'_>, arrived: i64) -> Response {
         // Newest first, the tagged posts after `oldest` (what Klaxon's look-back reads).
         "conversations.history" => {
             let channel = args.channel.unwrap_or_default();
-            let oldest: f64 = args
-                .oldest
-                .and_then(|o| o.parse().ok())
-                .unwrap_or_default();
+            let oldest: f64 = args.oldest.and_then(|o| o.parse().ok()).unwrap_or_default();
             let with_metadata = matches!(
                 args.include_all_metadata,
                 Some(serde_json::Value::Bool(true))

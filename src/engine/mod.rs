@@ -183,6 +183,23 @@ impl Engine {
         Ok(tx)
     }
 
+    /// Begins a change to incident `id`: the transaction (the request's dedupe recorded)
+    /// and the incident, locked until commit on PostgreSQL. The incident is locked first
+    /// everywhere, so two changes never wait on each other in opposite orders.
+    pub(super) async fn begin_on(
+        &self,
+        meta: &RequestMeta,
+        id: IncidentId,
+        now: DateTime<Utc>,
+    ) -> Result<(StoreTx, Incident), EngineError> {
+        let mut tx = self.begin(meta, now).await?;
+        let incident = tx
+            .lock_incident(id)
+            .await?
+            .ok_or(EngineError::NotFound(id))?;
+        Ok((tx, incident))
+    }
+
     async fn commit(
         &self,
         tx: StoreTx,
@@ -279,11 +296,7 @@ impl Engine {
         change: Change,
     ) -> Result<Outcome, EngineError> {
         let now = self.clock.now();
-        let mut tx = self.begin(meta, now).await?;
-        let incident = tx
-            .lock_incident(id)
-            .await?
-            .ok_or(EngineError::NotFound(id))?;
+        let (mut tx, incident) = self.begin_on(meta, id, now).await?;
         let channel_opened = matches!(change, Change::ChannelOpened(_));
         let mut decision = incident::apply(&incident, change, &meta.actor, now, self.policy())?;
         if channel_opened {

@@ -51,11 +51,7 @@ impl Engine {
         addition: Addition,
     ) -> Result<Outcome, EngineError> {
         let now = self.clock.now();
-        let mut tx = self.begin(meta, now).await?;
-        let incident = tx
-            .lock_incident(id)
-            .await?
-            .ok_or(EngineError::NotFound(id))?;
+        let (mut tx, incident) = self.begin_on(meta, id, now).await?;
         let entries = tx.timeline_of(id).await?;
         let kinds: Vec<&EventKind> = entries.iter().map(|e| &e.kind).collect();
         let decision = match addition {
@@ -80,11 +76,7 @@ impl Engine {
         id: IncidentId,
     ) -> Result<Drafted, EngineError> {
         let now = self.clock.now();
-        let mut tx = self.begin(meta, now).await?;
-        let incident = tx
-            .lock_incident(id)
-            .await?
-            .ok_or(EngineError::NotFound(id))?;
+        let (mut tx, incident) = self.begin_on(meta, id, now).await?;
         let mut decision = Decision {
             incident,
             events: vec![],

@@ -31,11 +31,7 @@ impl Engine {
     ) -> Result<Outcome, EngineError> {
         let now = self.now();
         let actor_id = meta.actor.to_string();
-        let mut tx = self.begin(meta, now).await?;
-        let incident = tx
-            .lock_incident(id)
-            .await?
-            .ok_or(EngineError::NotFound(id))?;
+        let (tx, incident) = self.begin_on(meta, id, now).await?;
         let allowed = match request.actor_kind {
             _ if !incident.is_open() => Ok(()),
             // Slack could not say who this is: fail closed, and say so.
