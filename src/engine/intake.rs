@@ -91,7 +91,6 @@ impl Intake {
     }
 }
 
-/// The intake task: until every engine handle is gone, commits what is waiting.
 /// How many batches commit at once: SQLite has one writer, so one; PostgreSQL commits
 /// concurrent transactions in parallel (and a commit waits for its WAL flush), so a few,
 /// each taking what is waiting when it is free.
@@ -102,6 +101,8 @@ fn committers(backend: Backend) -> usize {
     }
 }
 
+/// An intake task: until every engine handle is gone, takes what is waiting (when no
+/// other committer holds the queue) and commits it.
 async fn run(
     engine: Engine,
     jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<DeclareJob>>>,
