@@ -290,6 +290,24 @@ impl<C: SlackClientHttpConnector + Send + Sync> Backend<C> {
         SlackError::Transport(self.scrub(text))
     }
 
+    /// A Web API POST whose answer matters only for its `ok` (errors sorted as in
+    /// [`Backend::map_error`]).
+    async fn post_for_ok<R: serde::Serialize + Send + Sync>(
+        &self,
+        method: &str,
+        request: &R,
+        rate: &SlackApiMethodRateControlConfig,
+    ) -> Result<(), SlackError> {
+        let token = self.api_token();
+        let session = self.client.open_session(&token);
+        session
+            .http_session_api
+            .http_post::<_, serde::de::IgnoredAny>(method, request, Some(rate))
+            .await
+            .map(drop)
+            .map_err(|e| self.map_error(method, e))
+    }
+
     /// Removes the token (should anything ever echo it) and bounds the length.
     fn scrub(&self, text: String) -> String {
         let token = self.token.expose_secret();
@@ -310,18 +328,12 @@ impl<C: SlackClientHttpConnector + Send + Sync> Backend<C> {
     }
 
     async fn invite_once(&self, channel: &str, users: String) -> Result<(), SlackError> {
-        let token = self.api_token();
-        let session = self.client.open_session(&token);
-        session
-            .http_session_api
-            .http_post::<_, serde::de::IgnoredAny>(
-                "conversations.invite",
-                &InviteRequest { channel, users },
-                Some(&SLACK_TIER3_METHOD_CONFIG),
-            )
-            .await
-            .map(drop)
-            .map_err(|e| self.map_error("conversations.invite", e))
+        self.post_for_ok(
+            "conversations.invite",
+            &InviteRequest { channel, users },
+            &SLACK_TIER3_METHOD_CONFIG,
+        )
+        .await
     }
 }
 
@@ -502,18 +514,12 @@ where
         text: &str,
     ) -> Result<(), SlackError> {
         let request = serde_json::json!({ "channel": channel, "user": user, "text": text });
-        let token = self.api_token();
-        let session = self.client.open_session(&token);
-        session
-            .http_session_api
-            .http_post::<_, serde::de::IgnoredAny>(
-                "chat.postEphemeral",
-                &request,
-                Some(&CHAT_POST_MESSAGE_SPECIAL_LIMIT_RATE_CTL),
-            )
-            .await
-            .map(drop)
-            .map_err(|e| self.map_error("chat.postEphemeral", e))
+        self.post_for_ok(
+            "chat.postEphemeral",
+            &request,
+            &CHAT_POST_MESSAGE_SPECIAL_LIMIT_RATE_CTL,
+        )
+        .await
     }
 
     async fn open_view(
@@ -528,18 +534,8 @@ where
             }
         })?;
         let request = SlackApiViewsOpenRequest::new(trigger_id.into(), view);
-        let token = self.api_token();
-        let session = self.client.open_session(&token);
-        session
-            .http_session_api
-            .http_post::<_, serde::de::IgnoredAny>(
-                "views.open",
-                &request,
-                Some(&SLACK_TIER4_METHOD_CONFIG),
-            )
+        self.post_for_ok("views.open", &request, &SLACK_TIER4_METHOD_CONFIG)
             .await
-            .map(drop)
-            .map_err(|e| self.map_error("views.open", e))
     }
 
     /// `users.info` through the generic `http_get` with a lenient answer type: only the
@@ -614,18 +610,8 @@ where
     ) -> Result<(), SlackError> {
         let request =
             serde_json::json!({ "channel": channel, "ts": ts, "text": text, "blocks": blocks });
-        let token = self.api_token();
-        let session = self.client.open_session(&token);
-        session
-            .http_session_api
-            .http_post::<_, serde::de::IgnoredAny>(
-                "chat.update",
-                &request,
-                Some(&SLACK_TIER3_METHOD_CONFIG),
-            )
+        self.post_for_ok("chat.update", &request, &SLACK_TIER3_METHOD_CONFIG)
             .await
-            .map(drop)
-            .map_err(|e| self.map_error("chat.update", e))
     }
 }
 

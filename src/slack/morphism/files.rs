@@ -89,18 +89,12 @@ where
             "channel_id": channel,
             "initial_comment": comment,
         });
-        let token = self.api_token();
-        let session = self.client.open_session(&token);
-        session
-            .http_session_api
-            .http_post::<_, serde::de::IgnoredAny>(
-                "files.completeUploadExternal",
-                &request,
-                Some(&SLACK_TIER4_METHOD_CONFIG),
-            )
-            .await
-            .map(drop)
-            .map_err(|e| self.map_error("files.completeUploadExternal", e))
+        self.post_for_ok(
+            "files.completeUploadExternal",
+            &request,
+            &SLACK_TIER4_METHOD_CONFIG,
+        )
+        .await
     }
 
     /// `users.info`, reading only `tz`.

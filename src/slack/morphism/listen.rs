@@ -119,17 +119,7 @@ impl<C: SlackClientHttpConnector + Send + Sync> Backend<C> {
         view: &serde_json::Value,
     ) -> Result<(), SlackError> {
         let request = serde_json::json!({ "user_id": user, "view": view });
-        let token = self.api_token();
-        let session = self.client.open_session(&token);
-        session
-            .http_session_api
-            .http_post::<_, serde::de::IgnoredAny>(
-                "views.publish",
-                &request,
-                Some(&SLACK_TIER4_METHOD_CONFIG),
-            )
+        self.post_for_ok("views.publish", &request, &SLACK_TIER4_METHOD_CONFIG)
             .await
-            .map(drop)
-            .map_err(|e| self.map_error("views.publish", e))
     }
 }
