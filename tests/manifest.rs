@@ -41,10 +41,11 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 }
 
 /// Every Slack method name the source passes to a call: the outbox's paced
-/// `self.slack("method", ...)`, and the client's `http_post` / `http_get` / `map_error`.
+/// `self.slack("method", ...)`, and the client's `http_post` / `http_get` / `map_error` /
+/// `post_for_ok`.
 fn methods_called_in_source() -> BTreeSet<String> {
     let call = regex::Regex::new(
-        r#"(?:\.slack|http_post(?:::<[^>]*>)?|http_get|map_error)\(\s*"([a-z]+\.[A-Za-z.]+)""#,
+        r#"(?:\.slack|http_post(?:::<[^>]*>)?|http_get|map_error|post_for_ok)\(\s*"([a-z]+\.[A-Za-z.]+)""#,
     )
     .unwrap();
     let mut files = Vec::new();
