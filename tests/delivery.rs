@@ -247,7 +247,7 @@ async fn a_503_storm_loses_nothing_and_fails_nothing(db: Db) {
         .calls_to("chat.postMessage")
         .iter()
         .filter(|p| p["channel"] == ANNOUNCE)
-        .map(|p| p["text"].as_str().unwrap_or_default().to_string())
+        .map(support::shown_text)
         .collect::<Vec<_>>()
         .join("\n");
     for i in 1..=5 {
@@ -483,7 +483,7 @@ async fn three_workers_deliver_every_call_exactly_once_when_one_stops(db: Db) {
     assert_eq!(summarised.len(), INCIDENTS, "a summary posted twice");
     let announced: String = announce_posts
         .iter()
-        .map(|p| p["text"].as_str().unwrap_or_default())
+        .map(|p| support::shown_text(p))
         .collect::<Vec<_>>()
         .join("\n");
     for i in 1..=INCIDENTS {

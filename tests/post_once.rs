@@ -27,6 +27,7 @@ both_backends!(
     a_rate_limited_post_needs_no_look_back,
     a_failing_history_holds_the_row_instead_of_posting_blind,
     a_worker_killed_mid_run_leaves_no_duplicate_posts,
+    a_digest_whose_answer_was_lost_is_found_and_newer_announcements_go_together,
 );
 
 /// The outbox row each successful post carried, counted.
@@ -141,7 +142,7 @@ async fn retry(store: &Store, owner: &str, row: &OutboxRow, nothing_sent: bool) 
 async fn a_claim_stamps_its_rows_and_only_a_clean_retry_clears_the_stamp(db: Db) {
     let store = fresh_store(db).await;
     let mut tx = store.begin().await.unwrap();
-    tx.enqueue("announce:1", None, "{}", start()).await.unwrap();
+    tx.enqueue("incident:1", None, "{}", start()).await.unwrap();
     tx.commit().await.unwrap();
     let first = claim_at(&store, "a", start()).await;
     assert_eq!(first.attempt_started_at_ms, None, "never attempted");
@@ -443,4 +444,97 @@ async fn a_worker_killed_mid_run_leaves_no_duplicate_posts(db: Db) {
         "after the kill: {} history look-ups",
         slack.calls_to("conversations.history").len()
     );
+}
+
+/// The rows a post delivered, from its metadata (`row` and, for a digest, `rows`).
+fn rows_of(post: &Value) -> Vec<i64> {
+    let metadata = match &post["metadata"] {
+        Value::String(s) => serde_json::from_str(s).unwrap(),
+        other => other.clone(),
+    };
+    let payload = &metadata["event_payload"];
+    let mut rows = vec![payload["row"].as_i64().expect("row")];
+    rows.extend(
+        payload["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r.as_i64().expect("row id")),
+    );
+    rows.sort_unstable();
+    rows
+}
+
+/// An announcement digest that reached Slack but whose answer was lost: its rows keep
+/// their stamps. The next claim takes them with two newer announcements: the three look
+/// for themselves, find the digest and are settled with its ts; the two newer ones go out
+/// together in ONE new digest. Nobody is announced twice, and nobody waits a second per
+/// announcement.
+async fn a_digest_whose_answer_was_lost_is_found_and_newer_announcements_go_together(db: Db) {
+    let app = TestApp::start(db).await;
+    for title in ["Payments down", "Search slow", "Login errors"] {
+        app.command("UALICE", "CGENERAL01", &format!("declare sev2 {title}"))
+            .await;
+    }
+    // The first round's only post is the digest (the incident lanes begin with their
+    // channel creation).
+    app.slack
+        .fail_next("chat.postMessage", Failure::AnswerLost(502));
+    app.deliver().await;
+    let announced = || -> Vec<Value> {
+        app.slack
+            .calls_to("chat.postMessage")
+            .into_iter()
+            .filter(|p| p["channel"] == ANNOUNCE)
+            .collect()
+    };
+    let lost = announced();
+    assert_eq!(lost.len(), 1, "one digest: {lost:?}");
+    let lost_rows = rows_of(&lost[0]);
+    assert_eq!(lost_rows.len(), 3, "{lost_rows:?}");
+    // Past the lost digest's backoff, two more incidents; then everything goes out.
+    app.clock.advance(TimeDelta::seconds(5));
+    for title in ["Queue backlog", "Cache misses"] {
+        app.command("UALICE", "CGENERAL01", &format!("declare sev2 {title}"))
+            .await;
+    }
+    drain(&app).await;
+    assert_each_row_posted_once(&app);
+    let posts = announced();
+    assert_eq!(
+        posts.len(),
+        2,
+        "the lost digest + one for the newer two: {posts:?}"
+    );
+    let newer = rows_of(&posts[1]);
+    assert_eq!(newer.len(), 2, "{newer:?}");
+    assert!(newer.iter().all(|r| !lost_rows.contains(r)));
+    let shown = support::shown_text(&posts[1]);
+    assert!(
+        shown.contains("Queue backlog") && shown.contains("Cache misses"),
+        "{shown}"
+    );
+    assert!(!shown.contains("Payments down"), "{shown}");
+    // The three found their digest: their stored ts is its ts.
+    let digest_ts = app
+        .slack
+        .channel(ANNOUNCE)
+        .unwrap()
+        .messages
+        .into_iter()
+        .find(|m| m["metadata"] == lost[0]["metadata"])
+        .expect("the lost digest is in the channel")["ts"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for row in lost_rows {
+        let posted = app
+            .store
+            .outbox_posted(row)
+            .await
+            .unwrap()
+            .expect("settled");
+        assert_eq!(posted.ts, digest_ts, "row {row}");
+    }
+    assert_eq!(app.store.outbox_counts().await.unwrap().failed, 0);
 }

@@ -314,6 +314,20 @@ pub async fn scenario_restart(ctx: &Ctx) {
     }
     let took = restarted.elapsed();
     let p = pacing(&standin.posts(), 0);
+    // Where the drain's time went: posts after the restart in #incident-response (one
+    // per second at most) and elsewhere, and when the last of each arrived.
+    let restart_ms = now;
+    let (mut announce, mut others) = (Vec::new(), Vec::new());
+    for (channel, posts) in standin.posts() {
+        for post in posts.iter().filter(|x| x.at_ms >= restart_ms) {
+            if channel == super::server::ANNOUNCE_CHANNEL {
+                announce.push(post.at_ms - restart_ms);
+            } else {
+                others.push(post.at_ms - restart_ms);
+            }
+        }
+    }
+    let last = |v: &[i64]| v.iter().max().map_or(0.0, |&ms| ms as f64 / 1e3);
     println!(
         "{k} incidents declared, Slack answering at once; kill -9 after {calls_at_kill} Slack calls: {waiting} rows pending, {leased} of them under a lease"
     );
@@ -326,6 +340,13 @@ pub async fn scenario_restart(ctx: &Ctx) {
         } else {
             format!(" -- NOT drained, {left} rows still pending at the cap")
         }
+    );
+    println!(
+        "after the restart: {} posts in #incident-response (last at +{:.2} s), {} elsewhere (last at +{:.2} s)",
+        announce.len(),
+        last(&announce),
+        others.len(),
+        last(&others),
     );
     println!(
         "duplicates over the scenario: {} posts with the same text twice in one channel, {} name_taken",

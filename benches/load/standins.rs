@@ -95,7 +95,8 @@ struct Inner {
     views_fast: AtomicBool,
     ok: [AtomicU64; METHODS.len()],
     refused: [AtomicU64; METHODS.len()],
-    ts: AtomicU64,
+    /// The last message ts handed out, in microseconds since the epoch.
+    last_ts_micros: AtomicU64,
     views_counter: AtomicU64,
     pd_ok: AtomicU64,
     record: Mutex<Record>,
@@ -104,6 +105,21 @@ struct Inner {
 impl Inner {
     fn record(&self) -> MutexGuard<'_, Record> {
         self.record.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A message ts as Slack makes them: the post's time in seconds since the epoch with
+    /// microseconds, unique and increasing (Klaxon's look-back after a crash searches
+    /// the history from its own clock's time, so a ts from another era is never found).
+    fn next_ts(&self) -> String {
+        let now = chrono::Utc::now();
+        let now_micros =
+            now.timestamp() as u64 * 1_000_000 + u64::from(now.timestamp_subsec_micros());
+        let previous = self
+            .last_ts_micros
+            .fetch_update(Relaxed, Relaxed, |last| Some(now_micros.max(last + 1)))
+            .unwrap_or_default();
+        let micros = now_micros.max(previous + 1);
+        format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
     }
 }
 
@@ -420,8 +436,7 @@ fn answer(s: &Inner, method: &str, args: Args<'_>, arrived: i64) -> Response {
                 hash: hasher.finish(),
                 reminder: text.contains("No status update"),
             };
-            let n = s.ts.fetch_add(1, Relaxed) + 1;
-            let ts = format!("{}.{:06}", 1_700_000_000 + n / 1_000_000, n % 1_000_000);
+            let ts = s.next_ts();
             let body = format!(
                 r#"{{"ok":true,"channel":{ch},"ts":"{ts}","message":{{"type":"message","ts":"{ts}","user":"{BOT_USER_ID}","bot_id":"BKLAXONBOT","text":""}}}}"#,
                 ch = json_str(&channel)
@@ -443,14 +458,7 @@ fn answer(s: &Inner, method: &str, args: Args<'_>, arrived: i64) -> Response {
             record.posts.entry(channel).or_default().push(post);
             ok_json(body)
         }
-        "chat.postEphemeral" => {
-            let n = s.ts.fetch_add(1, Relaxed) + 1;
-            ok_json(format!(
-                r#"{{"ok":true,"message_ts":"{}.{:06}"}}"#,
-                1_700_000_000 + n / 1_000_000,
-                n % 1_000_000
-            ))
-        }
+        "chat.postEphemeral" => ok_json(format!(r#"{{"ok":true,"message_ts":"{}"}}"#, s.next_ts())),
         "views.open" => {
             let trigger = args.trigger_id.unwrap_or_default().into_owned();
             let view = match args.view {

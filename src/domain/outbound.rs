@@ -182,6 +182,10 @@ pub fn effect_key(id: IncidentId, effect: &Effect) -> String {
 pub enum LaneClass {
     /// Slack Web API calls.
     Slack,
+    /// Announcements in `#incident-response` (`announce:N` lanes): one channel that takes
+    /// one post per second, so its lanes are delivered together, one digest at a time
+    /// (`outbox::digest`), instead of taking Slack slots that could only wait their turn.
+    Announce,
     /// PagerDuty Events API.
     Page,
     /// Recovery command previews and executions (AWS, Kubernetes).
@@ -190,7 +194,12 @@ pub enum LaneClass {
 
 impl LaneClass {
     /// Every class.
-    pub const ALL: [LaneClass; 3] = [LaneClass::Slack, LaneClass::Page, LaneClass::Run];
+    pub const ALL: [LaneClass; 4] = [
+        LaneClass::Slack,
+        LaneClass::Announce,
+        LaneClass::Page,
+        LaneClass::Run,
+    ];
 
     /// The class of a lane, from its key.
     pub fn of(ordering_key: &str) -> LaneClass {
@@ -198,6 +207,8 @@ impl LaneClass {
             LaneClass::Page
         } else if ordering_key.starts_with("run:") {
             LaneClass::Run
+        } else if ordering_key.starts_with("announce:") {
+            LaneClass::Announce
         } else {
             LaneClass::Slack
         }
@@ -207,6 +218,7 @@ impl LaneClass {
     pub fn as_str(self) -> &'static str {
         match self {
             LaneClass::Slack => "slack",
+            LaneClass::Announce => "announce",
             LaneClass::Page => "page",
             LaneClass::Run => "run",
         }
@@ -244,7 +256,7 @@ mod tests {
         assert_eq!(effect_key(id, &topic), "incident:7");
         assert_eq!(LaneClass::of("page:7"), LaneClass::Page);
         assert_eq!(LaneClass::of(&run_key(3)), LaneClass::Run);
-        assert_eq!(LaneClass::of("announce:7"), LaneClass::Slack);
+        assert_eq!(LaneClass::of("announce:7"), LaneClass::Announce);
         assert_eq!(LaneClass::of("modal:abc"), LaneClass::Slack);
     }
 

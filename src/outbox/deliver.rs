@@ -28,10 +28,14 @@ impl OutboxWorker {
         channel: Option<&str>,
         call: impl Future<Output = Result<T, SlackError>>,
     ) -> Result<T, DeliveryError> {
-        match self
-            .pacer
-            .acquire(method, channel, self.delivering, self.clock.now())
-        {
+        let inline_wait = self.inline_wait.unwrap_or(self.settings.pacing.inline_wait);
+        match self.pacer.acquire_within(
+            method,
+            channel,
+            self.delivering,
+            self.clock.now(),
+            inline_wait,
+        ) {
             Grant::Go(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
             Grant::Go(_) => {}
             Grant::Defer(wait) => return Err(DeliveryError::Deferred(wait)),

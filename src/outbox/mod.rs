@@ -154,8 +154,20 @@ impl DeliverySettings {
     fn slots(&self, class: LaneClass) -> usize {
         match class {
             LaneClass::Slack => self.slack_slots,
+            // One digest at a time: the channel takes one post per second anyway, and
+            // one claim then takes every announcement waiting (see `claim_limit`).
+            LaneClass::Announce => 1,
             LaneClass::Page => self.page_slots,
             LaneClass::Run => self.run_slots,
+        }
+    }
+
+    /// How many lanes of `class` to claim with `free` slots: one per slot, except
+    /// announcements, whose one slot takes a whole digest's worth.
+    fn claim_limit(&self, class: LaneClass, free: usize) -> usize {
+        match class {
+            LaneClass::Announce if free > 0 => digest::MAX_DIGEST,
+            _ => free,
         }
     }
 
@@ -163,9 +175,19 @@ impl DeliverySettings {
     fn delivery_timeout(&self, class: LaneClass) -> Duration {
         match class {
             LaneClass::Run => self.run_timeout,
+            // One post, after waiting out the channel's second.
+            LaneClass::Announce => self.call_timeout * 2 + self.announce_inline_wait(),
             // Several calls, plus up to one inline pacing wait each.
-            _ => self.call_timeout * 4 + self.pacing.inline_wait * 4,
+            LaneClass::Slack | LaneClass::Page => {
+                self.call_timeout * 4 + self.pacing.inline_wait * 4
+            }
         }
+    }
+
+    /// The pacing wait an announcement digest sleeps through: its channel's one post per
+    /// second, and a little (longer waits are 429 pauses: the lanes are handed back).
+    fn announce_inline_wait(&self) -> Duration {
+        self.pacing.post_interval + Duration::from_millis(250)
     }
 }
 
@@ -209,6 +231,8 @@ pub struct OutboxWorker {
     bot_user_id: Arc<OnceCell<String>>,
     /// The row this clone is delivering (its pacing ticket); 0 outside a delivery.
     delivering: i64,
+    /// The longest pacing wait this clone sleeps through, when not the settings'.
+    inline_wait: Option<Duration>,
     /// What this clone's delivery posted or may have posted (see [`once`]).
     trace: Arc<AttemptTrace>,
     /// This database's installation id, for post metadata.
@@ -247,6 +271,7 @@ impl OutboxWorker {
             pacer: Arc::new(Pacer::new(settings.pacing)),
             bot_user_id: Arc::new(OnceCell::new()),
             delivering: 0,
+            inline_wait: None,
             trace: Arc::default(),
             install: Arc::new(OnceCell::new()),
         }
@@ -296,7 +321,8 @@ impl OutboxWorker {
         loop {
             let mut tasks = Vec::new();
             for class in LaneClass::ALL {
-                let rows = self.claim(class, self.settings.slots(class)).await?;
+                let limit = self.settings.claim_limit(class, self.settings.slots(class));
+                let rows = self.claim(class, limit).await?;
                 for group in digest::group(rows) {
                     tasks.push(self.clone().attempt_group(group));
                 }
@@ -412,9 +438,10 @@ impl OutboxWorker {
                 if free == 0 {
                     continue;
                 }
-                match self.claim(class, free).await {
+                let limit = self.settings.claim_limit(class, free);
+                match self.claim(class, limit).await {
                     Ok(rows) => {
-                        let all_claimed = rows.len() < free;
+                        let all_claimed = rows.len() < limit;
                         // A lane this worker is still delivering, whose lease ran out
                         // before a late heartbeat (a stalled process): the claim just
                         // renewed the lease; it must not be sent a second time.

@@ -172,6 +172,33 @@ impl OutboxWorker {
         result
     }
 
+    /// Whether the row being delivered (its trace set, claimed with its stamp) already
+    /// has its message in `channel`: then the trace holds that message. Used by a digest
+    /// before it takes a row that may have been posted already.
+    pub(super) async fn find_own_post(
+        &self,
+        channel: &str,
+        row: i64,
+    ) -> Result<bool, DeliveryError> {
+        let Some(started) = self.trace.started else {
+            return Ok(false);
+        };
+        let tag = MessageTag {
+            install: self.install_id().await?.to_string(),
+            row,
+            also: Vec::new(),
+        };
+        let Some(ts) = self.find_earlier_post(channel, None, started, &tag).await? else {
+            return Ok(false);
+        };
+        tracing::info!(outbox_id = row, channel, %ts, "found this announcement from an earlier attempt; not posting it again");
+        self.trace.state().posted = Some(Posted {
+            channel: channel.to_string(),
+            ts,
+        });
+        Ok(true)
+    }
+
     /// Looks for the row's message in the channel (or thread) since `started`.
     async fn find_earlier_post(
         &self,

@@ -145,6 +145,20 @@ impl Pacer {
         ticket: i64,
         now: Instant,
     ) -> Grant {
+        self.acquire_within(method, channel, ticket, now, self.settings.inline_wait)
+    }
+
+    /// [`Pacer::acquire`], sleeping through waits up to `inline_wait` instead of the
+    /// settings' (announcement digests wait out their channel's second in place: they
+    /// hold the only announcement slot, so waiting costs nobody else).
+    pub fn acquire_within(
+        &self,
+        method: &'static str,
+        channel: Option<&str>,
+        ticket: i64,
+        now: Instant,
+        inline_wait: Duration,
+    ) -> Grant {
         let mut state = self.state.lock().expect("pacer lock");
         let ticket = format!("{ticket} {method} {}", channel.unwrap_or(""));
         // A reserved slot that has passed entirely (the lane came back late) is not used:
@@ -157,7 +171,7 @@ impl Pacer {
         });
         if let Some(slot) = reserved {
             let wait = span(now, slot);
-            if wait > self.settings.inline_wait {
+            if wait > inline_wait {
                 state.tickets.insert(ticket, slot);
                 return Grant::Defer(wait);
             }
@@ -198,7 +212,7 @@ impl Pacer {
             .get(&pause_key(method, channel))
             .or(state.paused.get(method))
             .is_some_and(|until| *until >= earliest);
-        if paused && wait > self.settings.inline_wait {
+        if paused && wait > inline_wait {
             return Grant::Defer(wait);
         }
         if let Some(c) = post_channel {
@@ -217,7 +231,7 @@ impl Pacer {
             bucket.tokens = (bucket.tokens + elapsed * per_second).min(per_minute) - 1.0;
             bucket.at = now;
         }
-        if wait > self.settings.inline_wait {
+        if wait > inline_wait {
             if state.tickets.len() > SWEEP_ABOVE {
                 let stale = now - TimeDelta::minutes(10);
                 state.tickets.retain(|_, slot| *slot > stale);

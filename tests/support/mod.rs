@@ -444,3 +444,21 @@ impl TestApp {
             .collect()
     }
 }
+
+/// What a posted message shows: the texts of its blocks (sections and their fields), or
+/// its `text` when it has no blocks. An announcement digest's `text` is only the start of
+/// it (the notification line); its blocks carry every announcement.
+pub fn shown_text(post: &serde_json::Value) -> String {
+    let blocks = match &post["blocks"] {
+        serde_json::Value::String(s) => serde_json::from_str(s).unwrap_or_default(),
+        other => other.clone(),
+    };
+    match blocks.as_array() {
+        Some(blocks) if !blocks.is_empty() => blocks
+            .iter()
+            .filter_map(|b| b["text"]["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => post["text"].as_str().unwrap_or_default().to_string(),
+    }
+}
