@@ -80,6 +80,38 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Milliseconds since the epoch, how the schema keeps times.
+/// The VALUES list of a multi-row INSERT: `rows` tuples of `width` placeholders, bound
+/// row by row, column by column.
+///
+/// SQLite gets anonymous `?`s. sqlx asks SQLite for the name of every parameter of a
+/// statement, and SQLite finds a parameter's name (and, while parsing, each `$n`) by a
+/// linear search of the statement's names: a 1,000-parameter INSERT costs a million
+/// steps, which was a tenth of the writer's time under a burst of declarations.
+/// PostgreSQL gets `$1..$n`.
+pub(crate) fn values_list(backend: Backend, rows: usize, width: usize) -> String {
+    let mut out = String::with_capacity(rows * (width * 6 + 4));
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for column in 0..width {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            match backend {
+                Backend::Sqlite => out.push('?'),
+                Backend::Postgres => {
+                    out.push('$');
+                    out.push_str(&(row * width + column + 1).to_string());
+                }
+            }
+        }
+        out.push(')');
+    }
+    out
+}
+
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -361,5 +393,20 @@ impl Store {
 
     pub(crate) fn read_pool(&self) -> &AnyPool {
         &self.read
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Backend, values_list};
+
+    #[test]
+    fn values_lists_are_anonymous_on_sqlite_and_numbered_on_postgres() {
+        assert_eq!(values_list(Backend::Sqlite, 2, 3), "(?, ?, ?), (?, ?, ?)");
+        assert_eq!(
+            values_list(Backend::Postgres, 2, 3),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(values_list(Backend::Postgres, 1, 1), "($1)");
     }
 }

@@ -97,19 +97,17 @@ impl StoreTx {
             .await?;
         }
         for chunk in missing.chunks(super::tx::MAX_ROWS_PER_INSERT) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(${}, ${}, ${}, $1)", 3 * i + 2, 3 * i + 3, 3 * i + 4))
-                .collect();
             let sql = format!(
                 "insert into timers (incident_id, kind, due_at_ms, created_at_ms) values {}",
-                values.join(", ")
+                super::values_list(self.backend, chunk.len(), 4)
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ms(now));
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (incident_id, spec) in chunk {
                 query = query
                     .bind(incident_id.0)
                     .bind(spec.kind.key())
-                    .bind(ms(spec.due_at));
+                    .bind(ms(spec.due_at))
+                    .bind(ms(now));
             }
             query.execute(&mut *self.tx).await?;
         }

@@ -113,27 +113,27 @@ impl StoreTx {
             } else {
                 "coalesce(outbox_lanes.due_at_ms, excluded.due_at_ms)"
             };
-            let values: Vec<String> = (0..batch.len())
-                .map(|i| format!("(${}, ${}, ${}, $1)", 3 * i + 2, 3 * i + 3, 3 * i + 4))
-                .collect();
-            let sql = format!(
-                "insert into outbox_lanes (ordering_key, class, due_at_ms, updated_at_ms) values {} \
-                 on conflict (ordering_key) do update set due_at_ms = {on_conflict}, updated_at_ms = excluded.updated_at_ms",
-                values.join(", ")
-            );
             let now = batch
                 .iter()
                 .map(|(_, l)| l.due_ms)
                 .min()
                 .unwrap_or_default();
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
-            for (key, schedule) in batch {
-                query = query
-                    .bind(key.as_str())
-                    .bind(LaneClass::of(key).as_str())
-                    .bind(schedule.due_ms);
+            for chunk in batch.chunks(MAX_ROWS_PER_INSERT) {
+                let sql = format!(
+                    "insert into outbox_lanes (ordering_key, class, due_at_ms, updated_at_ms) values {} \
+                     on conflict (ordering_key) do update set due_at_ms = {on_conflict}, updated_at_ms = excluded.updated_at_ms",
+                    super::values_list(self.backend, chunk.len(), 4)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (key, schedule) in chunk {
+                    query = query
+                        .bind(key.as_str())
+                        .bind(LaneClass::of(key).as_str())
+                        .bind(schedule.due_ms)
+                        .bind(now);
+                }
+                query.execute(&mut *self.tx).await?;
             }
-            query.execute(&mut *self.tx).await?;
         }
         let committed = Committed {
             enqueued: !lanes.is_empty(),
@@ -228,33 +228,23 @@ impl StoreTx {
         now: DateTime<Utc>,
     ) -> Result<()> {
         for chunk in incidents.chunks(MAX_ROWS_PER_INSERT) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let b = 2 + i * 5;
-                    format!(
-                        "(${b}, ${}, ${}, ${}, ${}, $1, $1)",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4
-                    )
-                })
-                .collect();
             let sql = format!(
                 "insert into incidents (id, status, severity, channel_id, state, created_at_ms, updated_at_ms) \
                  values {} on conflict (id) do update set status = excluded.status, \
                  severity = excluded.severity, channel_id = excluded.channel_id, \
                  state = excluded.state, updated_at_ms = excluded.updated_at_ms",
-                values.join(", ")
+                super::values_list(self.backend, chunk.len(), 7)
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ms(now));
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for incident in chunk {
                 query = query
                     .bind(incident.id.0)
                     .bind(incident.status.as_str())
                     .bind(incident.severity.to_string())
                     .bind(incident.channel.as_ref().map(|c| c.id.clone()))
-                    .bind(serde_json::to_string(incident).expect("incidents serialize"));
+                    .bind(serde_json::to_string(incident).expect("incidents serialize"))
+                    .bind(ms(now))
+                    .bind(ms(now));
             }
             query.execute(&mut *self.tx).await?;
         }
@@ -312,29 +302,16 @@ impl StoreTx {
         }
         // One INSERT for all of them: fewer round trips on the write path.
         for chunk in entries.chunks(MAX_ROWS_PER_INSERT) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let b = 2 + i * 7;
-                    format!(
-                        "(${b}, ${}, $1, ${}, ${}, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5,
-                        b + 6
-                    )
-                })
-                .collect();
             let sql = format!(
                 "insert into timeline (incident_id, seq, at_ms, actor, request_id, kind, prev_hash, hash) values {}",
-                values.join(", ")
+                super::values_list(self.backend, chunk.len(), 8)
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ms(at));
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for entry in chunk {
                 query = query
                     .bind(entry.incident_id.0)
                     .bind(entry.seq)
+                    .bind(ms(at))
                     .bind(entry.actor.to_string())
                     .bind(&entry.request_id)
                     .bind(serde_json::to_string(&entry.kind).expect("events serialize"))
@@ -380,24 +357,19 @@ impl StoreTx {
         rows: &[(&str, Option<IncidentId>, &str, DateTime<Utc>)],
     ) -> Result<()> {
         for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let b = i * 4;
-                    format!("(${}, ${}, ${}, ${}, $1)", b + 2, b + 3, b + 4, b + 5)
-                })
-                .collect();
             let sql = format!(
                 "insert into outbox (ordering_key, incident_id, payload, next_attempt_at_ms, created_at_ms) values {}",
-                values.join(", ")
+                super::values_list(self.backend, chunk.len(), 5)
             );
             let created = chunk.iter().map(|r| ms(r.3)).min().unwrap_or_default();
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(created);
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (key, incident_id, payload, due) in chunk {
                 query = query
                     .bind(*key)
                     .bind(incident_id.map(|i| i.0))
                     .bind(*payload)
-                    .bind(ms(*due));
+                    .bind(ms(*due))
+                    .bind(created);
             }
             query.execute(&mut *self.tx).await?;
         }
