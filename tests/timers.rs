@@ -8,6 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use klaxon::domain::incident::{Actor, EventKind, IncidentId};
 use klaxon::domain::severity::Severity;
 use klaxon::engine::RequestMeta;
+use klaxon::store::Store;
 use support::{Db, TestApp, fresh_store, fresh_store_with_url, routing_key, start};
 
 both_backends!(
@@ -23,6 +24,7 @@ both_backends!(
     paging_retries_until_pagerduty_accepts,
     regression_sub_millisecond_declaration_times_still_fire,
     an_escalation_notifies_its_targets_slack_channels_and_groups,
+    a_commit_wakes_the_schedulers_with_its_earliest_timer,
 );
 
 fn minutes(m: i64) -> DateTime<Utc> {
@@ -532,4 +534,81 @@ async fn an_escalation_notifies_its_targets_slack_channels_and_groups(db: Db) {
             .await
             .contains(&(30, "page management".to_string()))
     );
+}
+
+/// A commit that writes timers wakes this process's scheduler and, on PostgreSQL, every
+/// other replica's (through `NOTIFY`), saying when the earliest of them is due: a
+/// scheduler whose next due time is sooner sleeps on without a query.
+async fn a_commit_wakes_the_schedulers_with_its_earliest_timer(db: Db) {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let (store, url) = fresh_store_with_url(db).await;
+    let slack = support::slack_emulator::SlackEmulator::start().await;
+    let clock = Arc::new(klaxon::clock::ManualClock::new(start()));
+    let config = support::test_config(&slack.base_url, &url);
+    let client = klaxon::slack::morphism::MorphismSlack::new(
+        &slack.base_url,
+        config.slack.bot_token.clone(),
+    )
+    .unwrap();
+    let replica = klaxon::app::wire(store.clone(), &config, clock.clone(), Arc::new(client));
+    // Another replica's wake-ups, fed by its LISTEN connection (PostgreSQL only).
+    let other = Arc::new(klaxon::store::TimerWake::default());
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let listener = {
+        let (store, other) = (Store::connect(&url).await.unwrap(), other.clone());
+        tokio::spawn(async move {
+            store
+                .listen_for_commits(Arc::new(tokio::sync::Notify::new()), other, stop_rx)
+                .await
+        })
+    };
+    if db == Db::Postgres {
+        // The first wake-up is the one every (re)connection gives: look.
+        tokio::time::timeout(Duration::from_secs(30), other.notify().notified())
+            .await
+            .expect("the listener connects");
+        assert!(other.earlier_than(Some(i64::MAX)));
+    }
+    let meta = RequestMeta::user("UALICE", "req-wake");
+    replica
+        .state
+        .engine
+        .declare(&meta, Severity::Sev1, "Database is down")
+        .await
+        .unwrap();
+    // The SEV1's first timer (the response deadline or the first reminder) is minutes
+    // away: a scheduler due sooner is not disturbed; one due later looks.
+    let soon = start().timestamp_millis() + 1_000;
+    let later = (start() + TimeDelta::hours(1)).timestamp_millis();
+    let wake = &replica.wakers.scheduler;
+    assert!(!wake.earlier_than(Some(soon)), "timers minutes away");
+    assert!(!wake.earlier_than(Some(later)), "the hint was taken");
+    if db == Db::Postgres {
+        tokio::time::timeout(Duration::from_secs(30), other.notify().notified())
+            .await
+            .expect("the other replica hears the commit");
+        // A due time, not "look": the NOTIFY carried it.
+        assert!(
+            !other.earlier_than(Some(soon)),
+            "the NOTIFY carries the due time"
+        );
+    }
+    replica
+        .state
+        .engine
+        .declare(&meta, Severity::Sev1, "Payments are down")
+        .await
+        .unwrap();
+    assert!(wake.earlier_than(Some(later)), "a timer before the hour");
+    if db == Db::Postgres {
+        tokio::time::timeout(Duration::from_secs(30), other.notify().notified())
+            .await
+            .expect("the other replica hears the commit");
+        assert!(other.earlier_than(Some(later)));
+    } else {
+        // SQLite has one process: there is nobody to tell.
+        listener.await.unwrap();
+    }
 }

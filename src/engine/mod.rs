@@ -97,8 +97,8 @@ pub struct PolicySet {
 pub struct Wakers {
     /// The outbox worker (new rows to deliver).
     pub outbox: Arc<Notify>,
-    /// The scheduler (timers added or moved).
-    pub scheduler: Arc<Notify>,
+    /// The scheduler (timers added), with the earliest due time added.
+    pub scheduler: Arc<crate::store::TimerWake>,
 }
 
 /// Applies changes. Cheap to clone.
@@ -260,8 +260,8 @@ impl Engine {
         if committed.enqueued {
             self.wakers.outbox.notify_one();
         }
-        if committed.timers_moved {
-            self.wakers.scheduler.notify_one();
+        if let Some(due_ms) = committed.earliest_timer_ms {
+            self.wakers.scheduler.timer_due(due_ms);
         }
     }
 

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineError, TimerOutcome};
+use crate::store::TimerWake;
 
 pub mod retention;
 
@@ -21,6 +22,8 @@ pub mod retention;
 /// second; a scheduler that dies leaves its timers to the others this much later (on
 /// SQLite, a restart takes them back at once).
 pub const LEASE: TimeDelta = TimeDelta::seconds(15);
+/// The longest the scheduler sleeps without looking at the timers.
+const IDLE_LOOK: Duration = Duration::from_secs(60);
 /// Timers claimed per round trip.
 const BATCH: i64 = 100;
 
@@ -40,12 +43,12 @@ pub struct FireReport {
 pub struct Scheduler {
     engine: Engine,
     clock: Arc<dyn Clock>,
-    wake: Arc<Notify>,
+    wake: Arc<TimerWake>,
 }
 
 impl Scheduler {
     /// A scheduler for `engine`, woken by `wake` (the engine's scheduler waker).
-    pub fn new(engine: Engine, clock: Arc<dyn Clock>, wake: Arc<Notify>) -> Self {
+    pub fn new(engine: Engine, clock: Arc<dyn Clock>, wake: Arc<TimerWake>) -> Self {
         Self {
             engine,
             clock,
@@ -115,16 +118,27 @@ impl Scheduler {
                     tracing::error!(error = %e, "cannot read the next due time; polling");
                     None
                 });
-            if crate::clock::wait_for_work(
-                &*self.clock,
-                next,
-                Duration::from_secs(60),
-                &self.wake,
-                &mut shutdown,
-            )
-            .await
-            {
-                return;
+            // Sleep until the next due time. A wake-up for timers that all come due
+            // after it changes nothing: sleep on without a query (see `TimerWake`). The
+            // idle minute still looks (a safety net for a missed wake-up).
+            let asleep = std::time::Instant::now();
+            loop {
+                if crate::clock::wait_for_work(
+                    &*self.clock,
+                    next,
+                    IDLE_LOOK,
+                    self.wake.notify(),
+                    &mut shutdown,
+                )
+                .await
+                {
+                    return;
+                }
+                let due = next.is_some_and(|at| self.clock.now() >= at);
+                let idle = asleep.elapsed() >= IDLE_LOOK;
+                if due || idle || self.wake.earlier_than(next.map(|at| at.timestamp_millis())) {
+                    break;
+                }
             }
         }
     }

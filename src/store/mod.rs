@@ -29,6 +29,7 @@ use crate::domain::incident::{Actor, Incident, IncidentId};
 use crate::domain::timeline::TimelineEntry;
 
 pub use home::AwaitingRun;
+pub use listen::TimerWake;
 pub use outbox::{OutboxCounts, OutboxRow, Posted, Settlement};
 pub use postmortems::{LaneDepth, PostmortemRow};
 pub use retention::Pruned;

@@ -111,6 +111,10 @@ impl StoreTx {
             }
             query.execute(&mut *self.tx).await?;
         }
+        if let Some(earliest) = missing.iter().map(|(_, spec)| ms(spec.due_at)).min() {
+            self.earliest_timer_ms =
+                Some(self.earliest_timer_ms.map_or(earliest, |e| e.min(earliest)));
+        }
         let changed = !unwanted.is_empty() || !missing.is_empty();
         self.timers_moved |= changed;
         Ok(changed)

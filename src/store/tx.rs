@@ -23,6 +23,8 @@ pub struct StoreTx {
     lanes: BTreeMap<String, LaneSchedule>,
     /// Whether a pending timer was added or moved (see `sync_timers`).
     pub(super) timers_moved: bool,
+    /// The earliest due time (epoch ms) of the timers this transaction added.
+    pub(super) earliest_timer_ms: Option<i64>,
     /// An incident allocated in this transaction: it has no timeline and no timers yet,
     /// so the first append and the first timer sync skip reading them (the declare path).
     pub(super) fresh: Fresh,
@@ -68,8 +70,12 @@ pub(super) const MAX_ROWS_PER_INSERT: usize = 200;
 pub struct Committed {
     /// Outbox rows were added: wake the worker.
     pub enqueued: bool,
-    /// Timers were added or moved: wake the scheduler.
+    /// Timers were added or moved.
     pub timers_moved: bool,
+    /// The earliest due time (epoch ms) of the timers added: the scheduler is woken
+    /// only when this is before its own next due time (a cancelled timer needs no
+    /// wake-up: the scheduler wakes for it, finds nothing and looks again).
+    pub earliest_timer_ms: Option<i64>,
 }
 
 /// PostgreSQL `NOTIFY` channel: a commit added outbox rows.
@@ -89,6 +95,7 @@ impl StoreTx {
             durable_sqlite,
             lanes: BTreeMap::new(),
             timers_moved: false,
+            earliest_timer_ms: None,
             fresh: Fresh::default(),
         }
     }
@@ -138,6 +145,7 @@ impl StoreTx {
         let committed = Committed {
             enqueued: !lanes.is_empty(),
             timers_moved: self.timers_moved,
+            earliest_timer_ms: self.earliest_timer_ms,
         };
         if self.backend == Backend::Postgres {
             if committed.enqueued {
@@ -145,8 +153,10 @@ impl StoreTx {
                     .execute(&mut *self.tx)
                     .await?;
             }
-            if committed.timers_moved {
-                sqlx::query(sqlx::AssertSqlSafe(format!("notify {TIMERS_CHANNEL}")))
+            if let Some(due_ms) = committed.earliest_timer_ms {
+                sqlx::query("select pg_notify($1, $2)")
+                    .bind(TIMERS_CHANNEL)
+                    .bind(due_ms.to_string())
                     .execute(&mut *self.tx)
                     .await?;
             }
