@@ -167,7 +167,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let store = services.state.engine.store().clone();
         let wakers = services.wakers.clone();
         let (keep, every) = (config.retention.keep, config.retention.every);
-        let (worker, scheduler) = (services.worker, services.scheduler);
+        // The worker's leases name this instance (host and port: two live processes
+        // cannot share both), so after a crash the restarted process takes back its
+        // predecessor's lanes at once instead of waiting for their leases to run out.
+        let instance = format!(
+            "{}:{}",
+            rustix::system::uname().nodename().to_string_lossy(),
+            config.listen.port()
+        );
+        let (worker, scheduler) = (services.worker.for_instance(&instance), services.scheduler);
         let home = crate::listen::home::HomeRefresher::new(
             services.state.engine.clone(),
             Arc::new(SystemClock),

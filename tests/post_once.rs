@@ -28,6 +28,8 @@ both_backends!(
     a_failing_history_holds_the_row_instead_of_posting_blind,
     a_worker_killed_mid_run_leaves_no_duplicate_posts,
     a_digest_whose_answer_was_lost_is_found_and_newer_announcements_go_together,
+    a_restarted_instance_takes_back_its_predecessors_lanes_at_once,
+    an_instance_releases_only_its_own_earlier_leases,
 );
 
 /// The outbox row each successful post carried, counted.
@@ -537,4 +539,72 @@ async fn a_digest_whose_answer_was_lost_is_found_and_newer_announcements_go_toge
         assert_eq!(posted.ts, digest_ts, "row {row}");
     }
     assert_eq!(app.store.outbox_counts().await.unwrap().failed, 0);
+}
+
+/// kill -9 of a worker holding a post, and the same instance (host and port) restarted:
+/// it takes its predecessor's lanes back at start-up, on PostgreSQL too, so the rest is
+/// delivered without waiting for the leases to run out (the clock never moves here).
+async fn a_restarted_instance_takes_back_its_predecessors_lanes_at_once(db: Db) {
+    let app = TestApp::start(db).await;
+    let ch = app.declare("UALICE", "sev1 Database is down").await;
+    app.slack.fail_next(
+        "chat.postMessage",
+        Failure::AnswerAfter(Duration::from_secs(3_600)),
+    );
+    let before = app.slack.calls_to("chat.postMessage").len();
+    let (_stop, rx) = watch::channel(false);
+    let dying = tokio::spawn(app.worker.clone().for_instance("host-a:8080").run(rx));
+    app.command("UALICE", &ch, "update failover started").await;
+    app.slack
+        .wait_for_calls("chat.postMessage", before + 1)
+        .await;
+    dying.abort();
+    let _ = dying.await;
+    assert!(app.store.outbox_counts().await.unwrap().pending >= 1);
+    let (_stop, rx) = watch::channel(false);
+    let restarted = tokio::spawn(restarted_worker(&app).for_instance("host-a:8080").run(rx));
+    let mut polls = 0;
+    while app.store.outbox_counts().await.unwrap().pending > 0 {
+        polls += 1;
+        assert!(polls < 3_000, "the lanes were not taken back at start-up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    restarted.abort();
+    assert_each_row_posted_once(&app);
+    let updates = app
+        .messages_in(&ch)
+        .iter()
+        .filter(|m| m.contains("failover started"))
+        .count();
+    assert_eq!(updates, 1);
+}
+
+/// The store's half: an instance's start-up releases the leases whose owner names it,
+/// and nobody else's (a live replica's lanes stay with it; `host-a:8080` is not a prefix
+/// of `host-a:80801`'s owners because the name ends with `/`).
+async fn an_instance_releases_only_its_own_earlier_leases(db: Db) {
+    let store = fresh_store(db).await;
+    let mut tx = store.begin().await.unwrap();
+    for key in ["incident:1", "incident:2", "incident:3"] {
+        tx.enqueue(key, None, "{}", start()).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let lease = start() + DeliverySettings::default().lease;
+    for owner in ["host-a:8080/old", "host-b:8080/live", "host-a:80801/live"] {
+        let rows = store
+            .claim_lanes(LaneClass::Slack, owner, start(), lease, 1)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "{owner}");
+    }
+    let released = store
+        .release_instance_leases("host-a:8080/", start())
+        .await
+        .unwrap();
+    assert_eq!(released, 1);
+    let again = store
+        .claim_lanes(LaneClass::Slack, "host-a:8080/new", start(), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1, "only the released lane is free: {again:?}");
 }

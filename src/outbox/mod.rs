@@ -224,8 +224,10 @@ pub struct OutboxWorker {
     outlets: Outlets,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
-    /// This instance's lease token.
+    /// This worker's lease token: `instance/random` when it knows its instance.
     owner: Arc<str>,
+    /// Which instance this worker is (see [`OutboxWorker::for_instance`]).
+    instance: Option<Arc<str>>,
     settings: DeliverySettings,
     pacer: Arc<Pacer>,
     bot_user_id: Arc<OnceCell<String>>,
@@ -267,6 +269,7 @@ impl OutboxWorker {
             clock,
             wake,
             owner: uuid::Uuid::new_v4().simple().to_string().into(),
+            instance: None,
             settings,
             pacer: Arc::new(Pacer::new(settings.pacing)),
             bot_user_id: Arc::new(OnceCell::new()),
@@ -531,20 +534,40 @@ impl OutboxWorker {
     /// At start-up on SQLite, takes back the leases a previous life of this process held
     /// (one process owns the file), so what it was delivering resumes at once.
     async fn start_up(&self) -> Result<(), StoreError> {
-        if self.engine.store().backend() == crate::store::Backend::Sqlite {
-            let released = self
-                .engine
-                .store()
-                .release_outbox_leases(self.clock.now())
-                .await?;
-            if released > 0 {
-                tracing::info!(
-                    lanes = released,
-                    "resuming deliveries interrupted by the last stop"
-                );
+        let store = self.engine.store();
+        let now = self.clock.now();
+        let released = match (store.backend(), &self.instance) {
+            // One process owns the file: every lease is from this process's last life.
+            (crate::store::Backend::Sqlite, _) => store.release_outbox_leases(now).await?,
+            // Replicas share the database: only this instance's earlier life's leases.
+            (crate::store::Backend::Postgres, Some(instance)) => {
+                store
+                    .release_instance_leases(&format!("{instance}/"), now)
+                    .await?
             }
+            // Not knowing which instance it is, it leaves them to run out.
+            (crate::store::Backend::Postgres, None) => 0,
+        };
+        if released > 0 {
+            tracing::info!(
+                lanes = released,
+                "resuming deliveries interrupted by the last stop"
+            );
         }
         Ok(())
+    }
+
+    /// This worker as instance `instance` (`host:port` in `serve`): its leases carry the
+    /// name, and at start-up it takes back the lanes its predecessor on the same
+    /// instance leased before dying, on PostgreSQL too (SQLite takes back every lease).
+    /// Two live processes must never share an instance name; host and listening port
+    /// cannot be shared. Without a name (tests, tools), a dead worker's lanes come back
+    /// when their leases run out.
+    pub fn for_instance(mut self, instance: &str) -> Self {
+        let instance: Arc<str> = instance.replace('/', "_").into();
+        self.owner = format!("{instance}/{}", uuid::Uuid::new_v4().simple()).into();
+        self.instance = Some(instance);
+        self
     }
 
     /// Renews the leases of every lane in flight.

@@ -326,6 +326,22 @@ impl Store {
         .rows_affected())
     }
 
+    /// Releases the lanes leased by owners whose token starts with `prefix` (an earlier
+    /// life of this instance, see `OutboxWorker::for_instance`), due at `now`. Returns
+    /// how many.
+    pub async fn release_instance_leases(&self, prefix: &str, now: DateTime<Utc>) -> Result<u64> {
+        Ok(sqlx::query(
+            "update outbox_lanes set lease_owner = null, due_at_ms = $1 \
+             where lease_owner is not null and substr(lease_owner, 1, cast($2 as integer)) = $3",
+        )
+        .bind(ms(now))
+        .bind(prefix.chars().count() as i64)
+        .bind(prefix)
+        .execute(self.pool())
+        .await?
+        .rows_affected())
+    }
+
     /// When the next lane of `class` comes due (a fresh row, a retry, or a lease that runs
     /// out), if any. One index lookup.
     pub async fn next_lane_due(&self, class: LaneClass) -> Result<Option<DateTime<Utc>>> {
