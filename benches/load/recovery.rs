@@ -25,6 +25,7 @@ pub async fn scenario_reminders(ctx: &Ctx) {
     let db = Db::fresh(&ctx.backend, &ctx.dir, "reminders").await;
     let params = ServerParams {
         sev1_status_every: Some(format!("{cadence_s}s")),
+        ..ServerParams::default()
     };
     let (mut server, client) = ctx.server(&db, &standin, &params).await;
     let reads = db.reader().await;
@@ -286,6 +287,7 @@ pub async fn scenario_restart(ctx: &Ctx) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let calls_at_kill = standin.counts().total_ok();
+    let server_a_addr = server_a.addr;
     server_a.kill9();
     let now = now_ms();
     let waiting = server::pending(&reads).await;
@@ -297,12 +299,17 @@ pub async fn scenario_restart(ctx: &Ctx) {
     )
     .await;
     let restarted = Instant::now();
+    // The same unit restarted: same config, same port (the instance that takes its
+    // predecessor's leases back at start-up).
     let (mut server_b, ready_in) = spawn_server(
         &ctx.dir,
         ctx.label(),
         &db.url,
         &standin,
-        &ServerParams::default(),
+        &ServerParams {
+            listen: Some(server_a_addr),
+            ..ServerParams::default()
+        },
     )
     .await;
     let client = SlashClient::new(server_b.addr);

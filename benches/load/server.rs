@@ -21,6 +21,9 @@ pub const ANNOUNCE_CHANNEL: &str = "CANNOUNCE01";
 pub struct ServerParams {
     /// `severity.sev1.status_every` (the runbook's "30m" when `None`).
     pub sev1_status_every: Option<String>,
+    /// Where to listen (a free port when `None`); a restart reuses its predecessor's, as
+    /// a service manager restarting the same unit would.
+    pub listen: Option<SocketAddr>,
 }
 
 /// THE config the bench gives `klaxon serve`: every key the server reads comes from here
@@ -254,7 +257,7 @@ pub async fn spawn_server(
     params: &ServerParams,
 ) -> (Proc, Duration) {
     let started = Instant::now();
-    let addr = free_addr();
+    let addr = params.listen.unwrap_or_else(free_addr);
     let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
     let config_path = dir.join(format!("klaxon-{n}.toml"));
     std::fs::write(
