@@ -25,6 +25,7 @@ both_backends!(
     regression_sub_millisecond_declaration_times_still_fire,
     an_escalation_notifies_its_targets_slack_channels_and_groups,
     a_commit_wakes_the_schedulers_with_its_earliest_timer,
+    reminders_of_many_incidents_fire_together_each_once,
 );
 
 fn minutes(m: i64) -> DateTime<Utc> {
@@ -610,5 +611,56 @@ async fn a_commit_wakes_the_schedulers_with_its_earliest_timer(db: Db) {
     } else {
         // SQLite has one process: there is nobody to tell.
         listener.await.unwrap();
+    }
+}
+
+/// Forty SEV1s declared together come due together: their reminders fire in groups (one
+/// transaction for the timers of distinct incidents), each incident gets its own
+/// reminder once, with its own events in its own intact hash chain, and its own post.
+async fn reminders_of_many_incidents_fire_together_each_once(db: Db) {
+    const N: i64 = 40;
+    let app = TestApp::start(db).await;
+    for i in 0..N {
+        app.command("UALICE", "CGENERAL01", &format!("declare sev1 Outage {i}"))
+            .await;
+    }
+    app.deliver().await;
+    // Everyone takes command at once, so the response deadline and its page are gone and
+    // the first reminder (minute 30) is each incident's next timer.
+    for i in 1..=N {
+        let incident = app.store.incident(IncidentId(i)).await.unwrap().unwrap();
+        let channel = incident.channel.expect("channel").id;
+        app.command("UBOB", &channel, "role commander <@UBOB>")
+            .await;
+    }
+    app.clock.set(minutes(30));
+    let report = app.fire().await;
+    // The same timers fired for each (the reminder, and the ladder's steps due by now).
+    let first = timer_events(&app, IncidentId(1)).await;
+    assert_eq!(
+        first
+            .iter()
+            .filter(|e| **e == (30, "reminder".to_string()))
+            .count(),
+        1,
+        "{first:?}"
+    );
+    assert_eq!(report.fired, first.len() * N as usize, "{report:?}");
+    for i in 1..=N {
+        let id = IncidentId(i);
+        assert_eq!(timer_events(&app, id).await, first, "{id}");
+        let timeline = app.store.timeline(id).await.unwrap();
+        klaxon::domain::timeline::verify(&timeline).unwrap_or_else(|e| panic!("{id}: {e:?}"));
+        assert!(timeline.iter().all(|e| e.incident_id == id));
+    }
+    app.deliver().await;
+    for i in 1..=N {
+        let incident = app.store.incident(IncidentId(i)).await.unwrap().unwrap();
+        let reminders = app
+            .messages_in(&incident.channel.unwrap().id)
+            .iter()
+            .filter(|m| m.contains("No status update"))
+            .count();
+        assert_eq!(reminders, 1, "INC-{i}");
     }
 }

@@ -22,6 +22,7 @@ use crate::store::{Committed, Store, StoreError, StoreTx, TimerRow};
 
 pub use crate::domain::outbound::incident_key;
 
+mod fire;
 mod intake;
 mod record;
 mod roles;

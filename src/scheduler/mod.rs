@@ -74,8 +74,9 @@ impl Scheduler {
             if due.is_empty() {
                 return Ok(report);
             }
-            for timer in due {
-                match self.engine.fire_timer(&timer).await {
+            let outcomes = self.engine.fire_timers(&due).await;
+            for (timer, outcome) in due.iter().zip(outcomes) {
+                match outcome {
                     Ok(TimerOutcome::Fired) => {
                         report.fired += 1;
                         if timer.kind == crate::domain::timers::TimerKind::StatusReminder {
