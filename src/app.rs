@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::watch;
@@ -159,6 +160,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::new(slack),
         recovery,
     );
+    // Declarations a stopped process acknowledged but did not write out: before serving,
+    // so their channels and posts join the first deliveries.
+    crate::scheduler::declarations::complete_all(&services.state.engine, &SystemClock).await;
     let (stop_tx, stop_rx) = watch::channel(false);
     let socket_stop = stop_rx.clone();
     // The loops run on their own runtime at a lower OS priority: acks first, deliveries
@@ -176,6 +180,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.listen.port()
         );
         let (worker, scheduler) = (services.worker.for_instance(&instance), services.scheduler);
+        let declarations = crate::scheduler::declarations::run(
+            services.state.engine.clone(),
+            Arc::new(SystemClock),
+            crate::scheduler::declarations::EVERY,
+            stop_rx.clone(),
+        );
         let home = crate::listen::home::HomeRefresher::new(
             services.state.engine.clone(),
             Arc::new(SystemClock),
@@ -198,6 +208,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 stop_rx.clone(),
             ));
             let home = tokio::spawn(home.run(stop_rx.clone()));
+            let declarations = tokio::spawn(declarations);
             let worker = tokio::spawn(worker.run(stop_rx.clone()));
             let scheduler = tokio::spawn(scheduler.run(stop_rx));
             worker.await.context("outbox worker")?;
@@ -205,6 +216,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             scheduler.await.context("scheduler")?;
             notifications.await.context("LISTEN task")?;
             retention.await.context("retention")?;
+            declarations.await.context("declarations")?;
             anyhow::Ok(())
         })
         .context("starting the background loops")?
@@ -220,6 +232,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
         tokio::spawn(client.run(socket_stop))
     });
+    let engine = services.state.engine.clone();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -228,8 +241,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("HTTP server")?;
-    // Let the worker finish the row it is delivering; anything left stays in the outbox
-    // for the next start.
+    // Write out what was acknowledged (milliseconds; what is left is completed at the
+    // next start), then let the worker finish the row it is delivering; anything left
+    // stays in the outbox for the next start.
+    if tokio::time::timeout(Duration::from_secs(10), engine.declarations_written())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "acknowledged declarations not all written out; the next start completes them"
+        );
+    }
     let _ = stop_tx.send(true);
     tokio::task::spawn_blocking(move || background.join())
         .await

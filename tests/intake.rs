@@ -6,15 +6,19 @@ mod support;
 
 use std::collections::BTreeSet;
 
+use chrono::TimeDelta;
 use futures_util::future::join_all;
+use klaxon::clock::Clock;
 use klaxon::domain::incident::Actor;
 use klaxon::domain::severity::Severity;
 use klaxon::engine::{EngineError, RequestMeta};
+use klaxon::store::Declaration;
 use support::{ANNOUNCE, Db, TestApp};
 
 both_backends!(
     a_burst_of_declarations_is_committed_in_groups_each_whole,
     a_repeated_submission_in_a_group_is_declared_once,
+    an_acknowledged_declaration_left_unwritten_is_completed_once,
 );
 
 const BURST: usize = 40;
@@ -51,13 +55,18 @@ async fn a_burst_of_declarations_is_committed_in_groups_each_whole(db: Db) {
     }
     assert_eq!(numbers.len(), BURST, "distinct numbers: {numbers:?}");
 
-    // ... and they were grouped: fewer transactions than declarations.
-    let (transactions, declarations) = app.engine.intake_totals();
-    assert_eq!(declarations, BURST as u64);
-    assert!(
-        transactions < declarations,
-        "{declarations} declarations in {transactions} transactions: no grouping"
-    );
+    // ... and they were grouped: fewer transactions than declarations, at both steps
+    // (the ack, then the write-out).
+    for (step, (transactions, declarations)) in [
+        ("ack", app.engine.intake_ack_totals()),
+        ("write-out", app.engine.intake_totals()),
+    ] {
+        assert_eq!(declarations, BURST as u64, "{step}");
+        assert!(
+            transactions < declarations,
+            "{step}: {declarations} declarations in {transactions} transactions: no grouping"
+        );
+    }
 
     // Each incident is whole: a timeline that verifies and starts at 1 with its own
     // title, the same timers as any declared SEV1, its own outbox rows.
@@ -151,4 +160,71 @@ async fn a_repeated_submission_in_a_group_is_declared_once(db: Db) {
     assert_eq!((declared, duplicates), (3, 1), "{outcomes:?}");
     assert!(outcomes[0].is_ok(), "the first copy is the one declared");
     assert_eq!(app.store.incident_ids().await.unwrap().len(), 3);
+}
+
+/// A process killed between the ack and the write-out leaves `declaring` rows: nothing
+/// half-written shows, and any process completes them from what was stored, as of the
+/// ack, exactly once however many try at once.
+async fn an_acknowledged_declaration_left_unwritten_is_completed_once(db: Db) {
+    let app = TestApp::start(db).await;
+    let acked_at = app.clock.now();
+    // Step 1 alone, as a process killed right after its ack commit leaves it.
+    let declarations: Vec<Declaration> = (0..5)
+        .map(|i| Declaration {
+            severity: Severity::Sev1,
+            title: format!("Killed mid-declare {i}"),
+            actor: Actor::User(format!("UKILLED{i}")),
+            request_id: format!("req-killed-{i}"),
+        })
+        .collect();
+    let mut tx = app.store.begin().await.unwrap();
+    let ids = tx
+        .insert_declarations(&declarations, acked_at)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(ids.len(), 5);
+    assert!(app.store.open_incidents().await.unwrap().is_empty());
+    assert!(app.store.incident(ids[0]).await.unwrap().is_none());
+    assert!(app.store.incident_ids().await.unwrap().is_empty());
+
+    // A pass takes only what was acknowledged before its cut-off.
+    assert_eq!(app.engine.complete_declarations(acked_at).await.unwrap(), 0);
+
+    // Three passes at once, later: each declaration written once.
+    app.clock.advance(TimeDelta::minutes(3));
+    let later = app.clock.now();
+    let written: usize = join_all((0..3).map(|_| app.engine.complete_declarations(later)))
+        .await
+        .into_iter()
+        .map(|n| n.expect("pass"))
+        .sum();
+    assert_eq!(written, 5);
+    assert_eq!(app.engine.complete_declarations(later).await.unwrap(), 0);
+
+    // Each is whole, as of its ack: state, a verified timeline by its declarer, timers
+    // counted from the ack (the SEV1 response deadline, 15 min, is already past).
+    for (id, asked) in ids.iter().zip(&declarations) {
+        let incident = app.store.incident(*id).await.unwrap().expect("written out");
+        assert_eq!(incident.title, asked.title);
+        assert_eq!(incident.declared_at, acked_at);
+        let timeline = app.store.timeline(*id).await.unwrap();
+        klaxon::domain::timeline::verify(&timeline).expect("chain verifies");
+        assert_eq!(timeline[0].seq, 1);
+        assert_eq!(timeline[0].at, acked_at);
+        assert_eq!(timeline[0].actor, asked.actor);
+        let timers = app.store.timers_of(*id).await.unwrap();
+        assert!(
+            timers
+                .iter()
+                .any(|(_, due, _)| *due == acked_at + TimeDelta::minutes(15)),
+            "response deadline from the ack: {timers:?}"
+        );
+    }
+    assert_eq!(app.store.open_incidents().await.unwrap().len(), 5);
+
+    // Their outbox rows exist once: one channel each.
+    app.deliver().await;
+    let created = app.slack.calls_to("conversations.create");
+    assert_eq!(created.len(), 5, "{created:?}");
 }

@@ -1,45 +1,86 @@
-//! Group commit of declarations.
+//! Group commit of declarations, in two steps.
 //!
 //! Declarations come in bursts (an alert storm, a whole team typing `/incident declare`
-//! at once), and each one is a write transaction of several statements: number, state,
-//! timeline, outbox rows, timers, lanes. Committed one by one they queue on the store's
-//! writer (SQLite has exactly one) and every ack waits for all the transactions ahead of
-//! it. So declarations go through one intake task: it takes every declaration waiting,
-//! writes them all in ONE transaction with one multi-row statement per kind of row, and
-//! answers each caller after the commit. Alone, a declaration is a batch of one (no
-//! waiting for company); under load, batches grow by themselves to the arrivals during
-//! the previous commit, and the cost per declaration falls as the load rises.
+//! at once), and each one is several rows: number, state, timeline, outbox rows, timers,
+//! lanes. Slack wants the slash command answered within 3 s, and the answer only needs
+//! the declaration to be *durable*, not all of its rows. So:
 //!
-//! Nothing is acknowledged before it is committed. If a batch fails, its declarations
-//! are retried one by one, so one bad declaration cannot fail its neighbours.
+//! 1. **Acknowledge.** One task takes every declaration waiting and commits them in ONE
+//!    short transaction: a `declaring` incident row each (number allocated, what was
+//!    asked kept as JSON; see `store::declarations`), plus the dedupe of retried form
+//!    submissions. The domain then declares each (pure, once) and the caller that only
+//!    needs the ack (`Engine::declare_acked`) is answered.
+//! 2. **Write out.** Another task takes the acknowledged declarations waiting and writes
+//!    their state, timeline, outbox rows, timers and lanes with one multi-row statement
+//!    per kind, in ONE transaction that first *claims* the rows (`declaring` ->
+//!    written). Callers that change the incident next (`Engine::declare`) are answered
+//!    after this commit.
+//!
+//! The ack is as cheap as the one INSERT any handler must do, and it no longer waits for
+//! the write-out of the declarations ahead of it. Nothing is lost in between: a process
+//! that dies after step 1 leaves `declaring` rows, which any process completes from the
+//! stored declaration ([`complete_pending`]: at start-up, then every few seconds), the
+//! same as step 2 would have, exactly once thanks to the claim.
+//!
+//! Alone, a declaration is a batch of one at each step (no waiting for company); under
+//! load, batches grow by themselves to the arrivals during the previous commit. If a
+//! batch fails, its declarations are retried one by one, so one bad declaration cannot
+//! fail its neighbours.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use tokio::sync::{mpsc, oneshot};
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{Engine, EngineError, Outcome, RequestMeta};
-use crate::domain::incident::{self, Decision};
+use crate::domain::incident::{self, Decision, IncidentId};
 use crate::domain::severity::Severity;
-use crate::store::Backend;
+use crate::store::{Backend, Declaration};
 
-/// Most declarations committed in one transaction.
-const MAX_BATCH: usize = 128;
+/// Most declarations acknowledged in one transaction.
+const MAX_ACK_BATCH: usize = 128;
+/// Most declarations written out in one transaction. Smaller than the ack batch: on
+/// SQLite the acks wait for the writer while a write-out holds it, so a write-out is kept
+/// to a few milliseconds.
+const MAX_WRITE_BATCH: usize = 32;
+/// Most stale declarations completed per pass of [`complete_pending`].
+const MAX_PENDING_PASS: i64 = 200;
+
+/// When the caller of a declaration is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// Once the declaration is durable (step 1).
+    Acked,
+    /// Once everything is written (step 2).
+    Written,
+}
 
 /// One declaration waiting for the intake.
 pub(super) struct DeclareJob {
     pub(super) meta: RequestMeta,
     pub(super) severity: Severity,
     pub(super) title: String,
+    pub(super) wait: Wait,
     pub(super) answer: oneshot::Sender<Result<Outcome, EngineError>>,
+}
+
+/// An acknowledged declaration waiting to be written out.
+struct WriteJob {
+    meta: RequestMeta,
+    decision: Decision,
+    /// When it was acknowledged: the time of its events, outbox rows and timers.
+    at: DateTime<Utc>,
+    /// The caller waiting for the write-out, if any.
+    answer: Option<oneshot::Sender<Result<Outcome, EngineError>>>,
 }
 
 /// The intake task has stopped (the runtime is shutting down).
 #[derive(Debug)]
 pub(super) struct Closed;
 
-/// The handle the engine sends declarations through (started on first use, so an engine
-/// can be built outside a runtime).
+/// The handle the engine sends declarations through (its tasks are started on first use,
+/// so an engine can be built outside a runtime).
 #[derive(Debug, Default)]
 pub(super) struct Intake {
     queue: std::sync::OnceLock<mpsc::UnboundedSender<DeclareJob>>,
@@ -47,38 +88,80 @@ pub(super) struct Intake {
 }
 
 /// Counts of what the intake committed (for tests and metrics): how much grouping the
-/// load produced.
+/// load produced, and what is acknowledged but not yet written out.
 #[derive(Debug, Default)]
 pub struct IntakeStats {
-    transactions: AtomicU64,
-    declarations: AtomicU64,
+    ack_transactions: AtomicU64,
+    acked: AtomicU64,
+    write_transactions: AtomicU64,
+    written: AtomicU64,
+    /// Acknowledged declarations not yet through their write-out attempt.
+    unwritten: AtomicUsize,
+    /// Signalled when `unwritten` drops to zero.
+    drained: Notify,
 }
 
 impl IntakeStats {
-    /// `(transactions committed, declarations committed in them)`.
+    /// `(transactions, declarations)` written out (step 2).
     pub fn totals(&self) -> (u64, u64) {
         (
-            self.transactions.load(Ordering::Relaxed),
-            self.declarations.load(Ordering::Relaxed),
+            self.write_transactions.load(Ordering::Relaxed),
+            self.written.load(Ordering::Relaxed),
         )
     }
 
-    fn committed(&self, declarations: usize) {
-        self.transactions.fetch_add(1, Ordering::Relaxed);
-        self.declarations
-            .fetch_add(declarations as u64, Ordering::Relaxed);
+    /// `(transactions, declarations)` acknowledged (step 1).
+    pub fn ack_totals(&self) -> (u64, u64) {
+        (
+            self.ack_transactions.load(Ordering::Relaxed),
+            self.acked.load(Ordering::Relaxed),
+        )
+    }
+
+    fn queued_for_write(&self, n: usize) {
+        self.unwritten.fetch_add(n, Ordering::SeqCst);
+    }
+
+    fn write_attempted(&self, n: usize) {
+        if self.unwritten.fetch_sub(n, Ordering::SeqCst) == n {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Returns once every declaration acknowledged so far has been through its write-out
+    /// (written, or left `declaring` for [`complete_pending`] after a failure).
+    pub async fn write_outs_done(&self) {
+        loop {
+            let drained = self.drained.notified();
+            if self.unwritten.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            drained.await;
+        }
     }
 }
 
 impl Intake {
-    /// Queues a declaration; the intake task is started by the first one. `engine` is the
-    /// engine the task commits through (its own intake is never used).
+    /// Queues a declaration; the intake tasks are started by the first one. `engine` is
+    /// the engine the tasks commit through (its own intake is never used).
     pub(super) fn send(&self, engine: &Engine, job: DeclareJob) -> Result<(), Closed> {
         let queue = self.queue.get_or_init(|| {
             let (queue, jobs) = mpsc::unbounded_channel();
+            let (writes, write_jobs) = mpsc::unbounded_channel();
             let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+            let write_jobs = Arc::new(tokio::sync::Mutex::new(write_jobs));
             for _ in 0..committers(engine.store.backend()) {
-                tokio::spawn(run(engine.detached(), jobs.clone(), self.stats.clone()));
+                tokio::spawn(acknowledge_loop(
+                    engine.detached(),
+                    jobs.clone(),
+                    writes.clone(),
+                    self.stats.clone(),
+                ));
+                tokio::spawn(write_loop(
+                    engine.detached(),
+                    write_jobs.clone(),
+                    self.stats.clone(),
+                ));
             }
             queue
         });
@@ -91,9 +174,9 @@ impl Intake {
     }
 }
 
-/// How many batches commit at once: SQLite has one writer, so one; PostgreSQL commits
-/// concurrent transactions in parallel (and a commit waits for its WAL flush), so a few,
-/// each taking what is waiting when it is free.
+/// How many batches commit at once, at each step: SQLite has one writer, so one;
+/// PostgreSQL commits concurrent transactions in parallel (and a commit waits for its WAL
+/// flush), so a few, each taking what is waiting when it is free.
 fn committers(backend: Backend) -> usize {
     match backend {
         Backend::Sqlite => 1,
@@ -101,29 +184,30 @@ fn committers(backend: Backend) -> usize {
     }
 }
 
-/// An intake task: until every engine handle is gone, takes what is waiting (when no
-/// other committer holds the queue) and commits it.
-async fn run(
+/// Step 1, until every engine handle is gone: takes what is waiting (when no other
+/// acknowledger holds the queue), commits it, answers, and passes it on to step 2.
+async fn acknowledge_loop(
     engine: Engine,
     jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<DeclareJob>>>,
+    writes: mpsc::UnboundedSender<WriteJob>,
     stats: Arc<IntakeStats>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut batch = Vec::with_capacity(MAX_ACK_BATCH);
     loop {
-        if jobs.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
+        if jobs.lock().await.recv_many(&mut batch, MAX_ACK_BATCH).await == 0 {
             return;
         }
         let taken = std::mem::take(&mut batch);
         let alone = taken.len() == 1;
-        match commit_batch(&engine, taken).await {
-            Ok(answered) => answer(&stats, answered),
+        match acknowledge(&engine, taken).await {
+            Ok(acked) => pass_on(&engine, &stats, acked, &writes).await,
             Err((jobs, e)) if alone => answer_one(jobs, e),
             Err((jobs, e)) => {
-                tracing::warn!(error = %e, count = jobs.len(), "declaration batch failed; committing them one by one");
+                tracing::warn!(error = %e, count = jobs.len(), "declaration batch failed; acknowledging them one by one");
                 for job in jobs {
-                    match commit_batch(&engine, vec![job]).await {
-                        Ok(answered) => answer(&stats, answered),
-                        Err((job, e)) => answer_one(job, e),
+                    match acknowledge(&engine, vec![job]).await {
+                        Ok(acked) => pass_on(&engine, &stats, acked, &writes).await,
+                        Err((jobs, e)) => answer_one(jobs, e),
                     }
                 }
             }
@@ -138,93 +222,323 @@ fn answer_one(jobs: Vec<DeclareJob>, e: EngineError) {
     }
 }
 
-type Answered = Vec<(DeclareJob, Result<Outcome, EngineError>)>;
-
-fn answer(stats: &IntakeStats, answered: Answered) {
-    stats.committed(answered.iter().filter(|(_, o)| o.is_ok()).count());
-    for (job, outcome) in answered {
-        // The caller may have gone (its HTTP request was dropped): the declaration
-        // stands, committed; there is nobody to tell.
-        let _ = job.answer.send(outcome);
-    }
+/// What step 1 made of one job.
+enum Acked {
+    /// Its incident row, with the time it was acknowledged.
+    Declared(IncidentId, DateTime<Utc>),
+    /// A retried form submission seen before.
+    Duplicate,
 }
 
-/// Commits `jobs` in one transaction and returns each one's answer. `Err` hands them
-/// all back with the first error, store or domain (the transaction is rolled back:
-/// nothing of them was committed).
-async fn commit_batch(
+/// Commits `jobs`' declarations in one transaction. `Err` hands them all back with the
+/// first error (rolled back: nothing of them was committed).
+async fn acknowledge(
     engine: &Engine,
     jobs: Vec<DeclareJob>,
-) -> Result<Answered, (Vec<DeclareJob>, EngineError)> {
+) -> Result<Vec<(DeclareJob, Acked)>, (Vec<DeclareJob>, EngineError)> {
     let now = engine.clock.now();
     let mut tx = match engine.store.begin().await {
         Ok(tx) => tx,
         Err(e) => return Err((jobs, e.into())),
     };
-    // Inbound events seen before (a retried form submission) are answered as such.
-    let mut new = Vec::new();
-    let mut seen = Vec::new();
-    for (i, job) in jobs.iter().enumerate() {
+    let mut fresh = Vec::with_capacity(jobs.len());
+    for job in &jobs {
         let is_new = match &job.meta.dedupe {
             Some((source, id)) => tx.record_inbound(source, id, now).await,
             None => Ok(true),
         };
         match is_new {
-            Ok(true) => new.push(i),
-            Ok(false) => seen.push(i),
+            Ok(is_new) => fresh.push(is_new),
             Err(e) => return Err((jobs, e.into())),
         }
     }
-    let ids = if new.is_empty() {
+    let declarations: Vec<Declaration> = jobs
+        .iter()
+        .zip(&fresh)
+        .filter(|(_, is_new)| **is_new)
+        .map(|(job, _)| Declaration {
+            severity: job.severity,
+            title: job.title.clone(),
+            actor: job.meta.actor.clone(),
+            request_id: job.meta.request_id.clone(),
+        })
+        .collect();
+    let ids = if declarations.is_empty() {
         Vec::new()
     } else {
-        match tx.allocate_incident_ids(new.len(), now).await {
+        match tx.insert_declarations(&declarations, now).await {
             Ok(ids) => ids,
             Err(e) => return Err((jobs, e.into())),
         }
     };
-    let mut decisions: Vec<(usize, Decision)> = Vec::with_capacity(new.len());
-    for (&i, id) in new.iter().zip(ids) {
-        let job = &jobs[i];
-        match incident::declare(
+    if let Err(e) = tx.commit().await {
+        return Err((jobs, e.into()));
+    }
+    let mut ids = ids.into_iter();
+    Ok(jobs
+        .into_iter()
+        .zip(fresh)
+        .map(|(job, is_new)| {
+            let acked = if is_new {
+                Acked::Declared(ids.next().expect("a number per declaration"), now)
+            } else {
+                Acked::Duplicate
+            };
+            (job, acked)
+        })
+        .collect())
+}
+
+/// After step 1: the domain declares each incident (once), callers waiting for the ack
+/// are answered, and everything goes on to step 2.
+async fn pass_on(
+    engine: &Engine,
+    stats: &IntakeStats,
+    acked: Vec<(DeclareJob, Acked)>,
+    writes: &mpsc::UnboundedSender<WriteJob>,
+) {
+    let declared = acked
+        .iter()
+        .filter(|(_, a)| matches!(a, Acked::Declared(..)))
+        .count();
+    stats.ack_transactions.fetch_add(1, Ordering::Relaxed);
+    stats.acked.fetch_add(declared as u64, Ordering::Relaxed);
+    for (job, acked) in acked {
+        let (id, at) = match acked {
+            Acked::Duplicate => {
+                let _ = job.answer.send(Err(EngineError::Duplicate));
+                continue;
+            }
+            Acked::Declared(id, at) => (id, at),
+        };
+        let decision = match incident::declare(
             id,
             job.severity,
             &job.title,
             &job.meta.actor,
-            now,
+            at,
             engine.policy(),
         ) {
-            Ok(decision) => decisions.push((i, decision)),
-            // Titles are checked before queueing; should the domain refuse anyway, the
-            // batch is retried one by one and only this caller hears why.
-            Err(refused) => return Err((jobs, refused.into())),
+            Ok(decision) => decision,
+            Err(refused) => {
+                // Titles are checked before queueing, so this should not happen; if it
+                // does, the row goes (nothing else was written for it) and only this
+                // caller hears why.
+                drop_refused(engine, id).await;
+                let _ = job.answer.send(Err(refused.into()));
+                continue;
+            }
+        };
+        tracing::info!(incident = %id, severity = %decision.incident.severity, "incident declared");
+        let answer = match job.wait {
+            Wait::Acked => {
+                let _ = job.answer.send(Ok(outcome_of(&decision)));
+                None
+            }
+            Wait::Written => Some(job.answer),
+        };
+        stats.queued_for_write(1);
+        let write = WriteJob {
+            meta: job.meta,
+            decision,
+            at,
+            answer,
+        };
+        if let Err(mpsc::error::SendError(write)) = writes.send(write) {
+            // Shutting down: the row stays `declaring` and is completed at the next
+            // start.
+            stats.write_attempted(1);
+            if let Some(answer) = write.answer {
+                let _ = answer.send(Err(EngineError::Unavailable));
+            }
         }
     }
-    let written = if decisions.is_empty() {
-        tx.commit().await.map(|_| ()).map_err(EngineError::from)
-    } else {
-        let pairs: Vec<(&RequestMeta, &Decision)> =
-            decisions.iter().map(|(i, d)| (&jobs[*i].meta, d)).collect();
-        engine.commit_many(tx, &pairs, now).await
+}
+
+fn outcome_of(decision: &Decision) -> Outcome {
+    Outcome {
+        incident: decision.incident.clone(),
+        reply: decision.reply.clone(),
+    }
+}
+
+async fn drop_refused(engine: &Engine, id: IncidentId) {
+    let dropped = async {
+        let mut tx = engine.store.begin().await?;
+        tx.drop_declaration(id).await?;
+        tx.commit().await
     };
-    if let Err(e) = written {
-        return Err((jobs, e));
+    if let Err(e) = dropped.await {
+        tracing::error!(incident = %id, error = %e, "could not drop a refused declaration");
     }
-    let mut outcomes: Vec<Option<Result<Outcome, EngineError>>> =
-        jobs.iter().map(|_| None).collect();
-    for i in seen {
-        outcomes[i] = Some(Err(EngineError::Duplicate));
+}
+
+/// Step 2, until the acknowledgers are gone: takes what is waiting (when no other writer
+/// holds the queue) and writes it out.
+async fn write_loop(
+    engine: Engine,
+    jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<WriteJob>>>,
+    stats: Arc<IntakeStats>,
+) {
+    let mut batch = Vec::with_capacity(MAX_WRITE_BATCH);
+    loop {
+        if jobs
+            .lock()
+            .await
+            .recv_many(&mut batch, MAX_WRITE_BATCH)
+            .await
+            == 0
+        {
+            return;
+        }
+        let taken = std::mem::take(&mut batch);
+        let count = taken.len();
+        write_out_answering(&engine, &stats, taken).await;
+        stats.write_attempted(count);
     }
-    for (i, decision) in decisions {
-        tracing::info!(incident = %decision.incident.id, severity = %decision.incident.severity, "incident declared");
-        outcomes[i] = Some(Ok(Outcome {
-            incident: decision.incident,
-            reply: decision.reply,
-        }));
+}
+
+/// Writes `jobs` out (one transaction, or one by one if that fails) and answers their
+/// callers. A declaration that cannot be written stays `declaring`, for
+/// [`complete_pending`] to try again.
+async fn write_out_answering(engine: &Engine, stats: &IntakeStats, jobs: Vec<WriteJob>) {
+    let alone = jobs.len() == 1;
+    let jobs = match write_out(engine, stats, jobs).await {
+        Ok(()) => return,
+        Err((jobs, e)) if alone => {
+            fail_writes(jobs, e);
+            return;
+        }
+        Err((jobs, e)) => {
+            tracing::warn!(error = %e, count = jobs.len(), "write-out batch failed; writing them one by one");
+            jobs
+        }
+    };
+    for job in jobs {
+        if let Err((jobs, e)) = write_out(engine, stats, vec![job]).await {
+            fail_writes(jobs, e);
+        }
     }
-    Ok(jobs
-        .into_iter()
-        .zip(outcomes)
-        .map(|(job, outcome)| (job, outcome.expect("every declaration answered")))
-        .collect())
+}
+
+/// Answers the one job of a failed write-out of one with its error.
+fn fail_writes(jobs: Vec<WriteJob>, e: EngineError) {
+    if let Some(job) = jobs.into_iter().next() {
+        tracing::error!(incident = %job.decision.incident.id, error = %e, "declared incident not written out yet; it will be completed from its declaration");
+        if let Some(answer) = job.answer {
+            let _ = answer.send(Err(e));
+        }
+    }
+}
+
+/// Writes the claimed ones of `jobs` in one transaction and answers every caller
+/// (a declaration someone else claimed is written too: by them).
+async fn write_out(
+    engine: &Engine,
+    stats: &IntakeStats,
+    jobs: Vec<WriteJob>,
+) -> Result<(), (Vec<WriteJob>, EngineError)> {
+    let mut tx = match engine.store.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return Err((jobs, e.into())),
+    };
+    let ids: Vec<IncidentId> = jobs.iter().map(|j| j.decision.incident.id).collect();
+    let claimed = match tx.claim_declarations(&ids).await {
+        Ok(claimed) => claimed,
+        Err(e) => return Err((jobs, e.into())),
+    };
+    let mine: Vec<&WriteJob> = jobs
+        .iter()
+        .filter(|j| claimed.binary_search(&j.decision.incident.id).is_ok())
+        .collect();
+    // One write per acknowledgement time (a batch usually holds one or two).
+    let mut rest = mine.as_slice();
+    while let Some(first) = rest.first() {
+        let same = rest.iter().take_while(|j| j.at == first.at).count();
+        let pairs: Vec<(&RequestMeta, &Decision)> = rest[..same]
+            .iter()
+            .map(|j| (&j.meta, &j.decision))
+            .collect();
+        if let Err(e) = engine.write_decisions(&mut tx, &pairs, first.at).await {
+            return Err((jobs, e));
+        }
+        rest = &rest[same..];
+    }
+    match tx.commit().await {
+        Ok(committed) => engine.woke(committed),
+        Err(e) => return Err((jobs, e.into())),
+    }
+    stats.write_transactions.fetch_add(1, Ordering::Relaxed);
+    stats
+        .written
+        .fetch_add(claimed.len() as u64, Ordering::Relaxed);
+    for job in jobs {
+        if let Some(answer) = job.answer {
+            let _ = answer.send(Ok(outcome_of(&job.decision)));
+        }
+    }
+    Ok(())
+}
+
+/// Completes the declarations acknowledged before `before` and still `declaring` (their
+/// process died between the two steps), from what each stored: the domain declares it
+/// again, as of its acknowledgement, and it is written out like step 2 would have. Run
+/// at start-up and every few seconds; beside other processes doing the same, each row is
+/// written once (the claim). Returns how many this call wrote.
+pub(super) async fn complete_pending(
+    engine: &Engine,
+    before: DateTime<Utc>,
+) -> Result<usize, EngineError> {
+    let stats = IntakeStats::default();
+    loop {
+        let pending = engine
+            .store
+            .pending_declarations(before, MAX_PENDING_PASS)
+            .await?;
+        if pending.is_empty() {
+            break;
+        }
+        let mut jobs = Vec::with_capacity(pending.len());
+        for p in &pending {
+            let meta = RequestMeta {
+                actor: p.declaration.actor.clone(),
+                request_id: p.declaration.request_id.clone(),
+                dedupe: None,
+            };
+            match incident::declare(
+                p.id,
+                p.declaration.severity,
+                &p.declaration.title,
+                &meta.actor,
+                p.at,
+                engine.policy(),
+            ) {
+                Ok(decision) => jobs.push(WriteJob {
+                    meta,
+                    decision,
+                    at: p.at,
+                    answer: None,
+                }),
+                Err(refused) => {
+                    tracing::error!(incident = %p.id, error = %refused, "a stored declaration is refused now; dropping it");
+                    drop_refused(engine, p.id).await;
+                }
+            }
+        }
+        while !jobs.is_empty() {
+            let chunk: Vec<WriteJob> = jobs.drain(..jobs.len().min(MAX_WRITE_BATCH)).collect();
+            write_out(engine, &stats, chunk).await.map_err(|(_, e)| e)?;
+        }
+        if pending.len() < MAX_PENDING_PASS as usize {
+            break;
+        }
+    }
+    let written = stats.totals().1 as usize;
+    if written > 0 {
+        tracing::warn!(
+            count = written,
+            "completed declarations a stopped process had acknowledged but not written out"
+        );
+    }
+    Ok(written)
 }

@@ -150,9 +150,21 @@ impl Engine {
         }
     }
 
-    /// What the declaration intake has committed: `(transactions, declarations)`.
+    /// What the declaration intake has written out: `(transactions, declarations)`.
     pub fn intake_totals(&self) -> (u64, u64) {
         self.intake.stats().totals()
+    }
+
+    /// What the declaration intake has acknowledged: `(transactions, declarations)`.
+    pub fn intake_ack_totals(&self) -> (u64, u64) {
+        self.intake.stats().ack_totals()
+    }
+
+    /// Returns once every declaration acknowledged so far (see [`Engine::declare_acked`])
+    /// has been written out, or left for [`Engine::complete_declarations`] after a
+    /// failure: before a clean shutdown, and in tests before they look at the store.
+    pub async fn declarations_written(&self) {
+        self.intake.stats().write_outs_done().await
     }
 
     /// The store behind the engine (for reads).
@@ -219,6 +231,20 @@ impl Engine {
         decisions: &[(&RequestMeta, &Decision)],
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
+        self.write_decisions(&mut tx, decisions, now).await?;
+        let committed = tx.commit().await?;
+        self.woke(committed);
+        Ok(())
+    }
+
+    /// Writes what each decision says (projection, timeline, outbox rows, timers) into
+    /// `tx`, with one statement per kind of row for all of them.
+    async fn write_decisions(
+        &self,
+        tx: &mut StoreTx,
+        decisions: &[(&RequestMeta, &Decision)],
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
         let incidents: Vec<&Incident> = decisions.iter().map(|(_, d)| &d.incident).collect();
         tx.save_incidents(&incidents, now).await?;
         let appends: Vec<_> = decisions
@@ -250,8 +276,6 @@ impl Engine {
             .collect();
         let plans: Vec<_> = plans.iter().map(|(id, p)| (*id, p.as_slice())).collect();
         tx.sync_timers_many(&plans, now).await?;
-        let committed = tx.commit().await?;
-        self.woke(committed);
         Ok(())
     }
 
@@ -266,13 +290,39 @@ impl Engine {
         }
     }
 
-    /// Declares a new incident. Declarations are committed in groups by the intake task
-    /// (see [`intake`]); this returns once this one is committed.
+    /// Declares a new incident and returns once all of it is written: state, timeline,
+    /// outbox rows, timers (what a caller needs before it changes the incident further).
     pub async fn declare(
         &self,
         meta: &RequestMeta,
         severity: Severity,
         title: &str,
+    ) -> Result<Outcome, EngineError> {
+        self.queue_declaration(meta, severity, title, intake::Wait::Written)
+            .await
+    }
+
+    /// Declares a new incident and returns as soon as the declaration is durable: its
+    /// number allocated and what was asked committed (one short INSERT, grouped with
+    /// whatever else is waiting). The rest is written right after by the intake, and
+    /// completed from the stored declaration if the process dies first (see [`intake`]).
+    /// For the slash command, whose answer Slack wants within 3 s.
+    pub async fn declare_acked(
+        &self,
+        meta: &RequestMeta,
+        severity: Severity,
+        title: &str,
+    ) -> Result<Outcome, EngineError> {
+        self.queue_declaration(meta, severity, title, intake::Wait::Acked)
+            .await
+    }
+
+    async fn queue_declaration(
+        &self,
+        meta: &RequestMeta,
+        severity: Severity,
+        title: &str,
+        wait: intake::Wait,
     ) -> Result<Outcome, EngineError> {
         // Refuse a bad title before allocating a number, so it does not burn one.
         incident::declared_title(title)?;
@@ -281,12 +331,20 @@ impl Engine {
             meta: meta.clone(),
             severity,
             title: title.to_string(),
+            wait,
             answer,
         };
         if self.intake.send(self, job).is_err() {
             return Err(EngineError::Unavailable);
         }
         answered.await.map_err(|_| EngineError::Unavailable)?
+    }
+
+    /// Writes out the declarations acknowledged before `before` that are still not
+    /// written (their process died between the ack and the write); returns how many this
+    /// call wrote. Safe beside other processes doing the same: each is written once.
+    pub async fn complete_declarations(&self, before: DateTime<Utc>) -> Result<usize, EngineError> {
+        intake::complete_pending(self, before).await
     }
 
     /// Applies `change` to incident `id`.

@@ -72,8 +72,10 @@ pub async fn run(
         SlashCommand::Help => return Ok(Reply::text(command::help_text())),
         SlashCommand::List => return list(state).await,
         SlashCommand::Run { command: None, .. } => return Ok(Reply::text(catalog_list(state))),
+        // Answered once the declaration is durable; its channel, posts and timers are
+        // written right after (see engine::intake).
         SlashCommand::Declare(Some((severity, title))) => engine
-            .declare(&inv.meta(), severity, &title)
+            .declare_acked(&inv.meta(), severity, &title)
             .await
             .map(|o| Reply::after_write(o.reply)),
         SlashCommand::Declare(None) => {

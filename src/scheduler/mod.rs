@@ -16,6 +16,7 @@ use crate::clock::Clock;
 use crate::engine::{Engine, EngineError, TimerOutcome};
 use crate::store::TimerWake;
 
+pub mod declarations;
 pub mod retention;
 
 /// How long a claimed timer is reserved for one firing. A batch fires in well under a

@@ -9,6 +9,7 @@
 //! Every change goes through a [`StoreTx`]: the engine appends events, saves the
 //! projection and enqueues outbox rows in ONE transaction.
 
+mod declarations;
 mod home;
 mod listen;
 mod outbox;
@@ -28,6 +29,7 @@ use sqlx::{AnyPool, Executor};
 use crate::domain::incident::{Actor, Incident, IncidentId};
 use crate::domain::timeline::TimelineEntry;
 
+pub use declarations::{Declaration, PendingDeclaration};
 pub use home::AwaitingRun;
 pub use listen::TimerWake;
 pub use outbox::{OutboxCounts, OutboxRow, Posted, Settlement};
@@ -320,10 +322,11 @@ impl Store {
 
     /// One incident by number.
     pub async fn incident(&self, id: IncidentId) -> Result<Option<Incident>> {
-        let row: Option<(String,)> = sqlx::query_as("select state from incidents where id = $1")
-            .bind(id.0)
-            .fetch_optional(&self.read)
-            .await?;
+        let row: Option<(String,)> =
+            sqlx::query_as("select state from incidents where id = $1 and status <> 'declaring'")
+                .bind(id.0)
+                .fetch_optional(&self.read)
+                .await?;
         row.map(|(s,)| decode("incident", &s)).transpose()
     }
 
@@ -339,18 +342,21 @@ impl Store {
 
     /// Open incidents, oldest first.
     pub async fn open_incidents(&self) -> Result<Vec<Incident>> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("select state from incidents where status <> 'resolved' order by id")
-                .fetch_all(&self.read)
-                .await?;
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "select state from incidents where status not in ('resolved', 'declaring') order by id",
+        )
+        .fetch_all(&self.read)
+        .await?;
         rows.iter().map(|(s,)| decode("incident", s)).collect()
     }
 
-    /// Every incident number, for audits.
+    /// Every incident number, for audits (not those still being declared: they have no
+    /// timeline yet).
     pub async fn incident_ids(&self) -> Result<Vec<IncidentId>> {
-        let rows: Vec<(i64,)> = sqlx::query_as("select id from incidents order by id")
-            .fetch_all(&self.read)
-            .await?;
+        let rows: Vec<(i64,)> =
+            sqlx::query_as("select id from incidents where status <> 'declaring' order by id")
+                .fetch_all(&self.read)
+                .await?;
         Ok(rows.into_iter().map(|(id,)| IncidentId(id)).collect())
     }
 

@@ -197,7 +197,7 @@ impl Store {
     /// Incidents by (severity, status), for `/metrics`.
     pub async fn incident_counts(&self) -> Result<Vec<(String, String, i64)>> {
         Ok(sqlx::query_as(
-            "select severity, status, count(*) from incidents group by severity, status order by severity, status",
+            "select severity, status, count(*) from incidents where status <> 'declaring' group by severity, status order by severity, status",
         )
         .fetch_all(self.read_pool())
         .await?)
@@ -236,7 +236,9 @@ impl Store {
     /// Incidents declared at or after `since`, oldest first.
     pub async fn incidents_declared_since(&self, since: DateTime<Utc>) -> Result<Vec<IncidentId>> {
         let rows: Vec<(i64,)> =
-            sqlx::query_as("select id from incidents where created_at_ms >= $1 order by id")
+            sqlx::query_as(
+                "select id from incidents where created_at_ms >= $1 and status <> 'declaring' order by id",
+            )
                 .bind(ms(since))
                 .fetch_all(self.read_pool())
                 .await?;

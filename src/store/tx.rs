@@ -40,7 +40,7 @@ pub(super) struct Fresh {
 }
 
 impl Fresh {
-    fn add(&mut self, id: IncidentId) {
+    pub(super) fn add(&mut self, id: IncidentId) {
         self.timeline_empty.insert(id);
         self.timers_empty.insert(id);
     }
@@ -215,8 +215,12 @@ impl StoreTx {
     /// changes to one incident apply one after the other. (SQLite has one writer.)
     pub async fn lock_incident(&mut self, id: IncidentId) -> Result<Option<Incident>> {
         let sql = match self.backend {
-            Backend::Postgres => "select state from incidents where id = $1 for update",
-            Backend::Sqlite => "select state from incidents where id = $1",
+            Backend::Postgres => {
+                "select state from incidents where id = $1 and status <> 'declaring' for update"
+            }
+            Backend::Sqlite => {
+                "select state from incidents where id = $1 and status <> 'declaring'"
+            }
         };
         let row: Option<(String,)> = sqlx::query_as(sql)
             .bind(id.0)

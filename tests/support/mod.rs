@@ -317,6 +317,9 @@ impl TestApp {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
+        // A declaration is answered once durable and written out right after: wait for
+        // that, as a reader a moment later would.
+        self.engine.declarations_written().await;
         if body.is_empty() {
             return body;
         }
