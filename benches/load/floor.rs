@@ -57,7 +57,9 @@ pub async fn connect(url: &str) -> AnyPool {
                 Box::pin(async move {
                     conn.execute(
                         "pragma journal_mode = wal; pragma synchronous = normal; \
-                         pragma foreign_keys = on; pragma busy_timeout = 5000;",
+                         pragma foreign_keys = on; pragma busy_timeout = 5000; \
+                         pragma cache_size = -65536; pragma mmap_size = 268435456; \
+                         pragma temp_store = memory;",
                     )
                     .await?;
                     Ok(())

@@ -43,7 +43,7 @@ const MAX_ACK_BATCH: usize = 128;
 /// Most declarations written out in one transaction. Smaller than the ack batch: on
 /// SQLite the acks wait for the writer while a write-out holds it, so a write-out is kept
 /// to a few milliseconds.
-const MAX_WRITE_BATCH: usize = 32;
+const MAX_WRITE_BATCH: usize = 8;
 /// Most stale declarations completed per pass of [`complete_pending`].
 const MAX_PENDING_PASS: i64 = 200;
 
