@@ -164,8 +164,9 @@ const POSTGRES_CONNECTIONS: u32 = 10;
 const POSTGRES_BACKGROUND_CONNECTIONS: u32 = 3;
 /// WAL, NORMAL durability (FULL for the transactions that decide an execution: see
 /// `begin_durable`), how long a statement waits for SQLite's write lock (another process
-/// on the file), and a 64 MiB page cache with memory-mapped reads: the writer spent more
-/// time in read syscalls than in SQLite itself under a burst of declarations.
+/// on the file), and for the writer a 64 MiB page cache with memory-mapped reads (fewer
+/// syscalls per statement: in the load bench, declarations at 2,000 req/s went from a
+/// p50 of 8.2-9.2 ms to 7.9 ms, saturated from 90 % to 111 % of the floor's rate).
 const SQLITE_PRAGMAS: &str = "pragma journal_mode = wal; pragma synchronous = normal; \
      pragma foreign_keys = on; pragma busy_timeout = 5000; pragma cache_size = -65536; \
      pragma mmap_size = 268435456; pragma temp_store = memory;";
