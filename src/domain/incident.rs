@@ -392,6 +392,17 @@ pub enum EventKind {
         /// Minutes of data lost.
         minutes_lost: u32,
     },
+    /// Something happened in PagerDuty to the incident this one is linked to (issue 9):
+    /// the trigger that declared it or joined it, an acknowledgement, reassignment,
+    /// escalation, priority change, note or resolve.
+    PagerDuty {
+        /// The v3 event type (`incident.acknowledged`...).
+        event_type: String,
+        /// The PagerDuty incident id.
+        pd_incident: String,
+        /// What happened, in words (with the PagerDuty link where there is one).
+        text: String,
+    },
     /// A post-mortem draft was written from the record and stored.
     PostmortemDrafted {
         /// Stored draft id.

@@ -24,9 +24,11 @@ pub use crate::domain::outbound::incident_key;
 
 mod fire;
 mod intake;
+mod pagerduty;
 mod record;
 mod roles;
 mod runs;
+pub use pagerduty::PagerDutyOutcome;
 pub use record::{Addition, Drafted};
 pub use roles::RoleRequest;
 pub use runs::{Begin, ClickContext, Finished, Prepared, run_key};
@@ -219,6 +221,20 @@ impl Engine {
         decisions: &[(&RequestMeta, &Decision)],
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
+        self.write_many(&mut tx, decisions, now).await?;
+        let committed = tx.commit().await?;
+        self.woke(committed);
+        Ok(())
+    }
+
+    /// Everything [`Engine::commit_many`] writes, without the commit (a caller adds rows
+    /// that must come after the decisions' own, e.g. on the incident's lane).
+    async fn write_many(
+        &self,
+        tx: &mut StoreTx,
+        decisions: &[(&RequestMeta, &Decision)],
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
         let incidents: Vec<&Incident> = decisions.iter().map(|(_, d)| &d.incident).collect();
         tx.save_incidents(&incidents, now).await?;
         let appends: Vec<_> = decisions
@@ -250,8 +266,6 @@ impl Engine {
             .collect();
         let plans: Vec<_> = plans.iter().map(|(id, p)| (*id, p.as_slice())).collect();
         tx.sync_timers_many(&plans, now).await?;
-        let committed = tx.commit().await?;
-        self.woke(committed);
         Ok(())
     }
 
@@ -307,6 +321,8 @@ impl Engine {
         self.close_runs_on_resolve(&mut tx, &incident, &mut decision, now)
             .await?;
         self.draft_on_resolve(&mut tx, &incident, &mut decision, meta, now)
+            .await?;
+        self.resolve_pagerduty_on_resolve(&mut tx, &incident, &decision, now)
             .await?;
         self.commit(tx, meta, &decision, now).await?;
         Ok(Outcome {

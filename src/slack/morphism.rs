@@ -565,6 +565,10 @@ where
         self.publish(user, view).await
     }
 
+    async fn user_by_email(&self, email: &str) -> Result<Option<String>, SlackError> {
+        self.user_by_email_call(email).await
+    }
+
     async fn upload_url(
         &self,
         filename: &str,

@@ -12,6 +12,7 @@
 mod home;
 mod listen;
 mod outbox;
+mod pagerduty;
 mod postmortems;
 mod retention;
 mod runs;
@@ -30,6 +31,7 @@ use crate::domain::timeline::TimelineEntry;
 
 pub use home::AwaitingRun;
 pub use listen::TimerWake;
+pub use pagerduty::PagerDutyLink;
 pub use outbox::{OutboxCounts, OutboxRow, Posted, Settlement};
 pub use postmortems::{LaneDepth, PostmortemRow};
 pub use retention::Pruned;
