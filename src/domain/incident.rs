@@ -959,7 +959,16 @@ fn fire_timer(
                     message,
                 },
             ];
-            if let Some(first) = policy.escalation.ladder(next.severity).first() {
+            // The first step's own timer may have paged its target already (both are
+            // due together when nobody took command): one page per target.
+            if let Some(first) = policy.escalation.ladder(next.severity).first()
+                && !next.fired_timers.contains(
+                    &TimerKind::Escalation {
+                        target: first.target.clone(),
+                    }
+                    .key(),
+                )
+            {
                 let summary = format!(
                     "{} {}: nobody has taken command: {}",
                     next.id, next.severity, next.title
@@ -975,19 +984,31 @@ fn fire_timer(
                 next.id, next.severity, next.title
             );
             let message = render::escalated(next, target, now, late);
+            // Paged already by the response deadline (the ladder's first target, when
+            // nobody took command): the notice and post still go out, the page does not.
+            let paged_by_deadline = next
+                .fired_timers
+                .contains(&TimerKind::ResponseDeadline.key())
+                && policy
+                    .escalation
+                    .ladder(next.severity)
+                    .first()
+                    .is_some_and(|first| first.target == *target);
+            let mut effects = Vec::with_capacity(3);
+            if !paged_by_deadline {
+                effects.push(page(target, summary));
+            }
+            effects.push(Effect::NotifyTarget {
+                target: target.clone(),
+                message: message.clone(),
+            });
+            effects.push(post(message));
             (
                 vec![EventKind::Escalated {
                     target: target.clone(),
                     late_by_secs,
                 }],
-                vec![
-                    page(target, summary),
-                    Effect::NotifyTarget {
-                        target: target.clone(),
-                        message: message.clone(),
-                    },
-                    post(message),
-                ],
+                effects,
             )
         }
         TimerKind::RtoWatch { percent } => (

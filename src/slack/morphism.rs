@@ -207,6 +207,10 @@ impl SlackApi for MorphismSlack {
         self.inner.user_time_zone(user).await
     }
 
+    async fn user_by_email(&self, email: &str) -> Result<Option<String>, SlackError> {
+        self.inner.user_by_email(email).await
+    }
+
     async fn message(
         &self,
         channel: &str,
