@@ -20,6 +20,7 @@ use support::{Db, TestApp};
 both_backends!(
     a_trigger_declares_invites_and_links_both_ways,
     without_a_rest_token_unmapped_responders_are_listed,
+    a_refused_user_look_up_still_lists_the_responders,
     signatures_rotation_tampering_and_missing,
     a_replayed_delivery_acts_once,
     an_unknown_event_type_is_acknowledged_and_ignored,
@@ -186,6 +187,22 @@ async fn without_a_rest_token_unmapped_responders_are_listed(db: Db) {
     assert_eq!(invited(&app), vec!["U0LELA0001".to_string()]);
     assert!(posts.contains("Earline Greenholt (PagerDuty user PXPGF42, no email known)"), "{posts}");
     assert!(posts.contains("Tanner Gutkowski (PagerDuty user PNOBODY, no email known)"), "{posts}");
+}
+
+async fn a_refused_user_look_up_still_lists_the_responders(db: Db) {
+    let rest = PagerDutyRest::start().await;
+    let app = start(db, Some(&rest)).await;
+    // Both GET /users answer 403 (PagerDuty will not show them): not retried forever,
+    // and nobody dropped.
+    rest.fail_next(&[403, 403]);
+    deliver(&app, &fixture("incident_triggered.json")).await;
+    settle(&app).await;
+    let incident = app.store.open_incidents().await.unwrap().remove(0);
+    let posts = app.messages_in(&incident.channel.unwrap().id).join("\n");
+    assert!(posts.contains("Earline Greenholt (PagerDuty user PXPGF42, no email known)"), "{posts}");
+    assert!(posts.contains("Tanner Gutkowski (PagerDuty user PNOBODY, no email known)"), "{posts}");
+    assert_eq!(invited(&app), vec!["U0LELA0001".to_string()]);
+    assert_eq!(app.store.outbox_counts().await.unwrap().failed, 0);
 }
 
 async fn signatures_rotation_tampering_and_missing(db: Db) {
@@ -371,7 +388,10 @@ async fn a_storm_of_concurrent_triggers_opens_one_incident(db: Db) {
     let posts = app.messages_in(&open[0].channel.clone().unwrap().id).join("\n");
     assert_eq!(posts.matches("Also triggered in PagerDuty").count() / 2, 39, "text and blocks");
     assert_eq!(pagerduty_events(&app, 1).await.len(), 40);
-    assert_eq!(app.store.pagerduty_links(open[0].id).await.unwrap().len(), 40);
+    let links = app.store.pagerduty_links(open[0].id).await.unwrap();
+    assert_eq!(links.len(), 40);
+    assert!(links.iter().all(|l| l.team.as_deref() == Some("api")
+        && l.stakeholder_groups == ["customers"]));
 
     // After the window, the same service opens a new incident.
     app.clock.advance(TimeDelta::minutes(6));

@@ -9,6 +9,10 @@ create table pagerduty_incidents (
     incident_id integer not null,
     html_url text not null,
     service_id text,
+    -- The service's team and stakeholder groups by config when it was linked (a JSON
+    -- array of names), for the stakeholder updates.
+    team text,
+    stakeholder_groups text not null default '[]',
     created_at_ms integer not null
 );
 create index pagerduty_incidents_by_incident on pagerduty_incidents (incident_id);

@@ -90,11 +90,14 @@ impl Engine {
             Some(w) => tx.lock_incident(w.incident).await?.filter(Incident::is_open),
             None => None,
         };
+        let route = pd_policy.route(pd).cloned().unwrap_or_default();
         let link = |incident| PagerDutyLink {
             pd_incident: pd.id.clone(),
             incident,
             html_url: pd.html_url.clone(),
             service_id: pd.service.as_ref().map(|s| s.id.clone()),
+            team: route.team.clone(),
+            stakeholder_groups: route.stakeholder_groups.clone(),
         };
         match pagerduty::group(window, open.is_some(), now, pd_policy.storm_window) {
             Grouping::Join(id) => {

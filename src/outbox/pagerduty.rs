@@ -27,7 +27,17 @@ impl OutboxWorker {
         let mut responders = Vec::with_capacity(users.len());
         for user in users {
             let found = match &self.outlets.pagerduty_rest {
-                Some(rest) => rest.user(&user.id, self.clock.now()).await?,
+                Some(rest) => match rest.user(&user.id, self.clock.now()).await {
+                    Ok(found) => found,
+                    // A refusal (a revoked token, a user PagerDuty will not show) will not
+                    // pass on retry: the responder is passed on unmapped, so they are still
+                    // named in the channel. Transient failures retry the row.
+                    Err(e) if e.is_permanent() => {
+                        tracing::warn!(incident = %incident_id, pd_user = %user.id, error = %e, "PagerDuty user look-up refused; listing them unmapped");
+                        None
+                    }
+                    Err(e) => return Err(e.into()),
+                },
                 None => None,
             };
             responders.push(Responder {

@@ -18,6 +18,10 @@ pub struct PagerDutyLink {
     pub html_url: String,
     /// Its service.
     pub service_id: Option<String>,
+    /// The service's team, by config.
+    pub team: Option<String>,
+    /// The service's stakeholder groups, by config.
+    pub stakeholder_groups: Vec<String>,
 }
 
 impl StoreTx {
@@ -38,13 +42,15 @@ impl StoreTx {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "insert into pagerduty_incidents (pd_incident_id, incident_id, html_url, service_id, created_at_ms) \
-             values ($1, $2, $3, $4, $5) on conflict do nothing",
+            "insert into pagerduty_incidents (pd_incident_id, incident_id, html_url, service_id, team, \
+             stakeholder_groups, created_at_ms) values ($1, $2, $3, $4, $5, $6, $7) on conflict do nothing",
         )
         .bind(&link.pd_incident)
         .bind(link.incident.0)
         .bind(&link.html_url)
         .bind(&link.service_id)
+        .bind(&link.team)
+        .bind(serde_json::to_string(&link.stakeholder_groups).expect("names serialize"))
         .bind(ms(now))
         .execute(&mut *self.tx)
         .await?;
@@ -118,21 +124,25 @@ impl StoreTx {
 impl Store {
     /// The PagerDuty incidents linked to `incident`, oldest first.
     pub async fn pagerduty_links(&self, incident: IncidentId) -> Result<Vec<PagerDutyLink>> {
-        let rows: Vec<(String, i64, String, Option<String>)> = sqlx::query_as(
-            "select pd_incident_id, incident_id, html_url, service_id from pagerduty_incidents \
-             where incident_id = $1 order by created_at_ms, pd_incident_id",
+        type Row = (String, i64, String, Option<String>, Option<String>, String);
+        let rows: Vec<Row> = sqlx::query_as(
+            "select pd_incident_id, incident_id, html_url, service_id, team, stakeholder_groups \
+             from pagerduty_incidents where incident_id = $1 order by created_at_ms, pd_incident_id",
         )
         .bind(incident.0)
         .fetch_all(&self.read)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(pd_incident, id, html_url, service_id)| PagerDutyLink {
-                pd_incident,
-                incident: IncidentId(id),
-                html_url,
-                service_id,
+        rows.into_iter()
+            .map(|(pd_incident, id, html_url, service_id, team, groups)| {
+                Ok(PagerDutyLink {
+                    pd_incident,
+                    incident: IncidentId(id),
+                    html_url,
+                    service_id,
+                    team,
+                    stakeholder_groups: super::decode("stakeholder groups", &groups)?,
+                })
             })
-            .collect())
+            .collect()
     }
 }
