@@ -624,7 +624,8 @@ impl Config {
             self.calendar.tz,
             self.slack.signing_secrets.len(),
             self.intake.describe()
-        ) + " " + &self.pagerduty.describe()
+        ) + " "
+            + &self.pagerduty.describe()
     }
 }
 

@@ -168,9 +168,19 @@ PAM4FGS = "lela@example.com"
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("pagerduty_webhook_secrets=2 pagerduty_rest=on"), "{stdout}");
-    assert!(!stdout.contains("u+token") && !stdout.contains("old,new"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("pagerduty_webhook_secrets=2 pagerduty_rest=on"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("u+token") && !stdout.contains("old,new"),
+        "{stdout}"
+    );
 
     for (broken, expected) in [
         (

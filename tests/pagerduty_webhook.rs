@@ -73,7 +73,8 @@ async fn start(db: Db, rest: Option<&PagerDutyRest>) -> TestApp {
 }
 
 async fn post(app: &TestApp, body: &str, signature: Option<&str>) -> (StatusCode, String) {
-    let mut request = Request::post("/pagerduty/webhook").header("content-type", "application/json");
+    let mut request =
+        Request::post("/pagerduty/webhook").header("content-type", "application/json");
     if let Some(sig) = signature {
         request = request.header("x-pagerduty-signature", sig);
     }
@@ -147,8 +148,14 @@ async fn a_trigger_declares_invites_and_links_both_ways(db: Db) {
     assert_eq!(incident.commander(), None, "nobody is in command");
     let channel = incident.channel.expect("channel opened").id;
     let posts = app.messages_in(&channel).join("\n");
-    assert!(posts.contains("https://acme.pagerduty.com/incidents/PGR0VU2"), "{posts}");
-    assert!(posts.contains("Team: api") && posts.contains("customers"), "{posts}");
+    assert!(
+        posts.contains("https://acme.pagerduty.com/incidents/PGR0VU2"),
+        "{posts}"
+    );
+    assert!(
+        posts.contains("Team: api") && posts.contains("customers"),
+        "{posts}"
+    );
     // Lela by the configured email, Earline through GET /users then lookupByEmail;
     // Tanner has no Slack account: listed, not dropped.
     let invited = invited(&app);
@@ -159,9 +166,18 @@ async fn a_trigger_declares_invites_and_links_both_ways(db: Db) {
         "{posts}"
     );
     let requests = rest.requests();
-    assert!(requests.contains(&"GET /users/PXPGF42".to_string()), "{requests:?}");
-    assert!(requests.contains(&"GET /users/PNOBODY".to_string()), "{requests:?}");
-    assert!(!requests.iter().any(|r| r.contains("PEMAIL1")), "mapped by config");
+    assert!(
+        requests.contains(&"GET /users/PXPGF42".to_string()),
+        "{requests:?}"
+    );
+    assert!(
+        requests.contains(&"GET /users/PNOBODY".to_string()),
+        "{requests:?}"
+    );
+    assert!(
+        !requests.iter().any(|r| r.contains("PEMAIL1")),
+        "mapped by config"
+    );
     let note = rest
         .calls()
         .into_iter()
@@ -169,7 +185,10 @@ async fn a_trigger_declares_invites_and_links_both_ways(db: Db) {
         .expect("note on the PagerDuty incident");
     assert_eq!(note.from.as_deref(), Some(pagerduty_rest::FROM));
     let content = note.body["note"]["content"].as_str().unwrap();
-    assert!(content.contains("INC-1") && content.contains("#inc-"), "{content}");
+    assert!(
+        content.contains("INC-1") && content.contains("#inc-"),
+        "{content}"
+    );
     let events = pagerduty_events(&app, 1).await;
     assert_eq!(events[0].0, "incident.triggered");
     assert_eq!(app.store.outbox_counts().await.unwrap().failed, 0);
@@ -185,8 +204,14 @@ async fn without_a_rest_token_unmapped_responders_are_listed(db: Db) {
     let posts = app.messages_in(&channel).join("\n");
     assert_eq!(app.store.outbox_counts().await.unwrap().failed, 0);
     assert_eq!(invited(&app), vec!["U0LELA0001".to_string()]);
-    assert!(posts.contains("Earline Greenholt (PagerDuty user PXPGF42, no email known)"), "{posts}");
-    assert!(posts.contains("Tanner Gutkowski (PagerDuty user PNOBODY, no email known)"), "{posts}");
+    assert!(
+        posts.contains("Earline Greenholt (PagerDuty user PXPGF42, no email known)"),
+        "{posts}"
+    );
+    assert!(
+        posts.contains("Tanner Gutkowski (PagerDuty user PNOBODY, no email known)"),
+        "{posts}"
+    );
 }
 
 async fn a_refused_user_look_up_still_lists_the_responders(db: Db) {
@@ -199,8 +224,14 @@ async fn a_refused_user_look_up_still_lists_the_responders(db: Db) {
     settle(&app).await;
     let incident = app.store.open_incidents().await.unwrap().remove(0);
     let posts = app.messages_in(&incident.channel.unwrap().id).join("\n");
-    assert!(posts.contains("Earline Greenholt (PagerDuty user PXPGF42, no email known)"), "{posts}");
-    assert!(posts.contains("Tanner Gutkowski (PagerDuty user PNOBODY, no email known)"), "{posts}");
+    assert!(
+        posts.contains("Earline Greenholt (PagerDuty user PXPGF42, no email known)"),
+        "{posts}"
+    );
+    assert!(
+        posts.contains("Tanner Gutkowski (PagerDuty user PNOBODY, no email known)"),
+        "{posts}"
+    );
     assert_eq!(invited(&app), vec!["U0LELA0001".to_string()]);
     assert_eq!(app.store.outbox_counts().await.unwrap().failed, 0);
 }
@@ -213,18 +244,30 @@ async fn signatures_rotation_tampering_and_missing(db: Db) {
 
     // Tampered: the signature of the original body over a changed one.
     let tampered = body.replace("A little bump", "A large bump");
-    assert_eq!(post(&app, &tampered, Some(&new)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        post(&app, &tampered, Some(&new)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     // Missing, malformed, or only the retired secret's signature.
     assert_eq!(post(&app, &body, None).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(post(&app, &body, Some("sha256=abc")).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(post(&app, &body, Some(&old)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        post(&app, &body, Some("sha256=abc")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        post(&app, &body, Some(&old)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     // Nothing was stored: not the incident, and not the event id either.
     assert!(app.store.open_incidents().await.unwrap().is_empty());
     assert_eq!(app.store.outbox_counts().await.unwrap().pending, 0);
 
     // During a rotation PagerDuty signs with both: one match is enough.
     let (status, answer) = post(&app, &body, Some(&format!("{old},{new}"))).await;
-    assert_eq!((status, answer.as_str()), (StatusCode::OK, "declared INC-1"));
+    assert_eq!(
+        (status, answer.as_str()),
+        (StatusCode::OK, "declared INC-1")
+    );
 }
 
 async fn a_replayed_delivery_acts_once(db: Db) {
@@ -232,7 +275,10 @@ async fn a_replayed_delivery_acts_once(db: Db) {
     let event = fixture("incident_triggered.json");
     assert_eq!(deliver(&app, &event).await.1, "declared INC-1");
     let pending = app.store.outbox_counts().await.unwrap().pending;
-    assert_eq!(deliver(&app, &event).await, (StatusCode::OK, "duplicate".into()));
+    assert_eq!(
+        deliver(&app, &event).await,
+        (StatusCode::OK, "duplicate".into())
+    );
     // A new delivery of the same PagerDuty incident (new event id) declares nothing either.
     let mut again = event.clone();
     again["event"]["id"] = "01DEN3QLDOH3CGY3KFRHMYCXL9".into();
@@ -277,7 +323,11 @@ async fn later_events_go_on_the_timeline_and_pagerduty_resolves(db: Db) {
         "incident_priority_updated.json",
     ] {
         let (status, body) = deliver(&app, &fixture(name)).await;
-        assert_eq!((status, body.as_str()), (StatusCode::OK, "recorded on INC-1"), "{name}");
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "recorded on INC-1"),
+            "{name}"
+        );
     }
     settle(&app).await;
     let events = pagerduty_events(&app, 1).await;
@@ -293,20 +343,53 @@ async fn later_events_go_on_the_timeline_and_pagerduty_resolves(db: Db) {
             "incident.priority_updated"
         ]
     );
-    assert!(events[2].1.contains("now assigned: Lela Hayes"), "{:?}", events[2]);
-    assert!(events[4].1.contains("Rolled back deploy 4711"), "{:?}", events[4]);
-    let incident = app.store.incident(klaxon::domain::incident::IncidentId(1)).await.unwrap().unwrap();
-    assert_eq!(incident.severity, Severity::Sev3, "P3 by the default priority map");
+    assert!(
+        events[2].1.contains("now assigned: Lela Hayes"),
+        "{:?}",
+        events[2]
+    );
+    assert!(
+        events[4].1.contains("Rolled back deploy 4711"),
+        "{:?}",
+        events[4]
+    );
+    let incident = app
+        .store
+        .incident(klaxon::domain::incident::IncidentId(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        incident.severity,
+        Severity::Sev3,
+        "P3 by the default priority map"
+    );
     let channel = incident.channel.unwrap().id;
-    assert!(app.messages_in(&channel).join("\n").contains("acknowledged by Earline Greenholt"));
+    assert!(
+        app.messages_in(&channel)
+            .join("\n")
+            .contains("acknowledged by Earline Greenholt")
+    );
 
     let (status, body) = deliver(&app, &fixture("incident_resolved.json")).await;
-    assert_eq!((status, body.as_str()), (StatusCode::OK, "recorded on INC-1"));
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "recorded on INC-1")
+    );
     settle(&app).await;
-    let incident = app.store.incident(klaxon::domain::incident::IncidentId(1)).await.unwrap().unwrap();
+    let incident = app
+        .store
+        .incident(klaxon::domain::incident::IncidentId(1))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(incident.status, Status::Resolved);
     // Resolved from PagerDuty: nothing is sent back.
-    assert!(!rest.requests().iter().any(|r| r.starts_with("PUT")), "{:?}", rest.requests());
+    assert!(
+        !rest.requests().iter().any(|r| r.starts_with("PUT")),
+        "{:?}",
+        rest.requests()
+    );
     // Events after the resolve change nothing.
     let mut late = fixture("incident_acknowledged.json");
     late["event"]["id"] = "01DEN3ZZZZZZZZZZZZZZZZZZZZ".into();
@@ -318,7 +401,11 @@ async fn resolving_in_klaxon_resolves_pagerduty(db: Db) {
     let app = start(db, Some(&rest)).await;
     deliver(&app, &fixture("incident_triggered.json")).await;
     settle(&app).await;
-    let channel = app.store.open_incidents().await.unwrap()[0].channel.clone().unwrap().id;
+    let channel = app.store.open_incidents().await.unwrap()[0]
+        .channel
+        .clone()
+        .unwrap()
+        .id;
     let reply = app.command("UBOB", &channel, "resolve Rolled back").await;
     assert!(reply.contains("resolved"), "{reply}");
     // PagerDuty fails once: the resolve is retried after a backoff, not lost.
@@ -342,20 +429,38 @@ async fn nobody_in_command_so_the_deadline_escalates_with_installation_keys(db: 
     settle(&app).await;
     let start = app.clock.now();
     app.run_until(start + TimeDelta::minutes(14)).await;
-    assert!(app.pagerduty.actions().is_empty(), "not before the 15 minutes");
+    assert!(
+        app.pagerduty.actions().is_empty(),
+        "not before the 15 minutes"
+    );
     app.run_until(start + TimeDelta::minutes(16)).await;
     let timeline = app
         .store
         .timeline(klaxon::domain::incident::IncidentId(1))
         .await
         .unwrap();
-    assert!(timeline.iter().any(|e| matches!(e.kind, EventKind::ResponseMissed { .. })));
+    assert!(
+        timeline
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::ResponseMissed { .. }))
+    );
     let install = app.store.install_id().await.unwrap();
     let key = format!("klaxon-{}-1-team", &install[..8]);
-    assert_eq!(app.pagerduty.actions(), [("trigger".to_string(), key.clone())]);
+    assert_eq!(
+        app.pagerduty.actions(),
+        [("trigger".to_string(), key.clone())]
+    );
     app.run_until(start + TimeDelta::minutes(31)).await;
-    let keys: Vec<String> = app.pagerduty.actions().into_iter().map(|(_, k)| k).collect();
-    assert_eq!(keys, [key, format!("klaxon-{}-1-management", &install[..8])]);
+    let keys: Vec<String> = app
+        .pagerduty
+        .actions()
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect();
+    assert_eq!(
+        keys,
+        [key, format!("klaxon-{}-1-management", &install[..8])]
+    );
 
     // Another database is another installation: its keys differ.
     let other = support::fresh_store(db).await.install_id().await.unwrap();
@@ -377,21 +482,39 @@ async fn a_storm_of_concurrent_triggers_opens_one_incident(db: Db) {
         })
         .collect();
     let answers = futures_util::future::join_all(storm.iter().map(|e| deliver(&app, e))).await;
-    let declared = answers.iter().filter(|(_, b)| b.starts_with("declared")).count();
-    let grouped = answers.iter().filter(|(_, b)| b == "grouped into INC-1").count();
-    assert!(answers.iter().all(|(s, _)| *s == StatusCode::OK), "{answers:?}");
+    let declared = answers
+        .iter()
+        .filter(|(_, b)| b.starts_with("declared"))
+        .count();
+    let grouped = answers
+        .iter()
+        .filter(|(_, b)| b == "grouped into INC-1")
+        .count();
+    assert!(
+        answers.iter().all(|(s, _)| *s == StatusCode::OK),
+        "{answers:?}"
+    );
     assert_eq!((declared, grouped), (1, 39), "{answers:?}");
     settle(&app).await;
     let open = app.store.open_incidents().await.unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!(app.slack.calls_to("conversations.create").len(), 1);
-    let posts = app.messages_in(&open[0].channel.clone().unwrap().id).join("\n");
-    assert_eq!(posts.matches("Also triggered in PagerDuty").count() / 2, 39, "text and blocks");
+    let posts = app
+        .messages_in(&open[0].channel.clone().unwrap().id)
+        .join("\n");
+    assert_eq!(
+        posts.matches("Also triggered in PagerDuty").count() / 2,
+        39,
+        "text and blocks"
+    );
     assert_eq!(pagerduty_events(&app, 1).await.len(), 40);
     let links = app.store.pagerduty_links(open[0].id).await.unwrap();
     assert_eq!(links.len(), 40);
-    assert!(links.iter().all(|l| l.team.as_deref() == Some("api")
-        && l.stakeholder_groups == ["customers"]));
+    assert!(
+        links
+            .iter()
+            .all(|l| l.team.as_deref() == Some("api") && l.stakeholder_groups == ["customers"])
+    );
 
     // After the window, the same service opens a new incident.
     app.clock.advance(TimeDelta::minutes(6));

@@ -108,7 +108,11 @@ impl PagerDutyConfig {
         format!(
             "pagerduty_webhook_secrets={} pagerduty_rest={}",
             self.webhook_secrets.len(),
-            if self.api_token.is_some() { "on" } else { "off" }
+            if self.api_token.is_some() {
+                "on"
+            } else {
+                "off"
+            }
         )
     }
 }
@@ -139,8 +143,12 @@ fn optional_secret(
 }
 
 fn severity(key: &str, text: &str) -> Result<Severity, ConfigError> {
-    Severity::parse(text)
-        .ok_or_else(|| err(key, format!("`{text}` is not a severity (SEV1, SEV2, SEV3 or SEV4)")))
+    Severity::parse(text).ok_or_else(|| {
+        err(
+            key,
+            format!("`{text}` is not a severity (SEV1, SEV2, SEV3 or SEV4)"),
+        )
+    })
 }
 
 fn pagerduty_id(text: &str) -> bool {
@@ -229,7 +237,12 @@ pub(super) fn pagerduty(
     if let Some(map) = section.priorities {
         policy.by_priority = map
             .into_iter()
-            .map(|(k, v)| Ok((k.clone(), severity(&format!("pagerduty.priorities.{k}"), &v)?)))
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    severity(&format!("pagerduty.priorities.{k}"), &v)?,
+                ))
+            })
             .collect::<Result<_, ConfigError>>()?;
     }
     if let Some(map) = section.urgencies {
@@ -253,7 +266,11 @@ pub(super) fn pagerduty(
         if service.team.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err(err(format!("{key}.team"), "must not be empty"));
         }
-        if service.stakeholder_groups.iter().any(|g| g.trim().is_empty()) {
+        if service
+            .stakeholder_groups
+            .iter()
+            .any(|g| g.trim().is_empty())
+        {
             return Err(err(
                 format!("{key}.stakeholder_groups"),
                 "names must not be empty",
@@ -270,11 +287,16 @@ pub(super) fn pagerduty(
     for (id, who) in section.users {
         let key = format!("pagerduty.users.{id}");
         if !pagerduty_id(&id) {
-            return Err(err(key, "not a PagerDuty user id (letters and digits, like PXPGF42)"));
+            return Err(err(
+                key,
+                "not a PagerDuty user id (letters and digits, like PXPGF42)",
+            ));
         }
         let slack_id = who.len() >= 3
             && (who.starts_with('U') || who.starts_with('W'))
-            && who.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+            && who
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
         let mapping = if slack_id {
             UserMapping::Slack(who)
         } else if who.contains('@') && !who.contains(char::is_whitespace) {
@@ -294,7 +316,10 @@ pub(super) fn pagerduty(
 mod tests {
     use super::*;
 
-    fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<PagerDutyConfig, ConfigError> {
+    fn parse(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<PagerDutyConfig, ConfigError> {
         pagerduty(toml::from_str(text).unwrap(), env)
     }
 
@@ -324,7 +349,10 @@ mod tests {
         assert!(config.policy.rest_api);
         assert_eq!(config.policy.storm_window, TimeDelta::minutes(2));
         assert_eq!(config.policy.by_priority["P2"], Severity::Sev2);
-        assert_eq!(config.policy.users["PB"], UserMapping::Email("b@example.com".into()));
+        assert_eq!(
+            config.policy.users["PB"],
+            UserMapping::Email("b@example.com".into())
+        );
         assert!(!format!("{config:?}").contains("u+token"));
     }
 

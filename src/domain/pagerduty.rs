@@ -204,7 +204,11 @@ pub fn group(
 
 /// The title a trigger declares with: one line, within Klaxon's title limit.
 pub fn title_of(pd: &PdIncident) -> String {
-    let folded = pd.display_title().split_whitespace().collect::<Vec<_>>().join(" ");
+    let folded = pd
+        .display_title()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     let title: String = folded.chars().take(incident::MAX_TITLE_CHARS).collect();
     match incident::declared_title(&title) {
         Ok(t) => t,
@@ -278,11 +282,17 @@ pub fn declare(
         text: format!(
             "{}{}{}",
             line(pd),
-            route.team.map(|t| format!("; team {t}")).unwrap_or_default(),
+            route
+                .team
+                .map(|t| format!("; team {t}"))
+                .unwrap_or_default(),
             if route.stakeholder_groups.is_empty() {
                 String::new()
             } else {
-                format!("; stakeholder groups {}", route.stakeholder_groups.join(", "))
+                format!(
+                    "; stakeholder groups {}",
+                    route.stakeholder_groups.join(", ")
+                )
             }
         ),
     });
@@ -460,7 +470,10 @@ pub fn installation_dedup_key(install: &str, key: &str) -> String {
         .take(8)
         .collect();
     let rest = key.strip_prefix("klaxon-").unwrap_or(key);
-    format!("klaxon-{install}-{rest}").chars().take(255).collect()
+    format!("klaxon-{install}-{rest}")
+        .chars()
+        .take(255)
+        .collect()
 }
 
 #[cfg(test)]

@@ -75,7 +75,9 @@ impl Engine {
         if tx.pagerduty_link(&pd.id).await?.is_some() {
             let committed = tx.commit().await?;
             self.woke(committed);
-            return Ok(PagerDutyOutcome::Ignored("PagerDuty incident already linked"));
+            return Ok(PagerDutyOutcome::Ignored(
+                "PagerDuty incident already linked",
+            ));
         }
         let service = pd
             .service
@@ -87,7 +89,10 @@ impl Engine {
             None => None,
         };
         let open: Option<Incident> = match window {
-            Some(w) => tx.lock_incident(w.incident).await?.filter(Incident::is_open),
+            Some(w) => tx
+                .lock_incident(w.incident)
+                .await?
+                .filter(Incident::is_open),
             None => None,
         };
         let route = pd_policy.route(pd).cloned().unwrap_or_default();

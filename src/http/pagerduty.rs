@@ -69,7 +69,9 @@ pub async fn webhook(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     if state.pagerduty.webhook_secrets.is_empty() {
-        tracing::warn!("PagerDuty webhook refused: no webhook secret configured (KLAXON_PAGERDUTY_WEBHOOK_SECRET)");
+        tracing::warn!(
+            "PagerDuty webhook refused: no webhook secret configured (KLAXON_PAGERDUTY_WEBHOOK_SECRET)"
+        );
         return (StatusCode::UNAUTHORIZED, "invalid signature").into_response();
     }
     if !verify_signature(&state.pagerduty.webhook_secrets, signature, &body) {
@@ -133,7 +135,9 @@ mod tests {
     use super::*;
 
     fn secrets(list: &[&str]) -> Vec<SecretString> {
-        list.iter().map(|s| SecretString::from(s.to_string())).collect()
+        list.iter()
+            .map(|s| SecretString::from(s.to_string()))
+            .collect()
     }
 
     #[test]
@@ -141,11 +145,31 @@ mod tests {
         let body = br#"{"event":{}}"#;
         let old = sign("old", body);
         let new = sign("new", body);
-        assert!(verify_signature(&secrets(&["new"]), &format!("{old},{new}"), body));
-        assert!(verify_signature(&secrets(&["old", "other"]), &format!("{old}, {new}"), body));
-        assert!(!verify_signature(&secrets(&["third"]), &format!("{old},{new}"), body));
-        assert!(!verify_signature(&secrets(&["new"]), &new, br#"{"event":{ }}"#));
+        assert!(verify_signature(
+            &secrets(&["new"]),
+            &format!("{old},{new}"),
+            body
+        ));
+        assert!(verify_signature(
+            &secrets(&["old", "other"]),
+            &format!("{old}, {new}"),
+            body
+        ));
+        assert!(!verify_signature(
+            &secrets(&["third"]),
+            &format!("{old},{new}"),
+            body
+        ));
+        assert!(!verify_signature(
+            &secrets(&["new"]),
+            &new,
+            br#"{"event":{ }}"#
+        ));
         assert!(!verify_signature(&secrets(&["new"]), "", body));
-        assert!(!verify_signature(&secrets(&["new"]), &new.replace("v1=", "v0="), body));
+        assert!(!verify_signature(
+            &secrets(&["new"]),
+            &new.replace("v1=", "v0="),
+            body
+        ));
     }
 }

@@ -288,7 +288,11 @@ impl OutboxWorker {
             .map(String::as_str)
     }
 
-    pub(super) async fn invite(&self, channel: &str, users: &[String]) -> Result<(), DeliveryError> {
+    pub(super) async fn invite(
+        &self,
+        channel: &str,
+        users: &[String],
+    ) -> Result<(), DeliveryError> {
         let bot = self.bot_user_id().await?;
         let users: Vec<String> = users
             .iter()

@@ -109,7 +109,12 @@ impl OutboxWorker {
         incident_id: IncidentId,
         pd_incident: &str,
     ) -> Result<(), DeliveryError> {
-        let Some(rest) = self.outlets.pagerduty_rest.as_ref().filter(|r| r.can_write()) else {
+        let Some(rest) = self
+            .outlets
+            .pagerduty_rest
+            .as_ref()
+            .filter(|r| r.can_write())
+        else {
             tracing::info!(incident = %incident_id, "no PagerDuty REST token or from_email; no note written");
             return Ok(());
         };

@@ -44,13 +44,16 @@ struct UserAnswer {
     user: PdUser,
 }
 
+/// A user's answer (`None`: PagerDuty has no such user) and when it was fetched.
+type CachedUser = (Option<PdUser>, DateTime<Utc>);
+
 /// A REST API v2 client.
 pub struct PagerDutyRest {
     http: reqwest::Client,
     api_url: String,
     token: SecretString,
     from: Option<String>,
-    cache: Mutex<HashMap<String, (Option<PdUser>, DateTime<Utc>)>>,
+    cache: Mutex<HashMap<String, CachedUser>>,
 }
 
 impl std::fmt::Debug for PagerDutyRest {
@@ -66,7 +69,12 @@ impl std::fmt::Debug for PagerDutyRest {
 impl PagerDutyRest {
     /// A client for `api_url` (`https://api.pagerduty.com`) acting with `token`; writes
     /// are sent `From:` `from`. Every call is bounded by `timeout`.
-    pub fn new(api_url: &str, token: SecretString, from: Option<String>, timeout: Duration) -> Self {
+    pub fn new(
+        api_url: &str,
+        token: SecretString,
+        from: Option<String>,
+        timeout: Duration,
+    ) -> Self {
         crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -115,10 +123,9 @@ impl PagerDutyRest {
             None
         } else {
             let response = check(response).await?;
-            let answer: UserAnswer = response
-                .json()
-                .await
-                .map_err(|e| PageError::Transport(format!("unreadable user: {}", e.without_url())))?;
+            let answer: UserAnswer = response.json().await.map_err(|e| {
+                PageError::Transport(format!("unreadable user: {}", e.without_url()))
+            })?;
             Some(answer.user)
         };
         self.cache
@@ -142,9 +149,9 @@ impl PagerDutyRest {
     /// resolved is not an error.
     pub async fn resolve(&self, incident: &str) -> Result<(), PageError> {
         let path = format!("/incidents/{}", segment(incident));
-        let request = self.request(reqwest::Method::PUT, &path).json(
-            &json!({ "incident": { "type": "incident_reference", "status": "resolved" } }),
-        );
+        let request = self
+            .request(reqwest::Method::PUT, &path)
+            .json(&json!({ "incident": { "type": "incident_reference", "status": "resolved" } }));
         match check(send(request).await?).await {
             Ok(_) => Ok(()),
             Err(PageError::Rejected { body, .. })

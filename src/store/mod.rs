@@ -31,8 +31,8 @@ use crate::domain::timeline::TimelineEntry;
 
 pub use home::AwaitingRun;
 pub use listen::TimerWake;
-pub use pagerduty::PagerDutyLink;
 pub use outbox::{OutboxCounts, OutboxRow, Posted, Settlement};
+pub use pagerduty::PagerDutyLink;
 pub use postmortems::{LaneDepth, PostmortemRow};
 pub use retention::Pruned;
 pub use runs::{Approval, ApprovalWrite, Closed, NewRun, RunRow, RunUpdate, trigger_refusal};

@@ -48,8 +48,19 @@ pub struct PagerDutyRest {
     inner: Shared,
 }
 
-fn check(inner: &Shared, method: &Method, path: String, headers: &HeaderMap, body: &[u8]) -> Result<(), Response> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+fn check(
+    inner: &Shared,
+    method: &Method,
+    path: String,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Option<Response> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let mut inner = inner.lock().unwrap();
     inner.calls.push(RestCall {
@@ -59,46 +70,84 @@ fn check(inner: &Shared, method: &Method, path: String, headers: &HeaderMap, bod
         body,
     });
     if let Some(status) = inner.failures.pop_front() {
-        return Err((StatusCode::from_u16(status).unwrap(), "failing on purpose").into_response());
+        return Some((StatusCode::from_u16(status).unwrap(), "failing on purpose").into_response());
     }
     if header("authorization").as_deref() != Some(&format!("Token token={TOKEN}"))
         || header("accept").as_deref() != Some("application/vnd.pagerduty+json;version=2")
     {
-        return Err((StatusCode::UNAUTHORIZED, Json(json!({"error": {"message": "Unauthorized", "code": 2006}}))).into_response());
+        return Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": {"message": "Unauthorized", "code": 2006}})),
+            )
+                .into_response(),
+        );
     }
     if method != Method::GET && header("from").as_deref() != Some(FROM) {
-        return Err((StatusCode::BAD_REQUEST, Json(json!({"error": {"message": "Invalid Input Provided", "code": 2001, "errors": ["Requester User Not Found"]}}))).into_response());
+        return Some((StatusCode::BAD_REQUEST, Json(json!({"error": {"message": "Invalid Input Provided", "code": 2001, "errors": ["Requester User Not Found"]}}))).into_response());
     }
-    Ok(())
+    None
 }
 
-async fn user(State(inner): State<Shared>, Path(id): Path<String>, method: Method, headers: HeaderMap) -> Response {
-    if let Err(r) = check(&inner, &method, format!("/users/{id}"), &headers, b"") {
+async fn user(
+    State(inner): State<Shared>,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = check(&inner, &method, format!("/users/{id}"), &headers, b"") {
         return r;
     }
     match inner.lock().unwrap().users.get(&id) {
         Some(user) => Json(user.clone()).into_response(),
-        None => (StatusCode::NOT_FOUND, Json(json!({"error": {"message": "Not Found", "code": 2100}}))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"message": "Not Found", "code": 2100}})),
+        )
+            .into_response(),
     }
 }
 
-async fn note(State(inner): State<Shared>, Path(id): Path<String>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = check(&inner, &method, format!("/incidents/{id}/notes"), &headers, &body) {
+async fn note(
+    State(inner): State<Shared>,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = check(
+        &inner,
+        &method,
+        format!("/incidents/{id}/notes"),
+        &headers,
+        &body,
+    ) {
         return r;
     }
     let content: Value = serde_json::from_slice(&body).unwrap_or_default();
     (StatusCode::CREATED, Json(json!({"note": {"id": "PWL7QXS", "content": content["note"]["content"], "created_at": "2026-11-23T10:00:00Z"}}))).into_response()
 }
 
-async fn incident(State(inner): State<Shared>, Path(id): Path<String>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = check(&inner, &method, format!("/incidents/{id}"), &headers, &body) {
+async fn incident(
+    State(inner): State<Shared>,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = check(&inner, &method, format!("/incidents/{id}"), &headers, &body) {
         return r;
     }
     let sent: Value = serde_json::from_slice(&body).unwrap_or_default();
     if sent["incident"]["type"] != "incident_reference" {
-        return (StatusCode::BAD_REQUEST, Json(json!({"error": {"message": "Invalid Input Provided", "code": 2001}}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"message": "Invalid Input Provided", "code": 2001}})),
+        )
+            .into_response();
     }
-    Json(json!({"incident": {"id": id, "type": "incident", "status": sent["incident"]["status"]}})).into_response()
+    Json(json!({"incident": {"id": id, "type": "incident", "status": sent["incident"]["status"]}}))
+        .into_response()
 }
 
 impl PagerDutyRest {
@@ -106,10 +155,20 @@ impl PagerDutyRest {
     pub async fn start() -> Self {
         let inner: Shared = Arc::default();
         for (id, text) in [
-            ("PXPGF42", include_str!("../fixtures/pagerduty/user_PXPGF42.json")),
-            ("PNOBODY", include_str!("../fixtures/pagerduty/user_PNOBODY.json")),
+            (
+                "PXPGF42",
+                include_str!("../fixtures/pagerduty/user_PXPGF42.json"),
+            ),
+            (
+                "PNOBODY",
+                include_str!("../fixtures/pagerduty/user_PNOBODY.json"),
+            ),
         ] {
-            inner.lock().unwrap().users.insert(id.into(), serde_json::from_str(text).unwrap());
+            inner
+                .lock()
+                .unwrap()
+                .users
+                .insert(id.into(), serde_json::from_str(text).unwrap());
         }
         let app = axum::Router::new()
             .route("/users/{id}", get(user))
@@ -129,7 +188,10 @@ impl PagerDutyRest {
 
     /// `METHOD path` of every request.
     pub fn requests(&self) -> Vec<String> {
-        self.calls().iter().map(|c| format!("{} {}", c.method, c.path)).collect()
+        self.calls()
+            .iter()
+            .map(|c| format!("{} {}", c.method, c.path))
+            .collect()
     }
 
     /// The next requests answer with these statuses.

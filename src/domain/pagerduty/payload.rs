@@ -178,8 +178,7 @@ struct RawNote {
 
 /// Parses a v3 delivery. Unknown event types parse (their data is not read).
 pub fn parse(body: &[u8]) -> Result<WebhookEvent, ParseError> {
-    let envelope: Envelope =
-        serde_json::from_slice(body).map_err(|e| ParseError(e.to_string()))?;
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| ParseError(e.to_string()))?;
     let raw = envelope.event;
     if raw.id.trim().is_empty() {
         return Err(ParseError("event.id is empty".into()));

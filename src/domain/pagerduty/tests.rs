@@ -65,11 +65,20 @@ fn the_fixtures_parse_into_typed_events() {
     let other = parse(fixture!("service_updated.json")).unwrap();
     assert_eq!(other.event_type, EventType::Other("service.updated".into()));
     assert_eq!(other.incident_id, None);
-    for bad in [&b"{}"[..], br#"{"event":{"id":"","event_type":"incident.triggered"}}"#, b"not json"] {
+    for bad in [
+        &b"{}"[..],
+        br#"{"event":{"id":"","event_type":"incident.triggered"}}"#,
+        b"not json",
+    ] {
         assert!(parse(bad).is_err());
     }
     // A known type whose data is not an incident is refused, not guessed at.
-    assert!(parse(br#"{"event":{"id":"x","event_type":"incident.triggered","data":{"type":"incident"}}}"#).is_err());
+    assert!(
+        parse(
+            br#"{"event":{"id":"x","event_type":"incident.triggered","data":{"type":"incident"}}}"#
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -95,13 +104,17 @@ fn assignees_are_sorted_by_how_slack_finds_them() {
     policy
         .users
         .insert("PXPGF42".into(), UserMapping::Slack("U0EARLINE".into()));
-    policy
-        .users
-        .insert("PEMAIL1".into(), UserMapping::Email("lela@example.com".into()));
+    policy.users.insert(
+        "PEMAIL1".into(),
+        UserMapping::Email("lela@example.com".into()),
+    );
     let pd = triggered();
     let without_rest = responders(&pd.assignees, &policy);
     assert_eq!(without_rest.slack, vec!["U0EARLINE".to_string()]);
-    assert_eq!(without_rest.by_email[0].email.as_deref(), Some("lela@example.com"));
+    assert_eq!(
+        without_rest.by_email[0].email.as_deref(),
+        Some("lela@example.com")
+    );
     assert_eq!(without_rest.unmapped[0].pd_id, "PNOBODY");
     assert!(without_rest.look_up.is_empty());
     policy.rest_api = true;
@@ -125,7 +138,11 @@ fn a_storm_joins_the_open_incident_within_the_window_only() {
     );
     assert_eq!(group(w, true, start + five, five), Grouping::Declare);
     assert_eq!(group(w, false, start, five), Grouping::Declare, "resolved");
-    assert_eq!(group(w, true, start, TimeDelta::zero()), Grouping::Declare, "off");
+    assert_eq!(
+        group(w, true, start, TimeDelta::zero()),
+        Grouping::Declare,
+        "off"
+    );
 }
 
 #[test]
@@ -152,16 +169,24 @@ fn a_trigger_declares_without_a_commander_and_links_back() {
     };
     assert_eq!(invite, &vec!["U0EARLINE".to_string()]);
     let link = format!("{:?}", d.effects[3]);
-    assert!(link.contains("https://acme.pagerduty.com/incidents/PGR0VU2"), "{link}");
-    assert!(link.contains("Team: api") && link.contains("customers"), "{link}");
+    assert!(
+        link.contains("https://acme.pagerduty.com/incidents/PGR0VU2"),
+        "{link}"
+    );
+    assert!(
+        link.contains("Team: api") && link.contains("customers"),
+        "{link}"
+    );
     assert!(matches!(
         d.events.last(),
         Some(EventKind::PagerDuty { pd_incident, .. }) if pd_incident == "PGR0VU2"
     ));
     // Nobody in command: the response deadline is planned (15 min for SEV1).
     let plan = crate::domain::timers::plan(&d.incident, f.policy());
-    assert!(plan.iter().any(|t| t.kind == crate::domain::timers::TimerKind::ResponseDeadline
-        && t.due_at == now + TimeDelta::minutes(15)));
+    assert!(plan.iter().any(
+        |t| t.kind == crate::domain::timers::TimerKind::ResponseDeadline
+            && t.due_at == now + TimeDelta::minutes(15)
+    ));
 }
 
 #[test]
@@ -182,32 +207,47 @@ fn follow_ups_record_and_change_by_config() {
         .unwrap()
         .incident;
     let ack = parse(fixture!("incident_acknowledged.json")).unwrap();
-    let d = follow_up(&incident, &ack, &policy, now, f.policy()).unwrap().unwrap();
-    assert!(matches!(&d.events[0], EventKind::PagerDuty { text, .. } if text.contains("acknowledged by Earline")));
+    let d = follow_up(&incident, &ack, &policy, now, f.policy())
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&d.events[0], EventKind::PagerDuty { text, .. } if text.contains("acknowledged by Earline"))
+    );
     assert_eq!(d.incident, incident);
 
     let prio = parse(fixture!("incident_priority_updated.json")).unwrap();
-    let d = follow_up(&incident, &prio, &policy, now, f.policy()).unwrap().unwrap();
+    let d = follow_up(&incident, &prio, &policy, now, f.policy())
+        .unwrap()
+        .unwrap();
     assert_eq!(d.incident.severity, Severity::Sev3);
     let off = PagerDutyPolicy {
         priority_changes_severity: false,
         ..policy.clone()
     };
-    let d = follow_up(&incident, &prio, &off, now, f.policy()).unwrap().unwrap();
+    let d = follow_up(&incident, &prio, &off, now, f.policy())
+        .unwrap()
+        .unwrap();
     assert_eq!(d.incident.severity, Severity::Sev1);
 
     let resolved = parse(fixture!("incident_resolved.json")).unwrap();
-    let d = follow_up(&incident, &resolved, &policy, now, f.policy()).unwrap().unwrap();
+    let d = follow_up(&incident, &resolved, &policy, now, f.policy())
+        .unwrap()
+        .unwrap();
     assert_eq!(d.incident.status, Status::Resolved);
     let keep = PagerDutyPolicy {
         resolve_from_pagerduty: false,
         ..policy.clone()
     };
-    let d = follow_up(&incident, &resolved, &keep, now, f.policy()).unwrap().unwrap();
+    let d = follow_up(&incident, &resolved, &keep, now, f.policy())
+        .unwrap()
+        .unwrap();
     assert_eq!(d.incident.status, Status::Investigating);
 
     let other = parse(fixture!("service_updated.json")).unwrap();
-    assert_eq!(follow_up(&incident, &other, &policy, now, f.policy()).unwrap(), None);
+    assert_eq!(
+        follow_up(&incident, &other, &policy, now, f.policy()).unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -239,6 +279,12 @@ fn unmapped_responders_are_listed_never_dropped() {
     ]);
     let text = format!("{m:?}");
     assert!(text.contains("U0A"));
-    assert!(text.contains("Name P2 (b@example.com, not found in Slack)"), "{text}");
-    assert!(text.contains("Name P3 (PagerDuty user P3, no email known)"), "{text}");
+    assert!(
+        text.contains("Name P2 (b@example.com, not found in Slack)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Name P3 (PagerDuty user P3, no email known)"),
+        "{text}"
+    );
 }
