@@ -141,7 +141,12 @@ fn check_names_the_broken_key_and_exits_non_zero() {
 fn check_validates_the_pagerduty_section() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pd.toml");
-    let base = "[slack]\nincident_response_channel = \"C0123456789\"\nteam_id = \"T0123\"\napp_id = \"A0123\"\n";
+    let catalog = dir.path().join("commands");
+    std::fs::create_dir(&catalog).unwrap();
+    let base = format!(
+        "[slack]\nincident_response_channel = \"C0123456789\"\nteam_id = \"T0123\"\napp_id = \"A0123\"\n[recovery]\ncatalog_dir = {:?}\n",
+        catalog.display().to_string()
+    );
     let example = r#"
 [pagerduty]
 from_email = "klaxon-bot@example.com"
