@@ -104,6 +104,16 @@ async fn settle(app: &TestApp) {
     panic!("the outbox did not drain");
 }
 
+/// The emails of the `users.lookupByEmail` calls, found or not, in order.
+fn lookups(app: &TestApp) -> Vec<String> {
+    app.slack
+        .calls()
+        .iter()
+        .filter(|c| c.method == "users.lookupByEmail")
+        .map(|c| c.body["email"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 fn invited(app: &TestApp) -> Vec<String> {
     app.slack
         .calls_to("conversations.invite")
@@ -315,6 +325,7 @@ async fn later_events_go_on_the_timeline_and_pagerduty_resolves(db: Db) {
     let app = start(db, Some(&rest)).await;
     deliver(&app, &fixture("incident_triggered.json")).await;
     settle(&app).await;
+    let lookups_before = lookups(&app).len();
     for name in [
         "incident_acknowledged.json",
         "incident_reassigned.json",
@@ -347,6 +358,22 @@ async fn later_events_go_on_the_timeline_and_pagerduty_resolves(db: Db) {
         events[2].1.contains("now assigned: Lela Hayes"),
         "{:?}",
         events[2]
+    );
+    // The new assignees were looked for in Slack again: Lela (reassigned, by the
+    // configured email) and Tanner (escalated, through GET /users, cached).
+    let looked_up: Vec<String> = lookups(&app)[lookups_before..].to_vec();
+    assert!(
+        looked_up.contains(&"lela@example.com".to_string())
+            && looked_up.contains(&"tanner@contractor.example".to_string()),
+        "{looked_up:?}"
+    );
+    assert_eq!(
+        rest.requests()
+            .iter()
+            .filter(|r| *r == "GET /users/PNOBODY")
+            .count(),
+        1,
+        "cached"
     );
     assert!(
         events[4].1.contains("Rolled back deploy 4711"),

@@ -395,6 +395,14 @@ pub fn follow_up(
         }],
         reply: String::new(),
     };
+    // New assignees mapped to Slack ids by config are invited with the post; the others
+    // are found by the engine's responder rows.
+    if let (EventType::Reassigned | EventType::Escalated, Some(pd)) = (&event.event_type, pd) {
+        let users = responders(&pd.assignees, pd_policy).slack;
+        if !users.is_empty() {
+            decision.effects.insert(0, Effect::Invite { users });
+        }
+    }
     let then = match (&event.event_type, pd) {
         (EventType::PriorityUpdated, Some(pd)) if pd_policy.priority_changes_severity => pd
             .priority_name()

@@ -160,7 +160,18 @@ impl Engine {
             .await?;
         self.draft_on_resolve(&mut tx, &incident, &mut decision, meta, now)
             .await?;
-        self.commit(tx, meta, &decision, now).await?;
+        self.write_many(&mut tx, &[(meta, &decision)], now).await?;
+        // Reassigned or escalated to someone new: find them in Slack like a trigger's
+        // assignees (the Slack ids the config maps are in the decision's invite).
+        if let (EventType::Reassigned | EventType::Escalated, Some(pd)) =
+            (&event.event_type, &event.incident)
+        {
+            for (lane, row) in responder_rows(id, pd, pd_policy) {
+                tx.enqueue(&lane, Some(id), &row.to_json(), now).await?;
+            }
+        }
+        let committed = tx.commit().await?;
+        self.woke(committed);
         Ok(PagerDutyOutcome::Recorded(id))
     }
 
@@ -191,9 +202,29 @@ impl Engine {
 }
 
 /// The rows a PagerDuty declaration adds to its decision's: the responders to find in
-/// Slack (through PagerDuty's REST API first when only the user id is known) and the note
-/// linking the PagerDuty incident back to Klaxon.
+/// Slack and the note linking the PagerDuty incident back to Klaxon.
 fn after_declare(
+    id: IncidentId,
+    pd: &PdIncident,
+    pd_policy: &PagerDutyPolicy,
+) -> Vec<(String, Outbound)> {
+    let mut rows = responder_rows(id, pd, pd_policy);
+    if pd_policy.rest_api {
+        rows.push((
+            pagerduty_rest_key(id),
+            Outbound::PagerDutyNote {
+                incident_id: id,
+                pd_incident: pd.id.clone(),
+            },
+        ));
+    }
+    rows
+}
+
+/// The rows that bring `pd`'s assignees into the channel: those known by email (config)
+/// or known by nobody straight to the incident's lane, those PagerDuty's REST API must
+/// name first to its REST lane (which hands them on).
+fn responder_rows(
     id: IncidentId,
     pd: &PdIncident,
     pd_policy: &PagerDutyPolicy,
@@ -217,15 +248,6 @@ fn after_declare(
             Outbound::PagerDutyUsers {
                 incident_id: id,
                 users: plan.look_up,
-            },
-        ));
-    }
-    if pd_policy.rest_api {
-        rows.push((
-            pagerduty_rest_key(id),
-            Outbound::PagerDutyNote {
-                incident_id: id,
-                pd_incident: pd.id.clone(),
             },
         ));
     }

@@ -288,3 +288,32 @@ fn unmapped_responders_are_listed_never_dropped() {
         "{text}"
     );
 }
+
+#[test]
+fn a_reassignment_invites_new_assignees_mapped_to_slack() {
+    let f = Fixture::new();
+    let mut policy = PagerDutyPolicy::default();
+    let now = at("2026-11-23T10:10:00Z");
+    let incident = declare(IncidentId(1), &triggered(), &policy, now, f.policy())
+        .unwrap()
+        .incident;
+    policy
+        .users
+        .insert("PEMAIL1".into(), UserMapping::Slack("U0LELA0001".into()));
+    let reassigned = parse(fixture!("incident_reassigned.json")).unwrap();
+    let d = follow_up(&incident, &reassigned, &policy, now, f.policy())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        d.effects[0],
+        Effect::Invite {
+            users: vec!["U0LELA0001".into()]
+        }
+    );
+    // An acknowledgement invites nobody.
+    let ack = parse(fixture!("incident_acknowledged.json")).unwrap();
+    let d = follow_up(&incident, &ack, &policy, now, f.policy())
+        .unwrap()
+        .unwrap();
+    assert!(!d.effects.iter().any(|e| matches!(e, Effect::Invite { .. })));
+}
