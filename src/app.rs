@@ -99,6 +99,15 @@ pub fn wire_with(
         announce_channel: config.slack.incident_response_channel.clone(),
         targets: Arc::new(config.targets.clone()),
         recovery: recovery.clone(),
+        pagerduty_rest: config.pagerduty.api_token.clone().map(|token| {
+            Arc::new(crate::paging::rest::PagerDutyRest::new(
+                &config.pagerduty.api_url,
+                token,
+                config.pagerduty.from_email.clone(),
+                config.pagerduty.api_timeout,
+            ))
+        }),
+        resolve_in_pagerduty: config.pagerduty.resolve_in_pagerduty,
     };
     let worker = OutboxWorker::new(
         background.clone(),
@@ -119,6 +128,7 @@ pub fn wire_with(
         identity: Arc::new(http::Identity::from_config(config)),
         intake: Arc::new(config.intake.clone()),
         announce_channel: config.slack.incident_response_channel.as_str().into(),
+        pagerduty: Arc::new(config.pagerduty.clone()),
     };
     Services {
         state,

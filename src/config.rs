@@ -21,10 +21,12 @@ use crate::paging::Target;
 mod access;
 mod delivery;
 mod intake;
+mod pagerduty;
 mod timeline;
 pub use access::{DEFAULT_CALL_TIMEOUT, EnvironmentConfig, RolesConfig};
 pub use delivery::RetentionConfig;
 pub use intake::IntakeConfig;
+pub use pagerduty::PagerDutyConfig;
 pub use timeline::TimelineConfig;
 
 /// A configuration problem, naming the key and what is wrong with it.
@@ -59,7 +61,7 @@ struct FileConfig {
     #[serde(default)]
     severity: std::collections::BTreeMap<String, SeveritySection>,
     #[serde(default)]
-    pagerduty: PagerDutySection,
+    pagerduty: pagerduty::PagerDutySection,
     #[serde(default)]
     recovery: RecoverySection,
     #[serde(default)]
@@ -87,12 +89,6 @@ struct RecoverySection {
     call_timeout: Option<String>,
     #[serde(default)]
     environments: std::collections::BTreeMap<String, access::EnvironmentSection>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct PagerDutySection {
-    events_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -215,6 +211,8 @@ pub struct Config {
     pub targets: std::collections::BTreeMap<String, Target>,
     /// PagerDuty Events API v2 URL.
     pub pagerduty_events_url: String,
+    /// PagerDuty in: webhooks, REST API, mapping (`[pagerduty]`).
+    pub pagerduty: PagerDutyConfig,
     /// Recovery commands.
     pub recovery: RecoveryConfig,
     /// How the outbox delivers.
@@ -373,7 +371,7 @@ impl Config {
     }
 
     fn from_file(
-        file: FileConfig,
+        mut file: FileConfig,
         env: Env<'_>,
         require_secrets: bool,
     ) -> Result<Config, ConfigError> {
@@ -538,7 +536,7 @@ impl Config {
 
         let (escalation, targets) = escalation_config(file.escalation, env)?;
         let pagerduty_events_url = env("KLAXON_PAGERDUTY_EVENTS_URL")
-            .or(file.pagerduty.events_url)
+            .or(file.pagerduty.events_url.take())
             .unwrap_or_else(|| "https://events.pagerduty.com/v2/enqueue".into());
         if !(pagerduty_events_url.starts_with("https://")
             || pagerduty_events_url.starts_with("http://"))
@@ -548,6 +546,8 @@ impl Config {
                 format!("`{pagerduty_events_url}` is not an http(s) URL"),
             ));
         }
+
+        let pagerduty = pagerduty::pagerduty(file.pagerduty, env)?;
 
         let execution = env("KLAXON_EXECUTION")
             .or(file.recovery.execution)
@@ -597,6 +597,7 @@ impl Config {
             escalation,
             targets,
             pagerduty_events_url,
+            pagerduty,
             listen,
             database_url,
             slack: SlackConfig {
@@ -623,7 +624,8 @@ impl Config {
             self.calendar.tz,
             self.slack.signing_secrets.len(),
             self.intake.describe()
-        )
+        ) + " "
+            + &self.pagerduty.describe()
     }
 }
 

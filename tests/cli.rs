@@ -135,6 +135,87 @@ fn check_names_the_broken_key_and_exits_non_zero() {
     );
 }
 
+/// Issue 9: `klaxon check` validates `[pagerduty]`, accepting the README's worked example
+/// and naming the key and the rule of a broken one.
+#[test]
+fn check_validates_the_pagerduty_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pd.toml");
+    let catalog = dir.path().join("commands");
+    std::fs::create_dir(&catalog).unwrap();
+    let base = format!(
+        "[slack]\nincident_response_channel = \"C0123456789\"\nteam_id = \"T0123\"\napp_id = \"A0123\"\n[recovery]\ncatalog_dir = {:?}\n",
+        catalog.display().to_string()
+    );
+    let example = r#"
+[pagerduty]
+from_email = "klaxon-bot@example.com"
+default_severity = "SEV2"
+priorities = { P1 = "SEV1", P2 = "SEV2", P3 = "SEV3" }
+urgencies = { high = "SEV2", low = "SEV3" }
+storm_window = "5m"
+
+[pagerduty.services.PIJ90N7]
+team = "payments"
+stakeholder_groups = ["customers", "finance"]
+
+[pagerduty.users]
+PXPGF42 = "U0123ABCD"
+PAM4FGS = "lela@example.com"
+"#;
+    let pd_env = [
+        ("KLAXON_PAGERDUTY_WEBHOOK_SECRET", "old,new"),
+        ("KLAXON_PAGERDUTY_API_TOKEN", "u+token-never-printed"),
+    ];
+    let env: Vec<(&str, &str)> = SECRETS.iter().copied().chain(pd_env).collect();
+    std::fs::write(&path, format!("{base}{example}")).unwrap();
+    let out = klaxon(&["check", "--config", path.to_str().unwrap()], &env)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("pagerduty_webhook_secrets=2 pagerduty_rest=on"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("u+token") && !stdout.contains("old,new"),
+        "{stdout}"
+    );
+
+    for (broken, expected) in [
+        (
+            example.replace("P1 = \"SEV1\"", "P1 = \"urgent\""),
+            "config key `pagerduty.priorities.P1`: `urgent` is not a severity",
+        ),
+        (
+            example.replace("PAM4FGS = \"lela@example.com\"", "PAM4FGS = \"lela\""),
+            "config key `pagerduty.users.PAM4FGS`: `lela` is neither a Slack user id",
+        ),
+        (
+            example.replace("from_email = \"klaxon-bot@example.com\"\n", ""),
+            "config key `pagerduty.from_email`: missing",
+        ),
+        (
+            example.replace("storm_window = \"5m\"", "storm_window = \"a while\""),
+            "config key `pagerduty.storm_window`",
+        ),
+    ] {
+        std::fs::write(&path, format!("{base}{broken}")).unwrap();
+        let out = klaxon(&["check", "--config", path.to_str().unwrap()], &env)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!stderr.contains("u+token"), "{stderr}");
+    }
+}
+
 async fn http(port: u16, request: String) -> String {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await

@@ -100,13 +100,14 @@ async fn a_sev1_left_alone_for_three_hours(db: Db) {
             )
         })
         .collect();
+    let prefix = page_prefix(&app).await;
     let expected_pages: Vec<(String, String, String)> =
         ["team", "management", "executives", "external"]
             .iter()
             .map(|t| {
                 (
                     "trigger".to_string(),
-                    format!("klaxon-1-{t}"),
+                    format!("{prefix}1-{t}"),
                     routing_key(t),
                 )
             })
@@ -214,12 +215,13 @@ async fn a_severity_change_reschedules_without_paging_twice(db: Db) {
         .into_iter()
         .map(|(_, k)| k)
         .collect();
+    let prefix = page_prefix(&app).await;
     assert_eq!(
         keys,
         [
-            "klaxon-1-management",
-            "klaxon-1-team",
-            "klaxon-1-executives"
+            format!("{prefix}1-management"),
+            format!("{prefix}1-team"),
+            format!("{prefix}1-executives")
         ]
     );
 }
@@ -240,11 +242,12 @@ async fn resolving_cancels_timers_and_resolves_pages(db: Db) {
         .into_iter()
         .filter(|(a, _)| a == "resolve")
         .collect();
+    let prefix = page_prefix(&app).await;
     assert_eq!(
         resolves,
         [
-            ("resolve".to_string(), "klaxon-1-management".to_string()),
-            ("resolve".to_string(), "klaxon-1-team".to_string())
+            ("resolve".to_string(), format!("{prefix}1-management")),
+            ("resolve".to_string(), format!("{prefix}1-team"))
         ]
     );
     let pending: Vec<_> = app
@@ -482,9 +485,10 @@ async fn paging_retries_until_pagerduty_accepts(db: Db) {
     app.deliver().await; // 429 with Retry-After 3
     app.clock.advance(TimeDelta::seconds(3));
     app.deliver().await;
+    let prefix = page_prefix(&app).await;
     assert_eq!(
         app.pagerduty.actions(),
-        [("trigger".to_string(), "klaxon-1-team".to_string())]
+        [("trigger".to_string(), format!("{prefix}1-team"))]
     );
 }
 
@@ -526,9 +530,10 @@ async fn an_escalation_notifies_its_targets_slack_channels_and_groups(db: Db) {
         );
         assert!(posts[0].contains(&format!("<#{ch}>")), "{}", posts[0]);
     }
+    let prefix = page_prefix(&app).await;
     assert_eq!(
         app.pagerduty.actions(),
-        [("trigger".to_string(), "klaxon-1-team".to_string())]
+        [("trigger".to_string(), format!("{prefix}1-team"))]
     );
     assert!(
         timer_events(&app, IncidentId(1))
@@ -663,4 +668,11 @@ async fn reminders_of_many_incidents_fire_together_each_once(db: Db) {
             .count();
         assert_eq!(reminders, 1, "INC-{i}");
     }
+}
+
+/// The start of this installation's page dedup keys, `klaxon-<install8>-` (issue 9: keys
+/// are unique per installation).
+async fn page_prefix(app: &TestApp) -> String {
+    let install = app.store.install_id().await.unwrap();
+    format!("klaxon-{}-", &install[..8])
 }

@@ -392,6 +392,17 @@ pub enum EventKind {
         /// Minutes of data lost.
         minutes_lost: u32,
     },
+    /// Something happened in PagerDuty to the incident this one is linked to (issue 9):
+    /// the trigger that declared it or joined it, an acknowledgement, reassignment,
+    /// escalation, priority change, note or resolve.
+    PagerDuty {
+        /// The v3 event type (`incident.acknowledged`...).
+        event_type: String,
+        /// The PagerDuty incident id.
+        pd_incident: String,
+        /// What happened, in words (with the PagerDuty link where there is one).
+        text: String,
+    },
     /// A post-mortem draft was written from the record and stored.
     PostmortemDrafted {
         /// Stored draft id.
@@ -948,7 +959,16 @@ fn fire_timer(
                     message,
                 },
             ];
-            if let Some(first) = policy.escalation.ladder(next.severity).first() {
+            // The first step's own timer may have paged its target already (both are
+            // due together when nobody took command): one page per target.
+            if let Some(first) = policy.escalation.ladder(next.severity).first()
+                && !next.fired_timers.contains(
+                    &TimerKind::Escalation {
+                        target: first.target.clone(),
+                    }
+                    .key(),
+                )
+            {
                 let summary = format!(
                     "{} {}: nobody has taken command: {}",
                     next.id, next.severity, next.title
@@ -964,19 +984,31 @@ fn fire_timer(
                 next.id, next.severity, next.title
             );
             let message = render::escalated(next, target, now, late);
+            // Paged already by the response deadline (the ladder's first target, when
+            // nobody took command): the notice and post still go out, the page does not.
+            let paged_by_deadline = next
+                .fired_timers
+                .contains(&TimerKind::ResponseDeadline.key())
+                && policy
+                    .escalation
+                    .ladder(next.severity)
+                    .first()
+                    .is_some_and(|first| first.target == *target);
+            let mut effects = Vec::with_capacity(3);
+            if !paged_by_deadline {
+                effects.push(page(target, summary));
+            }
+            effects.push(Effect::NotifyTarget {
+                target: target.clone(),
+                message: message.clone(),
+            });
+            effects.push(post(message));
             (
                 vec![EventKind::Escalated {
                     target: target.clone(),
                     late_by_secs,
                 }],
-                vec![
-                    page(target, summary),
-                    Effect::NotifyTarget {
-                        target: target.clone(),
-                        message: message.clone(),
-                    },
-                    post(message),
-                ],
+                effects,
             )
         }
         TimerKind::RtoWatch { percent } => (

@@ -15,6 +15,7 @@ pub mod incident;
 pub mod message;
 pub mod narrative;
 pub mod outbound;
+pub mod pagerduty;
 pub mod postmortem;
 pub mod record;
 pub mod render;

@@ -184,6 +184,7 @@ pub fn describe(kind: &EventKind, actor: &Actor, users: Users) -> String {
         EventKind::RpoRecorded { minutes_lost } => {
             format!("{by} recorded {minutes_lost} min of data lost")
         }
+        EventKind::PagerDuty { text, .. } => format!("PagerDuty: {text}"),
         EventKind::PostmortemDrafted { version, .. } => {
             format!("Post-mortem draft {version} written (asked by {by})")
         }

@@ -119,6 +119,41 @@ pub enum Outbound {
         /// Who wrote the message, as the event said.
         author: Option<String>,
     },
+    /// Look the assignees of a PagerDuty trigger up in PagerDuty's REST API (`GET
+    /// /users/{id}`, cached) for their emails, then hand them to the incident's channel
+    /// lane as [`Outbound::InviteResponders`]. On `page:N:rest`: never behind Slack.
+    PagerDutyUsers {
+        /// The incident.
+        incident_id: IncidentId,
+        /// The PagerDuty users (references: id and name).
+        users: Vec<super::pagerduty::Reference>,
+    },
+    /// Find PagerDuty responders in Slack (`users.lookupByEmail`), invite those found and
+    /// list the others in the incident channel (never dropped). On `incident:N`, after the
+    /// channel is opened.
+    InviteResponders {
+        /// The incident.
+        incident_id: IncidentId,
+        /// Who, with their emails when known.
+        responders: Vec<super::pagerduty::Responder>,
+    },
+    /// A note on a PagerDuty incident (REST `POST /incidents/{id}/notes`) linking it to
+    /// the Klaxon incident. On `page:N:rest`; skipped without a REST token.
+    PagerDutyNote {
+        /// The Klaxon incident.
+        incident_id: IncidentId,
+        /// The PagerDuty incident id.
+        pd_incident: String,
+    },
+    /// Resolve a PagerDuty incident (REST `PUT /incidents/{id}`) because its Klaxon
+    /// incident was resolved in Klaxon. On `page:N:rest`; skipped without a REST token or
+    /// when `pagerduty.resolve_in_pagerduty` is off.
+    PagerDutyResolve {
+        /// The Klaxon incident.
+        incident_id: IncidentId,
+        /// The PagerDuty incident id.
+        pd_incident: String,
+    },
     /// A plain-text reply in a channel or thread (answers to @mentions, delivery notices).
     Reply {
         /// Channel id.
@@ -140,6 +175,13 @@ impl Outbound {
 /// The lane of an incident's own channel.
 pub fn incident_key(id: IncidentId) -> String {
     format!("incident:{}", id.0)
+}
+
+/// The lane of an incident's PagerDuty REST calls (user look-ups, notes, resolves): of the
+/// page class, so they never wait behind Slack, but apart from the Events API pages, so a
+/// REST call that keeps failing never holds a page back.
+pub fn pagerduty_rest_key(id: IncidentId) -> String {
+    format!("page:{}:rest", id.0)
 }
 
 /// The lane of an incident's announcements in `#incident-response`.
@@ -255,6 +297,7 @@ mod tests {
         assert_eq!(effect_key(id, &post), "incident:7");
         assert_eq!(effect_key(id, &topic), "incident:7");
         assert_eq!(LaneClass::of("page:7"), LaneClass::Page);
+        assert_eq!(LaneClass::of(&pagerduty_rest_key(id)), LaneClass::Page);
         assert_eq!(LaneClass::of(&run_key(3)), LaneClass::Run);
         assert_eq!(LaneClass::of("announce:7"), LaneClass::Announce);
         assert_eq!(LaneClass::of("modal:abc"), LaneClass::Slack);

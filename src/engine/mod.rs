@@ -24,9 +24,11 @@ pub use crate::domain::outbound::incident_key;
 
 mod fire;
 mod intake;
+mod pagerduty;
 mod record;
 mod roles;
 mod runs;
+pub use pagerduty::PagerDutyOutcome;
 pub use record::{Addition, Drafted};
 pub use roles::RoleRequest;
 pub use runs::{Begin, ClickContext, Finished, Prepared, run_key};
@@ -238,7 +240,9 @@ impl Engine {
     }
 
     /// Writes what each decision says (projection, timeline, outbox rows, timers) into
-    /// `tx`, with one statement per kind of row for all of them.
+    /// `tx`, with one statement per kind of row for all of them, without committing (the
+    /// intake's write-out commits many; a PagerDuty trigger adds rows that must come
+    /// after the decision's own on the incident's lane).
     async fn write_decisions(
         &self,
         tx: &mut StoreTx,
@@ -365,6 +369,8 @@ impl Engine {
         self.close_runs_on_resolve(&mut tx, &incident, &mut decision, now)
             .await?;
         self.draft_on_resolve(&mut tx, &incident, &mut decision, meta, now)
+            .await?;
+        self.resolve_pagerduty_on_resolve(&mut tx, &incident, &decision, now)
             .await?;
         self.commit(tx, meta, &decision, now).await?;
         Ok(Outcome {

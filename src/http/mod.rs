@@ -8,6 +8,7 @@ pub mod events;
 pub mod incident_commands;
 pub mod interactions;
 mod metrics_route;
+pub mod pagerduty;
 pub mod record_commands;
 mod step_up;
 mod timeline_events;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub announce_channel: Arc<str>,
     /// Reactions that add a message of an incident channel to its timeline.
     pub note_reactions: Arc<Vec<String>>,
+    /// PagerDuty in: webhook secrets and how events map (`[pagerduty]`).
+    pub pagerduty: Arc<crate::config::PagerDutyConfig>,
 }
 
 /// The app's identity (`slack.team_id`, `slack.app_id`) and the incident admins
@@ -147,6 +150,7 @@ pub fn app(state: AppState) -> Router {
         ));
     Router::new()
         .merge(slack)
+        .route("/pagerduty/webhook", post(pagerduty::webhook))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_route::metrics))

@@ -97,6 +97,21 @@ impl OutboxWorker {
                 )
                 .await
             }
+            Outbound::PagerDutyUsers { incident_id, users } => {
+                self.pagerduty_users(row, incident_id, users).await
+            }
+            Outbound::InviteResponders {
+                incident_id,
+                responders,
+            } => self.invite_responders(incident_id, responders).await,
+            Outbound::PagerDutyNote {
+                incident_id,
+                pd_incident,
+            } => self.pagerduty_note(incident_id, &pd_incident).await,
+            Outbound::PagerDutyResolve {
+                incident_id,
+                pd_incident,
+            } => self.pagerduty_resolve(incident_id, &pd_incident).await,
             Outbound::Reply {
                 channel,
                 thread_ts,
@@ -197,6 +212,11 @@ impl OutboxWorker {
                     tracing::info!(incident = %id, %target, "escalation target has no PagerDuty routing key; not paged");
                     return Ok(());
                 };
+                // Unique to this installation (see `installation_dedup_key`).
+                let dedup_key = crate::domain::pagerduty::installation_dedup_key(
+                    self.install_id().await?,
+                    &dedup_key,
+                );
                 let event = PageEvent {
                     action,
                     dedup_key: &dedup_key,
@@ -268,7 +288,11 @@ impl OutboxWorker {
             .map(String::as_str)
     }
 
-    async fn invite(&self, channel: &str, users: &[String]) -> Result<(), DeliveryError> {
+    pub(super) async fn invite(
+        &self,
+        channel: &str,
+        users: &[String],
+    ) -> Result<(), DeliveryError> {
         let bot = self.bot_user_id().await?;
         let users: Vec<String> = users
             .iter()
@@ -370,6 +394,20 @@ impl OutboxWorker {
                 format!("a message marked for the timeline of {incident_id}")
             }
             Ok(Outbound::Ephemeral { .. } | Outbound::Reply { .. }) => "a reply".to_string(),
+            Ok(Outbound::PagerDutyUsers { incident_id, .. }) => {
+                format!("the PagerDuty user look-up of {incident_id}")
+            }
+            Ok(Outbound::InviteResponders { incident_id, .. }) => {
+                format!("the PagerDuty responders of {incident_id}")
+            }
+            Ok(Outbound::PagerDutyNote {
+                incident_id,
+                pd_incident,
+            }) => format!("the note on PagerDuty incident {pd_incident} for {incident_id}"),
+            Ok(Outbound::PagerDutyResolve {
+                incident_id,
+                pd_incident,
+            }) => format!("the resolve of PagerDuty incident {pd_incident} for {incident_id}"),
             Err(_) => "an unreadable outbox row".to_string(),
         };
         let blocked = if matches!(

@@ -25,6 +25,7 @@ mod digest;
 mod listen;
 mod once;
 pub mod pacing;
+mod pagerduty;
 mod runs;
 mod upload;
 
@@ -215,6 +216,10 @@ pub struct Outlets {
     pub targets: Arc<BTreeMap<String, Target>>,
     /// Recovery command catalog and executors.
     pub recovery: Recovery,
+    /// PagerDuty's REST API (user look-ups, notes, resolves), when a token is configured.
+    pub pagerduty_rest: Option<Arc<crate::paging::rest::PagerDutyRest>>,
+    /// Whether resolving in Klaxon resolves the linked PagerDuty incidents.
+    pub resolve_in_pagerduty: bool,
 }
 
 /// Delivers outbox rows. Cheap to clone: each delivery runs in its own task on a clone.

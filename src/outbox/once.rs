@@ -108,7 +108,7 @@ fn refused(result: &Result<String, DeliveryError>) -> bool {
 
 impl OutboxWorker {
     /// This database's installation id, read once.
-    async fn install_id(&self) -> Result<&str, DeliveryError> {
+    pub(super) async fn install_id(&self) -> Result<&str, DeliveryError> {
         self.install
             .get_or_try_init(|| async {
                 self.engine

@@ -6,6 +6,8 @@
 //! 400 is never worth retrying; 429 and 5xx are. Retrying is safe: PagerDuty dedupes on
 //! `dedup_key`, which Klaxon makes unique per incident and escalation step.
 
+pub mod rest;
+
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};

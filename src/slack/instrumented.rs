@@ -161,6 +161,10 @@ impl SlackApi for Instrumented {
         counted("users.info", self.inner.user_info(user).await)
     }
 
+    async fn user_by_email(&self, email: &str) -> Result<Option<String>, SlackError> {
+        counted("users.lookupByEmail", self.inner.user_by_email(email).await)
+    }
+
     async fn update_message(
         &self,
         channel: &str,

@@ -21,6 +21,7 @@ pub const METHODS: &[(&str, Option<&str>)] = &[
     ("chat.update", Some("chat:write")),
     ("usergroups.users.list", Some("usergroups:read")),
     ("users.info", Some("users:read")),
+    ("users.lookupByEmail", Some("users:read.email")),
     ("views.open", None),
     ("views.publish", None),
 ];

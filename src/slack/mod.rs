@@ -208,6 +208,15 @@ pub trait SlackApi: Send + Sync {
         })
     }
 
+    /// `users.lookupByEmail`: the Slack user id of whoever has `email` in this workspace;
+    /// `None` when nobody does (`users_not_found`). The default answers an error.
+    async fn user_by_email(&self, email: &str) -> Result<Option<String>, SlackError> {
+        let _ = email;
+        Err(SlackError::Api {
+            code: "users_lookup_not_supported".into(),
+        })
+    }
+
     /// `files.getUploadURLExternal`: reserves a file of `length` bytes; returns Slack's
     /// file id and the URL to send the bytes to. The default answers an error.
     async fn upload_url(&self, filename: &str, length: usize) -> Result<FileUpload, SlackError> {

@@ -207,6 +207,10 @@ impl SlackApi for MorphismSlack {
         self.inner.user_time_zone(user).await
     }
 
+    async fn user_by_email(&self, email: &str) -> Result<Option<String>, SlackError> {
+        self.inner.user_by_email(email).await
+    }
+
     async fn message(
         &self,
         channel: &str,
@@ -563,6 +567,10 @@ where
 
     async fn publish_home(&self, user: &str, view: &serde_json::Value) -> Result<(), SlackError> {
         self.publish(user, view).await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<String>, SlackError> {
+        self.user_by_email_call(email).await
     }
 
     async fn upload_url(

@@ -6,6 +6,7 @@
 )]
 
 pub mod pagerduty;
+pub mod pagerduty_rest;
 pub mod slack_emulator;
 pub mod socket_server;
 

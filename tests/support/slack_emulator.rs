@@ -105,6 +105,8 @@ struct Inner {
     view_counter: u64,
     usergroups: HashMap<String, Vec<String>>,
     users: HashMap<String, Value>,
+    /// email -> user id, for `users.lookupByEmail`.
+    emails: HashMap<String, String>,
     /// What `apps.connections.open` answers (the Socket Mode WebSocket URL).
     socket_url: Option<String>,
     /// Home tabs published with `views.publish`, by user.
@@ -222,6 +224,11 @@ impl SlackEmulator {
     /// [`TEAM_ID`]), e.g. `json!({"is_restricted": true})` or `json!({"team_id": "TOTHER"})`.
     pub fn set_user(&self, user: &str, fields: Value) {
         self.lock().users.insert(user.to_owned(), fields);
+    }
+
+    /// Makes `users.lookupByEmail` find `user` by `email` (others: `users_not_found`).
+    pub fn set_email(&self, email: &str, user: &str) {
+        self.lock().emails.insert(email.to_owned(), user.to_owned());
     }
 
     /// Sets the URL `apps.connections.open` answers (a local Socket Mode server).
@@ -696,6 +703,11 @@ impl Inner {
             "chat.postMessage" => self.post_message(args),
             "conversations.history" => self.history(args),
             "conversations.replies" => self.replies(args),
+            "users.lookupByEmail" => {
+                let email = arg(args, "email").ok_or("users_not_found")?;
+                let id = self.emails.get(&email).cloned().ok_or("users_not_found")?;
+                answer(json!({"user": {"id": id, "team_id": TEAM_ID, "profile": {"email": email}}}))
+            }
             // Unknown users are regular members of the emulated team; `set_user` changes that.
             "users.info" => {
                 let id = arg(args, "user").ok_or("user_not_found")?;

@@ -112,6 +112,40 @@ where
             .map_err(|e| self.map_error("users.info", e))?;
         Ok(answer.user.tz.filter(|tz| !tz.is_empty()))
     }
+
+    /// `users.lookupByEmail` (Tier 3); `users_not_found` is an answer, not an error.
+    pub(super) async fn user_by_email_call(
+        &self,
+        email: &str,
+    ) -> Result<Option<String>, SlackError> {
+        let params = vec![("email", Some(email))];
+        let token = self.api_token();
+        let session = self.client.open_session(&token);
+        let answer: Result<UserByEmail, _> = session
+            .http_session_api
+            .http_get(
+                "users.lookupByEmail",
+                &params,
+                Some(&SLACK_TIER3_METHOD_CONFIG),
+            )
+            .await;
+        match answer.map_err(|e| self.map_error("users.lookupByEmail", e)) {
+            Ok(answer) => Ok(Some(answer.user.id)),
+            Err(SlackError::Api { code }) if code == "users_not_found" => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The part of a `users.lookupByEmail` answer Klaxon reads.
+#[derive(Deserialize)]
+struct UserByEmail {
+    user: UserByEmailUser,
+}
+
+#[derive(Deserialize)]
+struct UserByEmailUser {
+    id: String,
 }
 
 /// The `files.getUploadURLExternal` answer.
