@@ -15,6 +15,7 @@ use super::escalation::EscalationPolicy;
 use super::message::Message;
 use super::render;
 use super::severity::{Severity, SeverityPolicies};
+use super::stakeholders::{self, StakeholderPolicy, UpdateMode};
 use super::timers::{self, TimerKind};
 
 /// Incident number, shown as `INC-12`.
@@ -176,6 +177,28 @@ pub struct Incident {
     /// rescheduling after a severity change never pages the same target twice.
     #[serde(default)]
     pub fired_timers: BTreeSet<String>,
+    /// A security incident: compliance/legal must be notified (see
+    /// [`super::stakeholders`]); reminded until someone acknowledges it.
+    #[serde(default)]
+    pub security: bool,
+    /// Who acknowledged the regulatory notification, and when.
+    #[serde(default)]
+    pub regulatory_ack: Option<Acknowledgement>,
+    /// When the last regulatory reminder went out.
+    #[serde(default)]
+    pub regulatory_reminded_at: Option<DateTime<Utc>>,
+    /// When each stakeholder group was last told anything (its cadence restarts then).
+    #[serde(default)]
+    pub stakeholders_told: BTreeMap<String, DateTime<Utc>>,
+}
+
+/// Someone confirmed a duty was done.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    /// Who.
+    pub by: String,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 impl Incident {
@@ -399,6 +422,25 @@ pub enum EventKind {
         /// Draft number for this incident, from 1.
         version: i64,
     },
+    /// Stakeholder groups were sent a notice (one outbox row per destination).
+    StakeholdersNotified {
+        /// What about.
+        notice: super::stakeholders::NoticeKind,
+        /// Group names.
+        groups: Vec<String>,
+    },
+    /// The incident was flagged as a security incident.
+    SecurityFlagged {
+        /// By a title keyword in `[stakeholders] security_keywords` (else by a person).
+        by_rule: bool,
+    },
+    /// The regulatory notification reminder was posted.
+    RegulatoryReminded {
+        /// Seconds after its due time, when late.
+        late_by_secs: Option<i64>,
+    },
+    /// Someone confirmed that compliance/legal were notified.
+    RegulatoryAcknowledged,
 }
 
 /// Where a message goes.
@@ -480,6 +522,16 @@ pub enum Effect {
         /// Stored draft id.
         postmortem_id: i64,
     },
+    /// Send a stakeholder group's notice to one of its destinations (email, Statuspage,
+    /// a Slack channel); lane `stakeholder:<group>:<via>:N`.
+    Stakeholder {
+        /// Group name.
+        group: String,
+        /// Destination.
+        to: super::stakeholders::Recipient,
+        /// What, rendered for this group.
+        notice: super::stakeholders::Notice,
+    },
 }
 
 /// A user-facing refusal: the change does not apply to this incident as it stands.
@@ -524,6 +576,10 @@ pub enum Change {
     Resolve(String),
     /// The outbox opened the channel.
     ChannelOpened(IncidentChannel),
+    /// Flag the incident as a security incident (regulatory reminders start).
+    MarkSecurity,
+    /// Compliance/legal were notified: stop the regulatory reminders.
+    AckRegulatory,
     /// A durable timer came due.
     TimerFired {
         /// Which timer.
@@ -542,6 +598,8 @@ pub struct Policy<'a> {
     pub calendar: &'a BusinessCalendar,
     /// Escalation ladders.
     pub escalation: &'a EscalationPolicy,
+    /// Stakeholder groups and the security rule.
+    pub stakeholders: &'a StakeholderPolicy,
 }
 
 /// The outcome of a change: the new state, what to record and what to send.
@@ -627,6 +685,10 @@ pub fn declare(
         resolution: None,
         last_reminder_at: None,
         fired_timers: BTreeSet::new(),
+        security: false,
+        regulatory_ack: None,
+        regulatory_reminded_at: None,
+        stakeholders_told: BTreeMap::new(),
     };
     let mut incident = incident;
     let mut events = vec![EventKind::Declared {
@@ -777,24 +839,107 @@ pub fn apply(
                 )
             }
             Change::PostUpdate(text) => {
-                let text = clean_text("update", &text, MAX_TEXT_CHARS)?;
+                let (mode, text) = stakeholders::update_mode(&text);
+                let text = clean_text("update", text, MAX_TEXT_CHARS)?;
+                let public = mode != UpdateMode::Plain;
+                if mode == UpdateMode::Preview {
+                    // A preview changes nothing: the refusal's text is the answer.
+                    return Err(DomainError::Unchanged(format!(
+                        "Preview only, nothing was posted.\n{}",
+                        stakeholders::preview(&next, &text, public, policy.stakeholders)
+                    )));
+                }
                 let by = actor.to_string();
                 next.last_update = Some(StatusUpdate {
                     at: now,
                     by,
                     text: text.clone(),
                 });
+                let mut effects = vec![Effect::Post {
+                    destination: Destination::IncidentChannel,
+                    message: render::status_update(&next, &text, actor, now),
+                }];
+                let mut events = vec![EventKind::UpdatePosted { text: text.clone() }];
+                let external = stakeholders::update_groups(&next, public, policy.stakeholders)
+                    .iter()
+                    .any(|g| g.audience == stakeholders::Audience::External);
+                let mut reply = format!("Status update posted to {id}.");
+                if external {
+                    // The commander sees the external text in the channel before it
+                    // goes out (external rows wait `preview_delay`; see the engine).
+                    let preview = stakeholders::preview(&next, &text, public, policy.stakeholders);
+                    effects.push(Effect::Post {
+                        destination: Destination::IncidentChannel,
+                        message: Message::paragraph(vec![
+                            super::message::Span::bold("Stakeholder preview: "),
+                            super::message::Span::text(preview.clone()),
+                        ]),
+                    });
+                    reply = format!("{reply}\n{preview}");
+                }
+                let (sent, groups) =
+                    stakeholders::on_update(&mut next, &text, public, now, policy.stakeholders);
+                if !groups.is_empty() {
+                    events.push(EventKind::StakeholdersNotified {
+                        notice: stakeholders::NoticeKind::Update,
+                        groups,
+                    });
+                }
+                effects.extend(sent);
+                (events, effects, reply)
+            }
+            Change::MarkSecurity => {
+                if next.security {
+                    return Err(DomainError::Unchanged(format!(
+                        "{id} is already a security incident."
+                    )));
+                }
+                next.security = true;
                 (
-                    vec![EventKind::UpdatePosted { text: text.clone() }],
+                    vec![EventKind::SecurityFlagged { by_rule: false }],
                     vec![Effect::Post {
                         destination: Destination::IncidentChannel,
-                        message: render::status_update(&next, &text, actor, now),
+                        message: stakeholders::security_flagged(&next, policy.stakeholders),
                     }],
-                    format!("Status update posted to {id}."),
+                    format!("{id} is now a security incident: compliance/legal must be notified; `/incident ack-regulatory` once they are."),
+                )
+            }
+            Change::AckRegulatory => {
+                if !next.security {
+                    return Err(DomainError::Unchanged(format!(
+                        "{id} is not a security incident; there is no regulatory notification to acknowledge."
+                    )));
+                }
+                if let Some(ack) = &next.regulatory_ack {
+                    return Err(DomainError::Unchanged(format!(
+                        "<@{}> already acknowledged the regulatory notification of {id}.",
+                        ack.by
+                    )));
+                }
+                next.regulatory_ack = Some(Acknowledgement {
+                    by: actor.to_string(),
+                    at: now,
+                });
+                (
+                    vec![EventKind::RegulatoryAcknowledged],
+                    vec![Effect::Post {
+                        destination: Destination::IncidentChannel,
+                        message: Message::paragraph(vec![
+                            super::message::Span::text(format!("{actor_mention} confirmed that compliance/legal were notified. Regulatory reminders stopped.")),
+                        ]),
+                    }],
+                    format!("Regulatory notification of {id} acknowledged."),
                 )
             }
             Change::Resolve(summary) => {
                 let summary = clean_text("summary", &summary, MAX_TEXT_CHARS)?;
+                if incident.security && incident.regulatory_ack.is_none() {
+                    // The regulatory duty outlives the technical fix; resolving would stop
+                    // its reminders, so it is acknowledged first.
+                    return Err(DomainError::NotAllowed(format!(
+                        "{id} is a security incident whose regulatory notification is not acknowledged. Notify compliance/legal, then `/incident ack-regulatory`, then resolve."
+                    )));
+                }
                 let from = incident.status;
                 next.status = Status::Resolved;
                 next.resolved_at = Some(now);
@@ -822,14 +967,24 @@ pub fn apply(
                         target,
                     }
                 }));
+                let mut events = vec![
+                    EventKind::StatusChanged {
+                        from,
+                        to: Status::Resolved,
+                    },
+                    EventKind::Resolved { summary },
+                ];
+                let told: Vec<String> = next.stakeholders_told.keys().cloned().collect();
+                let all_clear = stakeholders::on_resolve(&mut next, now, policy.stakeholders);
+                if !all_clear.is_empty() {
+                    events.push(EventKind::StakeholdersNotified {
+                        notice: stakeholders::NoticeKind::AllClear,
+                        groups: told,
+                    });
+                }
+                effects.extend(all_clear);
                 (
-                    vec![
-                        EventKind::StatusChanged {
-                            from,
-                            to: Status::Resolved,
-                        },
-                        EventKind::Resolved { summary },
-                    ],
+                    events,
                     effects,
                     format!("{id} resolved. Thank you, {actor_mention}."),
                 )
@@ -988,6 +1143,30 @@ fn fire_timer(
                 next, *percent, now, late, policy,
             ))],
         ),
+        TimerKind::StakeholderCadence { group } => {
+            let effects = stakeholders::on_cadence(next, group, now, policy.stakeholders);
+            (
+                vec![EventKind::StakeholdersNotified {
+                    notice: stakeholders::NoticeKind::StillInvestigating,
+                    groups: vec![group.clone()],
+                }],
+                effects,
+            )
+        }
+        TimerKind::RegulatoryReminder => {
+            next.regulatory_reminded_at = Some(now);
+            let message = stakeholders::regulatory_reminder(next, now, policy.stakeholders);
+            (
+                vec![EventKind::RegulatoryReminded { late_by_secs }],
+                vec![
+                    post(message.clone()),
+                    Effect::Post {
+                        destination: Destination::Announcements,
+                        message,
+                    },
+                ],
+            )
+        }
     }
 }
 
@@ -1013,6 +1192,7 @@ mod tests {
                 severities: &sev,
                 calendar: &cal,
                 escalation: &esc,
+                stakeholders: &StakeholderPolicy::default(),
             },
         )
         .unwrap()
@@ -1031,6 +1211,7 @@ mod tests {
                 severities: &sev,
                 calendar: &cal,
                 escalation: &esc,
+                stakeholders: &StakeholderPolicy::default(),
             },
         )
     }
@@ -1079,6 +1260,7 @@ mod tests {
                 severities: &sev,
                 calendar: &cal,
                 escalation: &esc,
+                stakeholders: &StakeholderPolicy::default(),
             },
         )
         .unwrap_err();

@@ -20,6 +20,7 @@ pub mod record;
 pub mod render;
 pub mod response_times;
 pub mod severity;
+pub mod stakeholders;
 pub mod text;
 pub mod timeline;
 pub mod timers;

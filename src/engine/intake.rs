@@ -31,6 +31,8 @@ pub(super) struct DeclareJob {
     pub(super) meta: RequestMeta,
     pub(super) severity: Severity,
     pub(super) title: String,
+    /// Declared with `--security`.
+    pub(super) security: bool,
     pub(super) answer: oneshot::Sender<Result<Outcome, EngineError>>,
 }
 
@@ -194,7 +196,15 @@ async fn commit_batch(
             now,
             engine.policy(),
         ) {
-            Ok(decision) => decisions.push((i, decision)),
+            Ok(mut decision) => {
+                crate::domain::stakeholders::on_declare(
+                    &mut decision,
+                    job.security,
+                    now,
+                    engine.policy().stakeholders,
+                );
+                decisions.push((i, decision))
+            }
             // Titles are checked before queueing; should the domain refuse anyway, the
             // batch is retried one by one and only this caller hears why.
             Err(refused) => return Err((jobs, refused.into())),

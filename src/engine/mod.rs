@@ -91,6 +91,8 @@ pub struct PolicySet {
     pub calendar: BusinessCalendar,
     /// Escalation ladders.
     pub escalation: EscalationPolicy,
+    /// Stakeholder groups and the security rule.
+    pub stakeholders: crate::domain::stakeholders::StakeholderPolicy,
 }
 
 /// Who to wake after a commit.
@@ -171,6 +173,7 @@ impl Engine {
             severities: &self.policy.severities,
             calendar: &self.policy.calendar,
             escalation: &self.policy.escalation,
+            stakeholders: &self.policy.stakeholders,
         }
     }
 
@@ -235,7 +238,7 @@ impl Engine {
         tx.append_events_many(now, &appends).await?;
         let rows: Vec<(String, IncidentId, String, DateTime<Utc>)> = decisions
             .iter()
-            .flat_map(|(_, decision)| outbox_rows(decision, now))
+            .flat_map(|(_, decision)| outbox_rows(decision, now, &self.policy.stakeholders))
             .collect();
         let batch: Vec<(&str, Option<IncidentId>, &str, DateTime<Utc>)> = rows
             .iter()
@@ -274,6 +277,18 @@ impl Engine {
         severity: Severity,
         title: &str,
     ) -> Result<Outcome, EngineError> {
+        self.declare_with(meta, severity, title, false).await
+    }
+
+    /// [`Engine::declare`], flagged as a security incident when `security` (or when
+    /// the title matches a configured security keyword).
+    pub async fn declare_with(
+        &self,
+        meta: &RequestMeta,
+        severity: Severity,
+        title: &str,
+        security: bool,
+    ) -> Result<Outcome, EngineError> {
         // Refuse a bad title before allocating a number, so it does not burn one.
         incident::declared_title(title)?;
         let (answer, answered) = tokio::sync::oneshot::channel();
@@ -281,6 +296,7 @@ impl Engine {
             meta: meta.clone(),
             severity,
             title: title.to_string(),
+            security,
             answer,
         };
         if self.intake.send(self, job).is_err() {
@@ -381,10 +397,11 @@ impl Engine {
 }
 
 /// The outbox rows a decision's effects become: `(lane, incident, payload, due)`.
-fn outbox_rows(
-    decision: &Decision,
+fn outbox_rows<'a>(
+    decision: &'a Decision,
     now: DateTime<Utc>,
-) -> impl Iterator<Item = (String, IncidentId, String, DateTime<Utc>)> + '_ {
+    stakeholders: &'a crate::domain::stakeholders::StakeholderPolicy,
+) -> impl Iterator<Item = (String, IncidentId, String, DateTime<Utc>)> + 'a {
     let id = decision.incident.id;
     decision.effects.iter().map(move |effect| {
         // An announcement waits (a little) for the channel it links to.
@@ -401,8 +418,17 @@ fn outbox_rows(
             effect: effect.clone(),
         }
         .to_json();
+        // An external group's update waits for its preview in the incident channel
+        // (posted by the same decision) to be read.
+        let previewed = matches!(
+            effect,
+            Effect::Stakeholder { notice, .. }
+                if notice.external && notice.kind == crate::domain::stakeholders::NoticeKind::Update
+        );
         let due = if waits {
             now + ANNOUNCEMENT_WAITS_FOR_CHANNEL
+        } else if previewed {
+            now + stakeholders.preview_delay
         } else {
             now
         };

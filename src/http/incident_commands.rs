@@ -76,6 +76,10 @@ pub async fn run(
             .declare(&inv.meta(), severity, &title)
             .await
             .map(|o| Reply::after_write(o.reply)),
+        SlashCommand::DeclareSecurity(severity, title) => engine
+            .declare_with(&inv.meta(), severity, &title, true)
+            .await
+            .map(|o| Reply::after_write(o.reply)),
         SlashCommand::Declare(None) => {
             return open_form(
                 state,
@@ -110,6 +114,8 @@ pub async fn run(
                 SlashCommand::Sev(s) => Change::ChangeSeverity(s),
                 SlashCommand::Status(s) => Change::SetStatus(s),
                 SlashCommand::Update(text) => Change::PostUpdate(text),
+                SlashCommand::Security => Change::MarkSecurity,
+                SlashCommand::AckRegulatory => Change::AckRegulatory,
                 SlashCommand::Resolve(Some(summary)) => Change::Resolve(summary),
                 SlashCommand::Resolve(None) => {
                     if !incident.is_open() {
@@ -138,6 +144,7 @@ pub async fn run(
                 SlashCommand::Help
                 | SlashCommand::List
                 | SlashCommand::Declare(_)
+                | SlashCommand::DeclareSecurity(..)
                 | SlashCommand::Run { command: None, .. } => {
                     unreachable!("handled above")
                 }

@@ -15,6 +15,7 @@ mod outbox;
 mod postmortems;
 mod retention;
 mod runs;
+mod stakeholders;
 mod timers;
 mod totp;
 mod tx;
