@@ -8,3 +8,10 @@ create table statuspage_incidents (
     created_at_ms bigint not null,
     primary key (incident_id, page_id)
 );
+
+-- Stakeholder cadences (`stakeholder:<group>`) and the regulatory reminder
+-- (`regulatory`) repeat like status reminders: the once-only guard leaves them out.
+drop index timers_fired_once;
+create unique index timers_fired_once on timers (incident_id, kind)
+    where state = 'fired' and kind <> 'status_reminder' and kind <> 'regulatory'
+      and kind not like 'stakeholder:%';

@@ -135,12 +135,12 @@ pub(super) fn stakeholders_config(
     }
     policy.security_keywords = section.security_keywords;
 
-    let secret = |var: &str, file: Option<&std::path::Path>, key: &str| {
-        match secret_from(env, var, file, key) {
-            Ok(s) => Ok(Some(SecretString::from(s))),
-            Err(e) if !require_secrets && e.problem.starts_with("not set") => Ok(None),
-            Err(e) => Err(e),
-        }
+    let secret = |var: &str, file: Option<&std::path::Path>, key: &str| match secret_from(
+        env, var, file, key,
+    ) {
+        Ok(s) => Ok(Some(SecretString::from(s))),
+        Err(e) if !require_secrets && e.problem.starts_with("not set") => Ok(None),
+        Err(e) => Err(e),
     };
 
     let email = match section.email {
@@ -168,7 +168,10 @@ pub(super) fn stakeholders_config(
             let from = e.from.parse().map_err(|_| {
                 err(
                     "stakeholders.email.from",
-                    format!("`{}` is not a mailbox like \"Klaxon <klaxon@example.com>\"", e.from),
+                    format!(
+                        "`{}` is not a mailbox like \"Klaxon <klaxon@example.com>\"",
+                        e.from
+                    ),
                 )
             })?;
             let password = match &e.username {
@@ -209,7 +212,10 @@ pub(super) fn stakeholders_config(
             if s.page_id.is_empty() || !s.page_id.chars().all(|c| c.is_ascii_alphanumeric()) {
                 return Err(err(
                     "stakeholders.statuspage.page_id",
-                    format!("`{}` is not a Statuspage page id (letters and digits)", s.page_id),
+                    format!(
+                        "`{}` is not a Statuspage page id (letters and digits)",
+                        s.page_id
+                    ),
                 ));
             }
             let api_key = secret(
@@ -259,7 +265,10 @@ pub(super) fn stakeholders_config(
         let mut every = BTreeMap::new();
         for (sev, text) in g.every {
             let severity = Severity::parse(&sev).ok_or_else(|| {
-                err(key("every"), format!("`{sev}` is not sev1, sev2, sev3 or sev4"))
+                err(
+                    key("every"),
+                    format!("`{sev}` is not sev1, sev2, sev3 or sev4"),
+                )
             })?;
             every.insert(severity, duration(&key(&format!("every.{sev}")), &text)?);
         }
@@ -316,8 +325,7 @@ pub(super) fn stakeholders_config(
             }
             page_groups.push(name.clone());
         }
-        if g.slack_channels.is_empty() && g.emails.is_empty() && g.statuspage_component.is_none()
-        {
+        if g.slack_channels.is_empty() && g.emails.is_empty() && g.statuspage_component.is_none() {
             return Err(err(
                 format!("stakeholders.groups.{name}"),
                 "has no destination: give slack_channels, emails or statuspage_component",
@@ -337,7 +345,10 @@ pub(super) fn stakeholders_config(
     }
     if page_groups.len() > 1 {
         return Err(err(
-            format!("stakeholders.groups.{}.statuspage_component", page_groups[1]),
+            format!(
+                "stakeholders.groups.{}.statuspage_component",
+                page_groups[1]
+            ),
             format!(
                 "only one group may own the status page (also set in `{}`)",
                 page_groups[0]
@@ -366,7 +377,10 @@ mod tests {
             .map_or(file.len(), |e| start + e);
         file[start..end]
             .lines()
-            .map(|l| l.strip_prefix("# ").unwrap_or(l.strip_prefix('#').unwrap_or(l)))
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .unwrap_or(l.strip_prefix('#').unwrap_or(l))
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -391,7 +405,12 @@ mod tests {
     #[test]
     fn the_documented_example_loads() {
         let config = parse(&example(), &secrets).unwrap();
-        let names: Vec<&str> = config.policy.groups.iter().map(|g| g.name.as_str()).collect();
+        let names: Vec<&str> = config
+            .policy
+            .groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect();
         assert_eq!(names, vec!["customers", "engineering"]);
         let customers = &config.policy.groups[0];
         assert_eq!(customers.audience, Audience::External);
@@ -405,19 +424,37 @@ mod tests {
     #[test]
     fn errors_name_the_key_and_the_rule() {
         let cases = [
-            ("audience = \"everyone\"", "stakeholders.groups.ops.audience"),
+            (
+                "audience = \"everyone\"",
+                "stakeholders.groups.ops.audience",
+            ),
             ("threshold = \"sev9\"", "stakeholders.groups.ops.threshold"),
-            ("timezone = \"Mars/Olympus\"", "stakeholders.groups.ops.timezone"),
+            (
+                "timezone = \"Mars/Olympus\"",
+                "stakeholders.groups.ops.timezone",
+            ),
             ("emails = [\"nobody\"]", "stakeholders.groups.ops.emails[0]"),
-            ("slack_channels = [\"#ops\"]", "stakeholders.groups.ops.slack_channels[0]"),
-            ("every = { sev1 = \"soon\" }", "stakeholders.groups.ops.every.sev1"),
-            ("statuspage_component = \"abc\"", "stakeholders.groups.ops.statuspage_component"),
+            (
+                "slack_channels = [\"#ops\"]",
+                "stakeholders.groups.ops.slack_channels[0]",
+            ),
+            (
+                "every = { sev1 = \"soon\" }",
+                "stakeholders.groups.ops.every.sev1",
+            ),
+            (
+                "statuspage_component = \"abc\"",
+                "stakeholders.groups.ops.statuspage_component",
+            ),
         ];
         for (line, key) in cases {
             let mut fields = BTreeMap::from([
                 ("audience", "audience = \"internal\"".to_string()),
                 ("threshold", "threshold = \"sev2\"".to_string()),
-                ("slack_channels", "slack_channels = [\"C0123OPS01\"]".to_string()),
+                (
+                    "slack_channels",
+                    "slack_channels = [\"C0123OPS01\"]".to_string(),
+                ),
             ]);
             let field = line.split(' ').next().unwrap();
             fields.insert(field, line.to_string());
@@ -428,8 +465,11 @@ mod tests {
             let e = parse(&text, &secrets).unwrap_err();
             assert_eq!(e.key, key, "{line}: {e}");
         }
-        let none = parse("[stakeholders.groups.ops]\naudience = \"internal\"\nthreshold = \"sev1\"\n", &secrets)
-            .unwrap_err();
+        let none = parse(
+            "[stakeholders.groups.ops]\naudience = \"internal\"\nthreshold = \"sev1\"\n",
+            &secrets,
+        )
+        .unwrap_err();
         assert!(none.problem.contains("no destination"), "{none}");
         let plain = parse(
             "[stakeholders.email]\nhost = \"smtp.example.com\"\ntls = \"plain\"\nfrom = \"k@example.com\"\nusername = \"k\"\n",
@@ -437,7 +477,8 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(plain.key, "stakeholders.email.tls");
-        let no_key = parse("[stakeholders.statuspage]\npage_id = \"abc\"\n", &|_| None).unwrap_err();
+        let no_key =
+            parse("[stakeholders.statuspage]\npage_id = \"abc\"\n", &|_| None).unwrap_err();
         assert_eq!(no_key.key, "KLAXON_STATUSPAGE_API_KEY");
     }
 }

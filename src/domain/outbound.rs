@@ -180,11 +180,7 @@ pub fn effect_key(id: IncidentId, effect: &Effect) -> String {
 /// The lane of a stakeholder group's destinations of one kind for one incident: a mail
 /// server that is down holds back only that group's email, never the status page or
 /// another group (ordered within: an update never overtakes the previous one).
-pub fn stakeholder_key(
-    id: IncidentId,
-    group: &str,
-    to: &super::stakeholders::Recipient,
-) -> String {
+pub fn stakeholder_key(id: IncidentId, group: &str, to: &super::stakeholders::Recipient) -> String {
     format!("stakeholder:{group}:{}:{}", to.via(), id.0)
 }
 

@@ -76,9 +76,10 @@ impl Group {
 
     /// Every destination of the group.
     pub fn recipients(&self) -> Vec<Recipient> {
-        let slack = self.slack_channels.iter().map(|c| Recipient::Slack {
-            channel: c.clone(),
-        });
+        let slack = self
+            .slack_channels
+            .iter()
+            .map(|c| Recipient::Slack { channel: c.clone() });
         let email = self
             .emails
             .iter()
@@ -202,7 +203,9 @@ pub fn local_time(t: DateTime<Utc>, tz: Tz) -> String {
 }
 
 fn local_stamp(t: DateTime<Utc>, tz: Tz) -> String {
-    t.with_timezone(&tz).format("%a %-d %b %Y %H:%M %Z").to_string()
+    t.with_timezone(&tz)
+        .format("%a %-d %b %Y %H:%M %Z")
+        .to_string()
 }
 
 /// The text an external audience may see: Slack mentions of people, user groups and
@@ -336,7 +339,9 @@ fn notice(
         _ => cadence(group, incident.severity).map(|every| local_time(now + every, group.tz)),
     };
     let subject = match kind {
-        NoticeKind::Declared => format!("[{}] {} declared: {title}", incident.severity, incident.id),
+        NoticeKind::Declared => {
+            format!("[{}] {} declared: {title}", incident.severity, incident.id)
+        }
         NoticeKind::Update | NoticeKind::StillInvestigating => {
             format!("[{}] {} update: {title}", incident.severity, incident.id)
         }
@@ -400,7 +405,12 @@ pub fn on_update(
 
 /// What each group would receive for update `text`, for the commander: the exact
 /// external text, and which groups get the full text.
-pub fn preview(incident: &Incident, text: &str, public: bool, policy: &StakeholderPolicy) -> String {
+pub fn preview(
+    incident: &Incident,
+    text: &str,
+    public: bool,
+    policy: &StakeholderPolicy,
+) -> String {
     let groups = update_groups(incident, public, policy);
     if groups.is_empty() {
         return "No stakeholder group receives this update (check the severity thresholds, or add `--public`).".into();
@@ -412,7 +422,10 @@ pub fn preview(incident: &Incident, text: &str, public: bool, policy: &Stakehold
         .map(|g| g.name.as_str())
         .collect();
     if !internal.is_empty() {
-        lines.push(format!("Internal groups ({}) receive the text as written.", internal.join(", ")));
+        lines.push(format!(
+            "Internal groups ({}) receive the text as written.",
+            internal.join(", ")
+        ));
     }
     let external: Vec<&str> = groups
         .iter()
@@ -448,9 +461,9 @@ pub fn on_declare(
         .any(|k| title.contains(&k.to_lowercase()));
     if security || by_rule {
         incident.security = true;
-        decision.events.push(EventKind::SecurityFlagged {
-            by_rule: !security,
-        });
+        decision
+            .events
+            .push(EventKind::SecurityFlagged { by_rule: !security });
         decision.effects.push(Effect::Post {
             destination: Destination::IncidentChannel,
             message: security_flagged(incident, policy),
@@ -470,7 +483,14 @@ pub fn on_declare(
         incident.severity, incident.id, incident.title, incident.status
     );
     for group in &groups {
-        let n = notice(incident, group, NoticeKind::Declared, "declared".into(), &text, now);
+        let n = notice(
+            incident,
+            group,
+            NoticeKind::Declared,
+            "declared".into(),
+            &text,
+            now,
+        );
         decision.effects.extend(send(incident, group, n, now));
     }
     if !groups.is_empty() {
@@ -482,7 +502,11 @@ pub fn on_declare(
 }
 
 /// The all clear, to every group that was told anything about the incident.
-pub fn on_resolve(incident: &mut Incident, now: DateTime<Utc>, policy: &StakeholderPolicy) -> Vec<Effect> {
+pub fn on_resolve(
+    incident: &mut Incident,
+    now: DateTime<Utc>,
+    policy: &StakeholderPolicy,
+) -> Vec<Effect> {
     let summary = incident.resolution.clone().unwrap_or_default();
     let told: Vec<Group> = policy
         .groups
@@ -493,7 +517,14 @@ pub fn on_resolve(incident: &mut Incident, now: DateTime<Utc>, policy: &Stakehol
     let mut effects = Vec::new();
     for group in &told {
         let text = format!("All clear: the incident is resolved. {summary}");
-        let n = notice(incident, group, NoticeKind::AllClear, "resolved".into(), &text, now);
+        let n = notice(
+            incident,
+            group,
+            NoticeKind::AllClear,
+            "resolved".into(),
+            &text,
+            now,
+        );
         effects.extend(send(incident, group, n, now));
     }
     effects
@@ -517,7 +548,14 @@ pub fn on_cadence(
         incident.status
     );
     let key = format!("cadence-{}", now.timestamp_millis());
-    let n = notice(incident, &group, NoticeKind::StillInvestigating, key, &text, now);
+    let n = notice(
+        incident,
+        &group,
+        NoticeKind::StillInvestigating,
+        key,
+        &text,
+        now,
+    );
     send(incident, &group, n, now)
 }
 
@@ -541,7 +579,9 @@ pub fn timers(incident: &Incident, policy: &StakeholderPolicy) -> Vec<TimerSpec>
         }
     }
     if incident.security && incident.regulatory_ack.is_none() {
-        let last = incident.regulatory_reminded_at.unwrap_or(incident.declared_at);
+        let last = incident
+            .regulatory_reminded_at
+            .unwrap_or(incident.declared_at);
         // The first reminder at once (declaration), then every `regulatory_every`.
         let due_at = match incident.regulatory_reminded_at {
             None => incident.declared_at,
@@ -572,7 +612,11 @@ pub fn security_flagged(incident: &Incident, policy: &StakeholderPolicy) -> Mess
 }
 
 /// The regulatory reminder, in the incident channel and `#incident-response`.
-pub fn regulatory_reminder(incident: &Incident, now: DateTime<Utc>, policy: &StakeholderPolicy) -> Message {
+pub fn regulatory_reminder(
+    incident: &Incident,
+    now: DateTime<Utc>,
+    policy: &StakeholderPolicy,
+) -> Message {
     let by = regulatory_deadline(incident, policy);
     let left = if by > now {
         format!("{} left", super::render::duration(by - now))

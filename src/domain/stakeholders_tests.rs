@@ -63,7 +63,12 @@ fn run<T>(stake: &StakeholderPolicy, f: impl FnOnce(Policy<'_>) -> T) -> T {
     })
 }
 
-fn declared(severity: Severity, title: &str, security: bool, stake: &StakeholderPolicy) -> Decision {
+fn declared(
+    severity: Severity,
+    title: &str,
+    security: bool,
+    stake: &StakeholderPolicy,
+) -> Decision {
     run(stake, |p| {
         let mut d = declare(
             IncidentId(7),
@@ -79,15 +84,24 @@ fn declared(severity: Severity, title: &str, security: bool, stake: &Stakeholder
     })
 }
 
-fn change(incident: &Incident, change: Change, now: &str, stake: &StakeholderPolicy) -> Result<Decision, DomainError> {
-    run(stake, |p| apply(incident, change, &Actor::User("UBOB".into()), at(now), p))
+fn change(
+    incident: &Incident,
+    change: Change,
+    now: &str,
+    stake: &StakeholderPolicy,
+) -> Result<Decision, DomainError> {
+    run(stake, |p| {
+        apply(incident, change, &Actor::User("UBOB".into()), at(now), p)
+    })
 }
 
 fn notices(d: &Decision) -> Vec<(String, Recipient, Notice)> {
     d.effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Stakeholder { group, to, notice } => Some((group.clone(), to.clone(), notice.clone())),
+            Effect::Stakeholder { group, to, notice } => {
+                Some((group.clone(), to.clone(), notice.clone()))
+            }
             _ => None,
         })
         .collect()
@@ -100,16 +114,28 @@ fn external_text_drops_people_commands_and_channels() {
         external_text(text),
         "our team restarted [details withheld] per an internal channel and our team paged our team; see an internal channel. [details withheld] Errors are falling."
     );
-    assert_eq!(external_text("Payments #ops-db are slow"), "Payments an internal channel are slow");
-    assert_eq!(external_text("<https://grafana.internal/d/1|a dashboard> shows it"), "a dashboard shows it");
+    assert_eq!(
+        external_text("Payments #ops-db are slow"),
+        "Payments an internal channel are slow"
+    );
+    assert_eq!(
+        external_text("<https://grafana.internal/d/1|a dashboard> shows it"),
+        "a dashboard shows it"
+    );
     assert_eq!(external_text("Plain words stay."), "Plain words stay.");
 }
 
 #[test]
 fn update_flags_split_off() {
     assert_eq!(update_mode("--public Fixed"), (UpdateMode::Public, "Fixed"));
-    assert_eq!(update_mode("--preview  We are on it"), (UpdateMode::Preview, "We are on it"));
-    assert_eq!(update_mode("--publicity stunt"), (UpdateMode::Plain, "--publicity stunt"));
+    assert_eq!(
+        update_mode("--preview  We are on it"),
+        (UpdateMode::Preview, "We are on it")
+    );
+    assert_eq!(
+        update_mode("--publicity stunt"),
+        (UpdateMode::Plain, "--publicity stunt")
+    );
     assert_eq!(update_mode("Plain"), (UpdateMode::Plain, "Plain"));
 }
 
@@ -134,17 +160,32 @@ fn a_plain_update_reaches_internal_groups_a_public_one_everyone_redacted() {
     let stake = policy();
     let inc = declared(Severity::Sev1, "Database is down", false, &stake).incident;
     let text = "<@UCAROL> failed over `pg-2`; errors falling";
-    let plain = change(&inc, Change::PostUpdate(text.into()), "2026-11-23T10:20:00Z", &stake).unwrap();
+    let plain = change(
+        &inc,
+        Change::PostUpdate(text.into()),
+        "2026-11-23T10:20:00Z",
+        &stake,
+    )
+    .unwrap();
     let groups: Vec<String> = notices(&plain).into_iter().map(|n| n.0).collect();
     assert_eq!(groups, vec!["engineering"]);
     assert_eq!(notices(&plain)[0].2.body, text);
 
-    let public = change(&inc, Change::PostUpdate(format!("--public {text}")), "2026-11-23T10:20:00Z", &stake).unwrap();
+    let public = change(
+        &inc,
+        Change::PostUpdate(format!("--public {text}")),
+        "2026-11-23T10:20:00Z",
+        &stake,
+    )
+    .unwrap();
     let n = notices(&public);
     assert_eq!(n.len(), 2);
     let customers = &n.iter().find(|n| n.0 == "customers").unwrap().2;
     assert!(customers.external);
-    assert_eq!(customers.body, "our team failed over [details withheld]; errors falling");
+    assert_eq!(
+        customers.body,
+        "our team failed over [details withheld]; errors falling"
+    );
     assert!(!customers.subject.contains("UCAROL"));
     // New York: 10:20 UTC is 05:20 EST; the next update 30 min later.
     assert_eq!(customers.next_update_by.as_deref(), Some("05:50 EST"));
@@ -158,24 +199,41 @@ fn a_plain_update_reaches_internal_groups_a_public_one_everyone_redacted() {
 fn a_preview_posts_nothing_and_shows_the_external_text() {
     let stake = policy();
     let inc = declared(Severity::Sev1, "Database is down", false, &stake).incident;
-    let err = change(&inc, Change::PostUpdate("--preview <@UCAROL> on `db1`".into()), "2026-11-23T10:20:00Z", &stake).unwrap_err();
+    let err = change(
+        &inc,
+        Change::PostUpdate("--preview <@UCAROL> on `db1`".into()),
+        "2026-11-23T10:20:00Z",
+        &stake,
+    )
+    .unwrap_err();
     let DomainError::Unchanged(text) = err else {
         panic!("a preview is answered, not applied")
     };
     assert!(text.contains("> our team on [details withheld]"), "{text}");
-    assert!(text.contains("customers") && text.contains("engineering"), "{text}");
+    assert!(
+        text.contains("customers") && text.contains("engineering"),
+        "{text}"
+    );
 }
 
 #[test]
 fn cadence_timers_follow_what_each_group_was_last_told_and_stop_at_resolve() {
     let stake = policy();
     let inc = declared(Severity::Sev1, "Database is down", false, &stake).incident;
-    let due: Vec<(String, DateTime<Utc>)> = timers(&inc, &stake).into_iter().map(|t| (t.kind.key(), t.due_at)).collect();
-    assert_eq!(due, vec![("stakeholder:engineering".into(), at("2026-11-23T10:30:00Z"))]);
+    let due: Vec<(String, DateTime<Utc>)> = timers(&inc, &stake)
+        .into_iter()
+        .map(|t| (t.kind.key(), t.due_at))
+        .collect();
+    assert_eq!(
+        due,
+        vec![("stakeholder:engineering".into(), at("2026-11-23T10:30:00Z"))]
+    );
     let fired = change(
         &inc,
         Change::TimerFired {
-            kind: TimerKind::StakeholderCadence { group: "engineering".into() },
+            kind: TimerKind::StakeholderCadence {
+                group: "engineering".into(),
+            },
             due_at: at("2026-11-23T10:30:00Z"),
         },
         "2026-11-23T10:30:00Z",
@@ -184,15 +242,33 @@ fn cadence_timers_follow_what_each_group_was_last_told_and_stop_at_resolve() {
     .unwrap();
     let n = notices(&fired);
     assert_eq!(n[0].2.kind, NoticeKind::StillInvestigating);
-    assert_eq!(n[0].2.body, "Still investigating, next update by 11:00 GMT. Current status: Investigating.");
-    let due: Vec<DateTime<Utc>> = timers(&fired.incident, &stake).into_iter().map(|t| t.due_at).collect();
+    assert_eq!(
+        n[0].2.body,
+        "Still investigating, next update by 11:00 GMT. Current status: Investigating."
+    );
+    let due: Vec<DateTime<Utc>> = timers(&fired.incident, &stake)
+        .into_iter()
+        .map(|t| t.due_at)
+        .collect();
     assert_eq!(due, vec![at("2026-11-23T11:00:00Z")]);
-    let resolved = change(&fired.incident, Change::Resolve("Fixed".into()), "2026-11-23T10:40:00Z", &stake).unwrap();
+    let resolved = change(
+        &fired.incident,
+        Change::Resolve("Fixed".into()),
+        "2026-11-23T10:40:00Z",
+        &stake,
+    )
+    .unwrap();
     let n = notices(&resolved);
     assert_eq!(n.len(), 1);
     assert_eq!(n[0].2.kind, NoticeKind::AllClear);
     assert_eq!(n[0].2.next_update_by, None);
-    assert!(run(&stake, |p| crate::domain::timers::plan(&resolved.incident, p)).is_empty());
+    assert!(
+        run(&stake, |p| crate::domain::timers::plan(
+            &resolved.incident,
+            p
+        ))
+        .is_empty()
+    );
 }
 
 #[test]
@@ -200,25 +276,66 @@ fn security_incidents_are_reminded_until_acknowledged_and_cannot_resolve_before(
     let stake = policy();
     let d = declared(Severity::Sev2, "Possible data breach", false, &stake);
     assert!(d.incident.security);
-    assert!(d.events.contains(&EventKind::SecurityFlagged { by_rule: true }));
-    let reminder = |i: &Incident| timers(i, &stake).into_iter().find(|t| t.kind == TimerKind::RegulatoryReminder).map(|t| t.due_at);
+    assert!(
+        d.events
+            .contains(&EventKind::SecurityFlagged { by_rule: true })
+    );
+    let reminder = |i: &Incident| {
+        timers(i, &stake)
+            .into_iter()
+            .find(|t| t.kind == TimerKind::RegulatoryReminder)
+            .map(|t| t.due_at)
+    };
     assert_eq!(reminder(&d.incident), Some(at("2026-11-23T10:00:00Z")));
     let fired = change(
         &d.incident,
-        Change::TimerFired { kind: TimerKind::RegulatoryReminder, due_at: at("2026-11-23T10:00:00Z") },
+        Change::TimerFired {
+            kind: TimerKind::RegulatoryReminder,
+            due_at: at("2026-11-23T10:00:00Z"),
+        },
         "2026-11-23T10:00:00Z",
         &stake,
     )
     .unwrap();
     assert_eq!(reminder(&fired.incident), Some(at("2026-11-23T11:00:00Z")));
-    let refused = change(&fired.incident, Change::Resolve("done".into()), "2026-11-23T10:30:00Z", &stake).unwrap_err();
+    let refused = change(
+        &fired.incident,
+        Change::Resolve("done".into()),
+        "2026-11-23T10:30:00Z",
+        &stake,
+    )
+    .unwrap_err();
     assert!(refused.to_string().contains("ack-regulatory"), "{refused}");
-    let acked = change(&fired.incident, Change::AckRegulatory, "2026-11-23T10:30:00Z", &stake).unwrap();
+    let acked = change(
+        &fired.incident,
+        Change::AckRegulatory,
+        "2026-11-23T10:30:00Z",
+        &stake,
+    )
+    .unwrap();
     assert_eq!(reminder(&acked.incident), None);
-    assert!(change(&acked.incident, Change::AckRegulatory, "2026-11-23T10:31:00Z", &stake).is_err());
-    change(&acked.incident, Change::Resolve("done".into()), "2026-11-23T10:32:00Z", &stake).unwrap();
+    assert!(
+        change(
+            &acked.incident,
+            Change::AckRegulatory,
+            "2026-11-23T10:31:00Z",
+            &stake
+        )
+        .is_err()
+    );
+    change(
+        &acked.incident,
+        Change::Resolve("done".into()),
+        "2026-11-23T10:32:00Z",
+        &stake,
+    )
+    .unwrap();
 
     let asked = declared(Severity::Sev3, "Odd login", true, &stake);
     assert!(asked.incident.security);
-    assert!(asked.events.contains(&EventKind::SecurityFlagged { by_rule: false }));
+    assert!(
+        asked
+            .events
+            .contains(&EventKind::SecurityFlagged { by_rule: false })
+    );
 }

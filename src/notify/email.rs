@@ -73,9 +73,13 @@ impl Mailer {
     /// A mailer for `settings` (no connection is made until the first send).
     pub fn new(settings: &EmailSettings) -> Result<Mailer, NotifyError> {
         let builder = match settings.tls {
-            SmtpTls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&settings.host)
-                .map_err(|e| NotifyError::Permanent(format!("SMTP relay {}: {e}", settings.host)))?,
-            SmtpTls::Plain => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host),
+            SmtpTls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(
+                &settings.host,
+            )
+            .map_err(|e| NotifyError::Permanent(format!("SMTP relay {}: {e}", settings.host)))?,
+            SmtpTls::Plain => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host)
+            }
         };
         let mut builder = builder.port(settings.port).timeout(Some(settings.timeout));
         if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
@@ -202,11 +206,27 @@ mod tests {
     #[test]
     fn the_message_has_both_parts_and_escapes_html() {
         let from: Mailbox = "Klaxon <klaxon@example.com>".parse().unwrap();
-        let m = compose(&from, "customers", "a@x.com", &notice(), DateTime::UNIX_EPOCH).unwrap();
+        let m = compose(
+            &from,
+            "customers",
+            "a@x.com",
+            &notice(),
+            DateTime::UNIX_EPOCH,
+        )
+        .unwrap();
         let raw = String::from_utf8(m.formatted()).unwrap();
         assert!(raw.contains("multipart/alternative"), "{raw}");
         assert!(raw.contains("Next update by: 05:50 EST"), "{raw}");
         assert!(raw.contains("Checkout &lt;down&gt;"), "{raw}");
-        assert!(compose(&from, "c", "not an address", &notice(), DateTime::UNIX_EPOCH).is_err());
+        assert!(
+            compose(
+                &from,
+                "c",
+                "not an address",
+                &notice(),
+                DateTime::UNIX_EPOCH
+            )
+            .is_err()
+        );
     }
 }

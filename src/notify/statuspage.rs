@@ -191,7 +191,9 @@ impl Statuspage {
 
     /// Whether incident `id` already has an update with exactly `body`.
     pub async fn has_update(&self, id: &str, body: &str) -> Result<bool, NotifyError> {
-        let answer = self.call(self.http.get(self.url(&format!("/{id}")))).await?;
+        let answer = self
+            .call(self.http.get(self.url(&format!("/{id}"))))
+            .await?;
         Ok(answer["incident_updates"]
             .as_array()
             .is_some_and(|u| u.iter().any(|u| u["body"].as_str() == Some(body))))
@@ -217,8 +219,14 @@ mod tests {
                 "component_ids": ["cmp1"], "components": {"cmp1": "major_outage"}}})
         );
         assert!(update.json(false)["incident"].get("name").is_none());
-        assert_eq!(component_status(Severity::Sev3, Status::Resolved), "operational");
-        assert_eq!(component_status(Severity::Sev2, Status::Monitoring), "partial_outage");
+        assert_eq!(
+            component_status(Severity::Sev3, Status::Resolved),
+            "operational"
+        );
+        assert_eq!(
+            component_status(Severity::Sev2, Status::Monitoring),
+            "partial_outage"
+        );
         assert_eq!(reference(IncidentId(7)), "(ref INC-7)");
     }
 }

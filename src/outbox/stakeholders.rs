@@ -29,6 +29,7 @@ impl OutboxWorker {
                         "no [stakeholders.email] is configured to send email with".into(),
                     )
                 })?;
+                self.trace.may_have_sent();
                 Ok(mailer.send(group, to, notice, self.clock.now()).await?)
             }
             Recipient::StatusPage { component } => self.statuspage(row, notice, component).await,
@@ -94,9 +95,15 @@ impl OutboxWorker {
                 Ok(())
             }
             None => {
+                self.trace.may_have_sent();
                 let id = page.create(&update).await?;
                 store
-                    .save_statuspage_incident(notice.incident, page.page_id(), &id, self.clock.now())
+                    .save_statuspage_incident(
+                        notice.incident,
+                        page.page_id(),
+                        &id,
+                        self.clock.now(),
+                    )
                     .await
                     .map_err(internal)
             }
@@ -104,6 +111,7 @@ impl OutboxWorker {
                 if retried && page.has_update(&id, &notice.body).await? {
                     return Ok(());
                 }
+                self.trace.may_have_sent();
                 Ok(page.update(&id, &update).await?)
             }
         }

@@ -7,7 +7,9 @@
 
 pub mod pagerduty;
 pub mod slack_emulator;
+pub mod smtp;
 pub mod socket_server;
+pub mod statuspage;
 
 use std::sync::Arc;
 
