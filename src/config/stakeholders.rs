@@ -422,6 +422,23 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_worked_example_loads() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("**Worked example.**")
+            .expect("README has the worked example");
+        let block = &readme[start..];
+        let toml_start = block.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let toml_end = toml_start + block[toml_start..].find("```").expect("closed");
+        let config = parse(&block[toml_start..toml_end], &secrets).unwrap();
+        assert_eq!(config.policy.groups.len(), 2);
+        assert_eq!(
+            config.statuspage.unwrap().api_url,
+            "https://api.statuspage.io/v1"
+        );
+    }
+
+    #[test]
     fn errors_name_the_key_and_the_rule() {
         let cases = [
             (
