@@ -166,7 +166,7 @@ pub fn compose(
         .from(from.clone())
         .to(to.clone())
         .subject(notice.subject.clone())
-        .message_id(Some(message_id(from, group, &to.email.to_string(), notice)))
+        .message_id(Some(message_id(from, group, to.email.as_ref(), notice)))
         .date(SystemTime::from(now))
         .multipart(MultiPart::alternative_plain_html(text, html))
         .map_err(|e| NotifyError::Permanent(format!("cannot build the message: {e}")))

@@ -101,11 +101,11 @@ fn check(
             return Err(format!("unexpected field incident.{key}"));
         }
     }
-    if create
-        && !incident
-            .get("name")
-            .is_some_and(|n| n.as_str().is_some_and(|n| !n.is_empty()))
-    {
+    let named = incident
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    if create && !named {
         return Err("incident.name is required to create an incident".into());
     }
     match incident.get("status").and_then(Value::as_str) {
