@@ -13,9 +13,10 @@ use super::calendar::BusinessCalendar;
 use super::channel_name;
 use super::escalation::EscalationPolicy;
 use super::message::Message;
+use super::regulatory;
 use super::render;
 use super::severity::{Severity, SeverityPolicies};
-use super::stakeholders::{self, StakeholderPolicy, UpdateMode};
+use super::stakeholders::{self, StakeholderPolicy};
 use super::timers::{self, TimerKind};
 
 /// Incident number, shown as `INC-12`.
@@ -755,47 +756,126 @@ pub fn apply(
         Actor::User(u) => format!("<@{u}>"),
         Actor::Klaxon => "Klaxon".to_string(),
     };
-    let (events, effects, reply) = match change {
-        Change::AssignRole { role, user } => {
-            let previous = next.roles.insert(role, user.clone());
-            if previous.as_deref() == Some(user.as_str()) {
-                return Err(DomainError::Unchanged(format!(
-                    "<@{user}> is already the {} of {id}.",
-                    role.title()
-                )));
-            }
-            let mut effects = vec![Effect::Invite {
-                users: vec![user.clone()],
-            }];
-            if role == Role::Commander {
-                effects.push(Effect::SetTopic {
-                    topic: render::topic(&next),
+    let (events, effects, reply) =
+        match change {
+            Change::AssignRole { role, user } => {
+                let previous = next.roles.insert(role, user.clone());
+                if previous.as_deref() == Some(user.as_str()) {
+                    return Err(DomainError::Unchanged(format!(
+                        "<@{user}> is already the {} of {id}.",
+                        role.title()
+                    )));
+                }
+                let mut effects = vec![Effect::Invite {
+                    users: vec![user.clone()],
+                }];
+                if role == Role::Commander {
+                    effects.push(Effect::SetTopic {
+                        topic: render::topic(&next),
+                    });
+                }
+                effects.push(Effect::Post {
+                    destination: Destination::IncidentChannel,
+                    message: render::role_assigned(role, &user, previous.as_deref(), actor),
                 });
+                (
+                    vec![EventKind::RoleAssigned {
+                        role,
+                        user: user.clone(),
+                        previous,
+                    }],
+                    effects,
+                    format!("<@{user}> is now the {} of {id}.", role.title()),
+                )
             }
-            effects.push(Effect::Post {
-                destination: Destination::IncidentChannel,
-                message: render::role_assigned(role, &user, previous.as_deref(), actor),
-            });
-            (
-                vec![EventKind::RoleAssigned {
-                    role,
-                    user: user.clone(),
-                    previous,
-                }],
-                effects,
-                format!("<@{user}> is now the {} of {id}.", role.title()),
-            )
-        }
-        Change::ChangeSeverity(to) => {
-            let from = incident.severity;
-            if from == to {
-                return Err(DomainError::Unchanged(format!("{id} is already {to}.")));
+            Change::ChangeSeverity(to) => {
+                let from = incident.severity;
+                if from == to {
+                    return Err(DomainError::Unchanged(format!("{id} is already {to}.")));
+                }
+                next.severity = to;
+                let message = render::severity_changed(&next, from, actor, policy);
+                (
+                    vec![EventKind::SeverityChanged { from, to }],
+                    vec![
+                        Effect::SetTopic {
+                            topic: render::topic(&next),
+                        },
+                        Effect::Post {
+                            destination: Destination::IncidentChannel,
+                            message: message.clone(),
+                        },
+                        Effect::Post {
+                            destination: Destination::Announcements,
+                            message,
+                        },
+                    ],
+                    format!("{id} is now {to}."),
+                )
             }
-            next.severity = to;
-            let message = render::severity_changed(&next, from, actor, policy);
-            (
-                vec![EventKind::SeverityChanged { from, to }],
-                vec![
+            Change::SetStatus(to) => {
+                let from = incident.status;
+                if to == Status::Resolved {
+                    return Err(DomainError::Invalid {
+                        field: "status",
+                        rule: "use `/incident resolve` to resolve".into(),
+                    });
+                }
+                if from == to {
+                    return Err(DomainError::Unchanged(format!("{id} is already {to}.")));
+                }
+                next.status = to;
+                (
+                    vec![EventKind::StatusChanged { from, to }],
+                    vec![
+                        Effect::SetTopic {
+                            topic: render::topic(&next),
+                        },
+                        Effect::Post {
+                            destination: Destination::IncidentChannel,
+                            message: render::status_changed(&next, from, actor),
+                        },
+                    ],
+                    format!("{id} is now {to}."),
+                )
+            }
+            Change::PostUpdate(text) => {
+                let (mode, text) = stakeholders::update_mode(&text);
+                let text = clean_text("update", text, MAX_TEXT_CHARS)?;
+                let public = stakeholders::refuse_preview(&next, &text, mode, policy.stakeholders)?;
+                let by = actor.to_string();
+                next.last_update = Some(StatusUpdate {
+                    at: now,
+                    by,
+                    text: text.clone(),
+                });
+                let mut effects = vec![Effect::Post {
+                    destination: Destination::IncidentChannel,
+                    message: render::status_update(&next, &text, actor, now),
+                }];
+                let mut events = vec![EventKind::UpdatePosted { text: text.clone() }];
+                let mut reply = format!("Status update posted to {id}.");
+                stakeholders::on_update(
+                    &mut next,
+                    &text,
+                    public,
+                    now,
+                    policy.stakeholders,
+                    (&mut events, &mut effects, &mut reply),
+                );
+                (events, effects, reply)
+            }
+            Change::MarkSecurity => regulatory::mark(&mut next, policy.stakeholders)?,
+            Change::AckRegulatory => regulatory::acknowledge(&mut next, actor, now)?,
+            Change::Resolve(summary) => {
+                let summary = clean_text("summary", &summary, MAX_TEXT_CHARS)?;
+                regulatory::may_resolve(incident)?;
+                let from = incident.status;
+                next.status = Status::Resolved;
+                next.resolved_at = Some(now);
+                next.resolution = Some(summary.clone());
+                let message = render::resolved(&next, actor);
+                let mut effects = vec![
                     Effect::SetTopic {
                         topic: render::topic(&next),
                     },
@@ -807,223 +887,70 @@ pub fn apply(
                         destination: Destination::Announcements,
                         message,
                     },
-                ],
-                format!("{id} is now {to}."),
-            )
-        }
-        Change::SetStatus(to) => {
-            let from = incident.status;
-            if to == Status::Resolved {
-                return Err(DomainError::Invalid {
-                    field: "status",
-                    rule: "use `/incident resolve` to resolve".into(),
-                });
-            }
-            if from == to {
-                return Err(DomainError::Unchanged(format!("{id} is already {to}.")));
-            }
-            next.status = to;
-            (
-                vec![EventKind::StatusChanged { from, to }],
-                vec![
-                    Effect::SetTopic {
-                        topic: render::topic(&next),
-                    },
-                    Effect::Post {
-                        destination: Destination::IncidentChannel,
-                        message: render::status_changed(&next, from, actor),
-                    },
-                ],
-                format!("{id} is now {to}."),
-            )
-        }
-        Change::PostUpdate(text) => {
-            let (mode, text) = stakeholders::update_mode(&text);
-            let text = clean_text("update", text, MAX_TEXT_CHARS)?;
-            let public = mode != UpdateMode::Plain;
-            if mode == UpdateMode::Preview {
-                // A preview changes nothing: the refusal's text is the answer.
-                return Err(DomainError::Unchanged(format!(
-                    "Preview only, nothing was posted.\n{}",
-                    stakeholders::preview(&next, &text, public, policy.stakeholders)
-                )));
-            }
-            let by = actor.to_string();
-            next.last_update = Some(StatusUpdate {
-                at: now,
-                by,
-                text: text.clone(),
-            });
-            let mut effects = vec![Effect::Post {
-                destination: Destination::IncidentChannel,
-                message: render::status_update(&next, &text, actor, now),
-            }];
-            let mut events = vec![EventKind::UpdatePosted { text: text.clone() }];
-            let external = stakeholders::update_groups(&next, public, policy.stakeholders)
-                .iter()
-                .any(|g| g.audience == stakeholders::Audience::External);
-            let mut reply = format!("Status update posted to {id}.");
-            if external {
-                // The commander sees the external text in the channel before it
-                // goes out (external rows wait `preview_delay`; see the engine).
-                let preview = stakeholders::preview(&next, &text, public, policy.stakeholders);
-                effects.push(Effect::Post {
-                    destination: Destination::IncidentChannel,
-                    message: Message::paragraph(vec![
-                        super::message::Span::bold("Stakeholder preview: "),
-                        super::message::Span::text(preview.clone()),
-                    ]),
-                });
-                reply = format!("{reply}\n{preview}");
-            }
-            let (sent, groups) =
-                stakeholders::on_update(&mut next, &text, public, now, policy.stakeholders);
-            if !groups.is_empty() {
-                events.push(EventKind::StakeholdersNotified {
-                    notice: stakeholders::NoticeKind::Update,
-                    groups,
-                });
-            }
-            effects.extend(sent);
-            (events, effects, reply)
-        }
-        Change::MarkSecurity => {
-            if next.security {
-                return Err(DomainError::Unchanged(format!(
-                    "{id} is already a security incident."
-                )));
-            }
-            next.security = true;
-            (
-                vec![EventKind::SecurityFlagged { by_rule: false }],
-                vec![Effect::Post {
-                    destination: Destination::IncidentChannel,
-                    message: stakeholders::security_flagged(&next, policy.stakeholders),
-                }],
-                format!(
-                    "{id} is now a security incident: compliance/legal must be notified; `/incident ack-regulatory` once they are."
-                ),
-            )
-        }
-        Change::AckRegulatory => {
-            if !next.security {
-                return Err(DomainError::Unchanged(format!(
-                    "{id} is not a security incident; there is no regulatory notification to acknowledge."
-                )));
-            }
-            if let Some(ack) = &next.regulatory_ack {
-                return Err(DomainError::Unchanged(format!(
-                    "<@{}> already acknowledged the regulatory notification of {id}.",
-                    ack.by
-                )));
-            }
-            next.regulatory_ack = Some(Acknowledgement {
-                by: actor.to_string(),
-                at: now,
-            });
-            (
-                vec![EventKind::RegulatoryAcknowledged],
-                vec![Effect::Post {
-                    destination: Destination::IncidentChannel,
-                    message: Message::paragraph(vec![super::message::Span::text(format!(
-                        "{actor_mention} confirmed that compliance/legal were notified. Regulatory reminders stopped."
-                    ))]),
-                }],
-                format!("Regulatory notification of {id} acknowledged."),
-            )
-        }
-        Change::Resolve(summary) => {
-            let summary = clean_text("summary", &summary, MAX_TEXT_CHARS)?;
-            if incident.security && incident.regulatory_ack.is_none() {
-                // The regulatory duty outlives the technical fix; resolving would stop
-                // its reminders, so it is acknowledged first.
-                return Err(DomainError::NotAllowed(format!(
-                    "{id} is a security incident whose regulatory notification is not acknowledged. Notify compliance/legal, then `/incident ack-regulatory`, then resolve."
-                )));
-            }
-            let from = incident.status;
-            next.status = Status::Resolved;
-            next.resolved_at = Some(now);
-            next.resolution = Some(summary.clone());
-            let message = render::resolved(&next, actor);
-            let mut effects = vec![
-                Effect::SetTopic {
-                    topic: render::topic(&next),
-                },
-                Effect::Post {
-                    destination: Destination::IncidentChannel,
-                    message: message.clone(),
-                },
-                Effect::Post {
-                    destination: Destination::Announcements,
-                    message,
-                },
-            ];
-            effects.extend(
-                paged_targets(&next, policy)
-                    .into_iter()
-                    .map(|target| Effect::Page {
+                ];
+                effects.extend(paged_targets(&next, policy).into_iter().map(|target| {
+                    Effect::Page {
                         action: PageAction::Resolve,
                         dedup_key: dedup_key(id, &target),
                         summary: format!("{id} resolved: {}", next.title),
                         severity: page_severity(next.severity).into(),
                         target,
-                    }),
-            );
-            let mut events = vec![
-                EventKind::StatusChanged {
-                    from,
-                    to: Status::Resolved,
-                },
-                EventKind::Resolved { summary },
-            ];
-            let told: Vec<String> = next.stakeholders_told.keys().cloned().collect();
-            let all_clear = stakeholders::on_resolve(&mut next, now, policy.stakeholders);
-            if !all_clear.is_empty() {
-                events.push(EventKind::StakeholdersNotified {
-                    notice: stakeholders::NoticeKind::AllClear,
-                    groups: told,
+                    }
+                }));
+                let mut events = vec![
+                    EventKind::StatusChanged {
+                        from,
+                        to: Status::Resolved,
+                    },
+                    EventKind::Resolved { summary },
+                ];
+                let told: Vec<String> = next.stakeholders_told.keys().cloned().collect();
+                let all_clear = stakeholders::on_resolve(&mut next, now, policy.stakeholders);
+                if !all_clear.is_empty() {
+                    events.push(EventKind::StakeholdersNotified {
+                        notice: stakeholders::NoticeKind::AllClear,
+                        groups: told,
+                    });
+                }
+                effects.extend(all_clear);
+                (
+                    events,
+                    effects,
+                    format!("{id} resolved. Thank you, {actor_mention}."),
+                )
+            }
+            Change::TimerFired { kind, due_at } => {
+                // Stored due times have millisecond precision: compare at that precision,
+                // or a state time with microseconds would make every timer look moved.
+                let planned = timers::plan(incident, policy).into_iter().any(|t| {
+                    t.kind == kind && t.due_at.timestamp_millis() == due_at.timestamp_millis()
                 });
+                if !planned {
+                    return Err(DomainError::Unchanged(format!(
+                        "{id}: timer {kind} is no longer wanted"
+                    )));
+                }
+                let (events, effects) = fire_timer(&mut next, &kind, due_at, now, policy);
+                (events, effects, String::new())
             }
-            effects.extend(all_clear);
-            (
-                events,
-                effects,
-                format!("{id} resolved. Thank you, {actor_mention}."),
-            )
-        }
-        Change::TimerFired { kind, due_at } => {
-            // Stored due times have millisecond precision: compare at that precision,
-            // or a state time with microseconds would make every timer look moved.
-            let planned = timers::plan(incident, policy).into_iter().any(|t| {
-                t.kind == kind && t.due_at.timestamp_millis() == due_at.timestamp_millis()
-            });
-            if !planned {
-                return Err(DomainError::Unchanged(format!(
-                    "{id}: timer {kind} is no longer wanted"
-                )));
+            Change::ChannelOpened(channel) => {
+                if incident.channel.as_ref() == Some(&channel) {
+                    return Err(DomainError::Unchanged(format!(
+                        "{id} already has channel {}.",
+                        channel.name
+                    )));
+                }
+                next.channel = Some(channel.clone());
+                (
+                    vec![EventKind::ChannelOpened {
+                        channel_id: channel.id,
+                        name: channel.name,
+                    }],
+                    vec![],
+                    String::new(),
+                )
             }
-            let (events, effects) = fire_timer(&mut next, &kind, due_at, now, policy);
-            (events, effects, String::new())
-        }
-        Change::ChannelOpened(channel) => {
-            if incident.channel.as_ref() == Some(&channel) {
-                return Err(DomainError::Unchanged(format!(
-                    "{id} already has channel {}.",
-                    channel.name
-                )));
-            }
-            next.channel = Some(channel.clone());
-            (
-                vec![EventKind::ChannelOpened {
-                    channel_id: channel.id,
-                    name: channel.name,
-                }],
-                vec![],
-                String::new(),
-            )
-        }
-    };
+        };
     Ok(Decision {
         incident: next,
         events,
@@ -1157,18 +1084,7 @@ fn fire_timer(
             )
         }
         TimerKind::RegulatoryReminder => {
-            next.regulatory_reminded_at = Some(now);
-            let message = stakeholders::regulatory_reminder(next, now, policy.stakeholders);
-            (
-                vec![EventKind::RegulatoryReminded { late_by_secs }],
-                vec![
-                    post(message.clone()),
-                    Effect::Post {
-                        destination: Destination::Announcements,
-                        message,
-                    },
-                ],
-            )
+            regulatory::fire(next, now, late_by_secs, policy.stakeholders)
         }
     }
 }

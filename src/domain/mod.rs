@@ -17,6 +17,7 @@ pub mod narrative;
 pub mod outbound;
 pub mod postmortem;
 pub mod record;
+pub mod regulatory;
 pub mod render;
 pub mod response_times;
 pub mod severity;

@@ -19,7 +19,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use super::incident::{Decision, Destination, Effect, EventKind, Incident, IncidentId, Status};
+use super::incident::{
+    Decision, Destination, DomainError, Effect, EventKind, Incident, IncidentId, Status,
+};
 use super::message::{Message, Span};
 use super::severity::Severity;
 use super::timers::{TimerKind, TimerSpec};
@@ -381,26 +383,63 @@ fn send(incident: &mut Incident, group: &Group, notice: Notice, now: DateTime<Ut
         .collect()
 }
 
-/// A status update `text` (flags already split off) to every group it reaches. Returns
-/// the effects and the names of the groups told.
+/// A `--preview` is answered, not applied: its text comes back as the refusal (nothing
+/// is stored or sent). Otherwise, whether the update is public.
+pub fn refuse_preview(
+    incident: &Incident,
+    text: &str,
+    mode: UpdateMode,
+    policy: &StakeholderPolicy,
+) -> Result<bool, DomainError> {
+    let public = mode != UpdateMode::Plain;
+    if mode == UpdateMode::Preview {
+        return Err(DomainError::Unchanged(format!(
+            "Preview only, nothing was posted.\n{}",
+            preview(incident, text, public, policy)
+        )));
+    }
+    Ok(public)
+}
+
+/// The stakeholder half of a status update `text` (flags already split off): one
+/// effect per destination of every group it reaches, the group-told event and, when an
+/// external group is among them, the preview in the incident channel (posted first; the
+/// external rows wait `preview_delay`, see the engine) and in the reply.
 pub fn on_update(
     incident: &mut Incident,
     text: &str,
     public: bool,
     now: DateTime<Utc>,
     policy: &StakeholderPolicy,
-) -> (Vec<Effect>, Vec<String>) {
-    let key = format!("update-{}", now.timestamp_millis());
+    (events, effects, reply): (&mut Vec<EventKind>, &mut Vec<Effect>, &mut String),
+) {
     let groups: Vec<Group> = update_groups(incident, public, policy)
         .into_iter()
         .cloned()
         .collect();
-    let mut effects = Vec::new();
+    if groups.iter().any(|g| g.audience == Audience::External) {
+        let shown = preview(incident, text, public, policy);
+        effects.push(Effect::Post {
+            destination: Destination::IncidentChannel,
+            message: Message::paragraph(vec![
+                Span::bold("Stakeholder preview: "),
+                Span::text(shown.clone()),
+            ]),
+        });
+        reply.push('\n');
+        reply.push_str(&shown);
+    }
+    let key = format!("update-{}", now.timestamp_millis());
     for group in &groups {
         let n = notice(incident, group, NoticeKind::Update, key.clone(), text, now);
         effects.extend(send(incident, group, n, now));
     }
-    (effects, groups.into_iter().map(|g| g.name).collect())
+    if !groups.is_empty() {
+        events.push(EventKind::StakeholdersNotified {
+            notice: NoticeKind::Update,
+            groups: groups.into_iter().map(|g| g.name).collect(),
+        });
+    }
 }
 
 /// What each group would receive for update `text`, for the commander: the exact
@@ -453,25 +492,8 @@ pub fn on_declare(
     now: DateTime<Utc>,
     policy: &StakeholderPolicy,
 ) {
+    super::regulatory::flag_on_declare(decision, security, policy);
     let incident = &mut decision.incident;
-    let title = incident.title.to_lowercase();
-    let by_rule = policy
-        .security_keywords
-        .iter()
-        .any(|k| title.contains(&k.to_lowercase()));
-    if security || by_rule {
-        incident.security = true;
-        decision
-            .events
-            .push(EventKind::SecurityFlagged { by_rule: !security });
-        decision.effects.push(Effect::Post {
-            destination: Destination::IncidentChannel,
-            message: security_flagged(incident, policy),
-        });
-        decision.reply.push_str(
-            " This is a security incident: compliance/legal must be notified; confirm with `/incident ack-regulatory`.",
-        );
-    }
     let groups: Vec<Group> = policy
         .groups
         .iter()
@@ -578,60 +600,8 @@ pub fn timers(incident: &Incident, policy: &StakeholderPolicy) -> Vec<TimerSpec>
             });
         }
     }
-    if incident.security && incident.regulatory_ack.is_none() {
-        let last = incident
-            .regulatory_reminded_at
-            .unwrap_or(incident.declared_at);
-        // The first reminder at once (declaration), then every `regulatory_every`.
-        let due_at = match incident.regulatory_reminded_at {
-            None => incident.declared_at,
-            Some(_) => last + policy.regulatory_every,
-        };
-        out.push(TimerSpec {
-            kind: TimerKind::RegulatoryReminder,
-            due_at,
-        });
-    }
+    out.extend(super::regulatory::timer(incident, policy));
     out
-}
-
-/// The deadline for the regulatory notification.
-pub fn regulatory_deadline(incident: &Incident, policy: &StakeholderPolicy) -> DateTime<Utc> {
-    incident.declared_at + policy.regulatory_within
-}
-
-/// Posted in the incident channel when it becomes a security incident.
-pub fn security_flagged(incident: &Incident, policy: &StakeholderPolicy) -> Message {
-    let by = regulatory_deadline(incident, policy);
-    Message::paragraph(vec![
-        Span::bold(format!("{} is a security incident.", incident.id)),
-        Span::text(" Compliance/legal must be notified by "),
-        Span::Time(by),
-        Span::text(". Reminders repeat until someone confirms with `/incident ack-regulatory`."),
-    ])
-}
-
-/// The regulatory reminder, in the incident channel and `#incident-response`.
-pub fn regulatory_reminder(
-    incident: &Incident,
-    now: DateTime<Utc>,
-    policy: &StakeholderPolicy,
-) -> Message {
-    let by = regulatory_deadline(incident, policy);
-    let left = if by > now {
-        format!("{} left", super::render::duration(by - now))
-    } else {
-        format!("overdue by {}", super::render::duration(now - by))
-    };
-    Message::paragraph(vec![
-        Span::bold(format!(":scales: {} regulatory notification", incident.id)),
-        Span::text(format!(
-            ": security incident \"{}\": notify compliance/legal by ",
-            incident.title
-        )),
-        Span::Time(by),
-        Span::text(format!(" ({left}). Once done: `/incident ack-regulatory`.")),
-    ])
 }
 
 #[cfg(test)]
