@@ -314,7 +314,20 @@ async fn each_group_hears_on_its_cadence_in_its_own_zone_until_the_all_clear(db:
         .len();
     assert_eq!(updates, 3);
 
-    s.at(75, &ch, "resolve Rolled back the bad deploy").await;
+    let reply = s.at(75, &ch, "resolve Rolled back `deploy-42`").await;
+    // The customers' all clear is previewed like an update, and waits for it.
+    let shown = "> All clear: the incident is resolved. Rolled back [details withheld]";
+    assert!(reply.contains(shown), "{reply}");
+    assert!(
+        s.app
+            .messages_in(&ch)
+            .iter()
+            .any(|m| m.contains("Stakeholder preview") && m.contains("All clear"))
+    );
+    assert_eq!(s.smtp.messages_to(CUSTOMER_MAIL).len(), 3);
+    assert_eq!(s.page.incidents()[0]["status"], "investigating");
+    s.app.clock.set(minutes(77));
+    s.app.deliver().await;
     let customers = s.smtp.messages_to(CUSTOMER_MAIL);
     let all_clear = customers.last().unwrap();
     assert_eq!(
@@ -326,8 +339,9 @@ async fn each_group_hears_on_its_cadence_in_its_own_zone_until_the_all_clear(db:
     let eng = s.smtp.messages_to(ENG_MAIL);
     assert!(
         text(eng.last().unwrap())
-            .contains("All clear: the incident is resolved. Rolled back the bad deploy")
+            .contains("All clear: the incident is resolved. Rolled back `deploy-42`")
     );
+    assert!(!all_clear["raw"].as_str().unwrap().contains("deploy-42"));
     let incident = &s.page.incidents()[0];
     assert_eq!(incident["status"], "resolved");
     assert_eq!(s.page.component(COMPONENT).as_deref(), Some("operational"));
@@ -349,7 +363,7 @@ async fn each_group_hears_on_its_cadence_in_its_own_zone_until_the_all_clear(db:
             (55, "StillInvestigating customers".to_string()),
             (70, "StillInvestigating customers".to_string()),
             (70, "StillInvestigating engineering".to_string()),
-            (75, "AllClear customers,engineering".to_string()),
+            (75, "AllClear engineering,customers".to_string()),
         ]
     );
 }

@@ -904,20 +904,14 @@ pub fn apply(
                     },
                     EventKind::Resolved { summary },
                 ];
-                let told: Vec<String> = next.stakeholders_told.keys().cloned().collect();
-                let all_clear = stakeholders::on_resolve(&mut next, now, policy.stakeholders);
-                if !all_clear.is_empty() {
-                    events.push(EventKind::StakeholdersNotified {
-                        notice: stakeholders::NoticeKind::AllClear,
-                        groups: told,
-                    });
-                }
-                effects.extend(all_clear);
-                (
-                    events,
-                    effects,
-                    format!("{id} resolved. Thank you, {actor_mention}."),
-                )
+                let mut reply = format!("{id} resolved. Thank you, {actor_mention}.");
+                stakeholders::on_resolve(
+                    &mut next,
+                    now,
+                    policy.stakeholders,
+                    (&mut events, &mut effects, &mut reply),
+                );
+                (events, effects, reply)
             }
             Change::TimerFired { kind, due_at } => {
                 // Stored due times have millisecond precision: compare at that precision,

@@ -199,6 +199,14 @@ pub struct Notice {
     pub next_update_by: Option<String>,
 }
 
+impl Notice {
+    /// Whether people wrote its words (an update, a resolution summary): for an
+    /// external group those are previewed to the commander before they go out.
+    pub fn is_previewed(&self) -> bool {
+        matches!(self.kind, NoticeKind::Update | NoticeKind::AllClear)
+    }
+}
+
 /// `HH:MM ZONE` in `tz`.
 pub fn local_time(t: DateTime<Utc>, tz: Tz) -> String {
     t.with_timezone(&tz).format("%H:%M %Z").to_string()
@@ -418,16 +426,7 @@ pub fn on_update(
         .cloned()
         .collect();
     if groups.iter().any(|g| g.audience == Audience::External) {
-        let shown = preview(incident, text, public, policy);
-        effects.push(Effect::Post {
-            destination: Destination::IncidentChannel,
-            message: Message::paragraph(vec![
-                Span::bold("Stakeholder preview: "),
-                Span::text(shown.clone()),
-            ]),
-        });
-        reply.push('\n');
-        reply.push_str(&shown);
+        show_preview(preview(incident, text, public, policy), effects, reply);
     }
     let key = format!("update-{}", now.timestamp_millis());
     for group in &groups {
@@ -472,14 +471,33 @@ pub fn preview(
         .map(|g| g.name.as_str())
         .collect();
     if !external.is_empty() {
-        lines.push(format!(
-            "External groups ({}) receive, {} after it is posted:\n> {}",
-            external.join(", "),
-            super::render::duration(policy.preview_delay),
-            external_text(text)
-        ));
+        lines.push(external_preview(&external, text, policy));
     }
     lines.join("\n")
+}
+
+/// The preview line of what external groups `names` will receive for `text`.
+fn external_preview(names: &[&str], text: &str, policy: &StakeholderPolicy) -> String {
+    format!(
+        "External groups ({}) receive, {} after it is posted:\n> {}",
+        names.join(", "),
+        super::render::duration(policy.preview_delay),
+        external_text(text)
+    )
+}
+
+/// Posts `shown` in the incident channel as the stakeholder preview and adds it to the
+/// reply of whoever made the change.
+fn show_preview(shown: String, effects: &mut Vec<Effect>, reply: &mut String) {
+    effects.push(Effect::Post {
+        destination: Destination::IncidentChannel,
+        message: Message::paragraph(vec![
+            Span::bold("Stakeholder preview: "),
+            Span::text(shown.clone()),
+        ]),
+    });
+    reply.push('\n');
+    reply.push_str(&shown);
 }
 
 /// Adds to a declaration what stakeholders need: the security flag (asked with
@@ -523,12 +541,14 @@ pub fn on_declare(
     }
 }
 
-/// The all clear, to every group that was told anything about the incident.
+/// The all clear, to every group that was told anything about the incident; external
+/// groups' version (the summary, redacted) is previewed like a public update.
 pub fn on_resolve(
     incident: &mut Incident,
     now: DateTime<Utc>,
     policy: &StakeholderPolicy,
-) -> Vec<Effect> {
+    (events, effects, reply): (&mut Vec<EventKind>, &mut Vec<Effect>, &mut String),
+) {
     let summary = incident.resolution.clone().unwrap_or_default();
     let told: Vec<Group> = policy
         .groups
@@ -536,9 +556,19 @@ pub fn on_resolve(
         .filter(|g| incident.stakeholders_told.contains_key(&g.name))
         .cloned()
         .collect();
-    let mut effects = Vec::new();
+    if told.is_empty() {
+        return;
+    }
+    let text = format!("All clear: the incident is resolved. {summary}");
+    let external: Vec<&str> = told
+        .iter()
+        .filter(|g| g.audience == Audience::External)
+        .map(|g| g.name.as_str())
+        .collect();
+    if !external.is_empty() {
+        show_preview(external_preview(&external, &text, policy), effects, reply);
+    }
     for group in &told {
-        let text = format!("All clear: the incident is resolved. {summary}");
         let n = notice(
             incident,
             group,
@@ -549,7 +579,10 @@ pub fn on_resolve(
         );
         effects.extend(send(incident, group, n, now));
     }
-    effects
+    events.push(EventKind::StakeholdersNotified {
+        notice: NoticeKind::AllClear,
+        groups: told.into_iter().map(|g| g.name).collect(),
+    });
 }
 
 /// "Still investigating, next update by HH:MM" to `group`, whose cadence passed.

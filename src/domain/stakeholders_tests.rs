@@ -339,3 +339,41 @@ fn security_incidents_are_reminded_until_acknowledged_and_cannot_resolve_before(
             .contains(&EventKind::SecurityFlagged { by_rule: false })
     );
 }
+
+#[test]
+fn an_external_all_clear_is_redacted_and_previewed() {
+    let stake = policy();
+    let inc = declared(Severity::Sev1, "Database is down", false, &stake).incident;
+    let public = change(
+        &inc,
+        Change::PostUpdate("--public Failing over".into()),
+        "2026-11-23T10:20:00Z",
+        &stake,
+    )
+    .unwrap();
+    let resolved = change(
+        &public.incident,
+        Change::Resolve("<@UBOB> ran `failover.sh`".into()),
+        "2026-11-23T10:50:00Z",
+        &stake,
+    )
+    .unwrap();
+    let n = notices(&resolved);
+    let customers = &n.iter().find(|n| n.0 == "customers").unwrap().2;
+    assert_eq!(
+        customers.body,
+        "All clear: the incident is resolved. our team ran [details withheld]"
+    );
+    assert!(customers.is_previewed() && customers.external);
+    assert!(
+        resolved.reply.contains(&format!("> {}", customers.body)),
+        "{}",
+        resolved.reply
+    );
+    let engineering = &n.iter().find(|n| n.0 == "engineering").unwrap().2;
+    assert!(engineering.body.contains("<@UBOB> ran `failover.sh`"));
+    assert!(resolved.events.contains(&EventKind::StakeholdersNotified {
+        notice: NoticeKind::AllClear,
+        groups: vec!["engineering".into(), "customers".into()],
+    }));
+}

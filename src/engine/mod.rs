@@ -418,12 +418,11 @@ fn outbox_rows<'a>(
             effect: effect.clone(),
         }
         .to_json();
-        // An external group's update waits for its preview in the incident channel
-        // (posted by the same decision) to be read.
+        // An external group's update or all clear waits for its preview in the
+        // incident channel (posted by the same decision) to be read.
         let previewed = matches!(
             effect,
-            Effect::Stakeholder { notice, .. }
-                if notice.external && notice.kind == crate::domain::stakeholders::NoticeKind::Update
+            Effect::Stakeholder { notice, .. } if notice.external && notice.is_previewed()
         );
         let due = if waits {
             now + ANNOUNCEMENT_WAITS_FOR_CHANNEL
