@@ -399,6 +399,18 @@ async fn security_incidents_are_reminded_until_someone_acknowledges(db: Db) {
     let resolved = s.at(401, &ch, "resolve Rotated the keys").await;
     assert!(resolved.contains("resolved"), "{resolved}");
 
+    // Flagged later, in the channel.
+    let later = s
+        .app
+        .declare("UALICE", "sev2 Odd logins on the admin panel")
+        .await;
+    let flagged = s.at(402, &later, "security").await;
+    assert!(flagged.contains("is now a security incident"), "{flagged}");
+    s.app.run_until(minutes(403)).await;
+    assert_eq!(reminders(&s.app, &later), 1);
+    let again = s.at(404, &later, "security").await;
+    assert!(again.contains("already a security incident"), "{again}");
+
     // A config rule: a title with a security keyword.
     s.app
         .declare("UALICE", "sev3 Possible data breach in exports")
@@ -406,7 +418,7 @@ async fn security_incidents_are_reminded_until_someone_acknowledges(db: Db) {
     let flagged = s
         .app
         .store
-        .timeline(IncidentId(2))
+        .timeline(IncidentId(3))
         .await
         .unwrap()
         .into_iter()
