@@ -31,6 +31,7 @@ both_backends!(
     a_mail_server_down_then_up_loses_nothing_and_sends_each_message_once,
     a_status_page_down_then_up_gets_one_incident_and_each_update_once,
     a_preview_shows_the_external_text_and_sends_nothing,
+    a_mailbox_the_server_refuses_fails_for_good_and_is_said,
 );
 
 const ENG_MAIL: &str = "incident-response@example.com";
@@ -99,9 +100,18 @@ struct Stake {
 }
 
 async fn stake(db: Db, smtp: SmtpServer) -> Stake {
+    stake_with(db, smtp, |_| {}).await
+}
+
+/// [`stake`] with the stakeholder config adjusted by `adjust`.
+async fn stake_with(db: Db, smtp: SmtpServer, adjust: impl FnOnce(&mut Config)) -> Stake {
     let page = StatuspageStandIn::start().await;
     let (port, url) = (smtp.port, page.api_url.clone());
-    let app = TestApp::start_configured(db, move |config| configure(config, port, &url)).await;
+    let app = TestApp::start_configured(db, move |config| {
+        configure(config, port, &url);
+        adjust(config);
+    })
+    .await;
     Stake { app, smtp, page }
 }
 
@@ -532,6 +542,26 @@ async fn a_preview_shows_the_external_text_and_sends_nothing(db: Db) {
         .filter(|e| matches!(e.kind, EventKind::UpdatePosted { .. }))
         .count();
     assert_eq!(updates, 0);
+}
+
+/// A mailbox the server refuses (SMTP 550) is not retried forever: the row fails, is
+/// kept, and said in #incident-response; the lane goes on with the next recipient.
+async fn a_mailbox_the_server_refuses_fails_for_good_and_is_said(db: Db) {
+    let s = stake_with(db, SmtpServer::running(), |config| {
+        config.stakeholders.policy.groups[0].emails =
+            vec!["refused@example.com".into(), ENG_MAIL.into()];
+    })
+    .await;
+    s.app.declare("UALICE", "sev2 Search is slow").await;
+    s.app.deliver().await;
+    assert_eq!(s.smtp.messages_to(ENG_MAIL).len(), 1);
+    assert!(s.smtp.messages_to("refused@example.com").is_empty());
+    let said = s.app.messages_in(support::ANNOUNCE);
+    assert!(
+        said.iter()
+            .any(|m| m.contains("a stakeholder notice for INC-1") && m.contains("550")),
+        "{said:?}"
+    );
 }
 
 /// `klaxon check` validates `[stakeholders]` and names the key and the rule.
