@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README "Run the tests"): installs the Python stand-ins the
-# integration tests start (moto for RDS, kmock for Kubernetes) into a virtualenv, then
+# integration tests start (moto for RDS, kmock for Kubernetes, aiosmtpd for
+# stakeholder email) into a virtualenv, then
 # runs every test. Set KLAXON_TEST_DATABASE_URL to run the store suites on PostgreSQL
 # too; when it is set, an unreachable database fails the run.
 set -euo pipefail

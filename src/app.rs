@@ -83,6 +83,7 @@ pub fn wire_with(
         severities: config.severities.clone(),
         calendar: config.calendar.clone(),
         escalation: config.escalation.clone(),
+        stakeholders: config.stakeholders.policy.clone(),
     };
     // The loops get connections of their own (PostgreSQL), so request bursts cannot
     // starve delivery; they share the wakers, so a request's commit wakes them.
@@ -108,6 +109,7 @@ pub fn wire_with(
             ))
         }),
         resolve_in_pagerduty: config.pagerduty.resolve_in_pagerduty,
+        notify: notifier(config),
     };
     let worker = OutboxWorker::new(
         background.clone(),
@@ -361,6 +363,24 @@ pub fn load_config(path: Option<&Path>, with_secrets: bool) -> Result<Config, co
     }
 }
 
+/// The stakeholder email and status page clients the config asks for. A client that
+/// cannot be built is logged; its rows then fail with the reason (kept, and said in
+/// #incident-response) instead of stopping the server.
+fn notifier(config: &Config) -> crate::notify::Notifier {
+    let stake = &config.stakeholders;
+    let mailer = stake.email.as_ref().and_then(|e| {
+        crate::notify::Mailer::new(e)
+            .inspect_err(|err| tracing::error!(error = %err, "cannot set up stakeholder email"))
+            .ok()
+    });
+    let statuspage = stake.statuspage.clone().and_then(|s| {
+        crate::notify::Statuspage::new(s)
+            .inspect_err(|err| tracing::error!(error = %err, "cannot set up Statuspage"))
+            .ok()
+    });
+    crate::notify::Notifier { mailer, statuspage }
+}
+
 /// The engine the CLI verbs use: the configured store and policy, the system clock, and
 /// no loops (what it enqueues is delivered by the running server).
 async fn cli_engine(config: &Config) -> anyhow::Result<Engine> {
@@ -372,6 +392,7 @@ async fn cli_engine(config: &Config) -> anyhow::Result<Engine> {
         severities: config.severities.clone(),
         calendar: config.calendar.clone(),
         escalation: config.escalation.clone(),
+        stakeholders: config.stakeholders.policy.clone(),
     };
     Ok(Engine::new(
         store,

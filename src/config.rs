@@ -22,11 +22,13 @@ mod access;
 mod delivery;
 mod intake;
 mod pagerduty;
+mod stakeholders;
 mod timeline;
 pub use access::{DEFAULT_CALL_TIMEOUT, EnvironmentConfig, RolesConfig};
 pub use delivery::RetentionConfig;
 pub use intake::IntakeConfig;
 pub use pagerduty::PagerDutyConfig;
+pub use stakeholders::StakeholdersConfig;
 pub use timeline::TimelineConfig;
 
 /// A configuration problem, naming the key and what is wrong with it.
@@ -76,6 +78,8 @@ struct FileConfig {
     intake: intake::IntakeSection,
     #[serde(default)]
     timeline: timeline::TimelineSection,
+    #[serde(default)]
+    stakeholders: stakeholders::StakeholdersSection,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -225,6 +229,8 @@ pub struct Config {
     pub intake: IntakeConfig,
     /// Which reactions add a message to the timeline.
     pub timeline: TimelineConfig,
+    /// Stakeholder groups, email, status page, the security rule.
+    pub stakeholders: StakeholdersConfig,
 }
 
 /// How recovery commands run.
@@ -586,8 +592,11 @@ impl Config {
         let delivery = delivery::delivery_config(file.delivery)?;
         let retention = delivery::retention_config(file.retention)?;
         let timeline = timeline::timeline_config(file.timeline)?;
+        let stakeholders =
+            stakeholders::stakeholders_config(file.stakeholders, env, require_secrets)?;
 
         Ok(Config {
+            stakeholders,
             intake,
             timeline,
             delivery,

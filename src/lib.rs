@@ -10,6 +10,7 @@ pub mod engine;
 pub mod http;
 pub mod listen;
 pub mod metrics;
+pub mod notify;
 pub mod outbox;
 pub mod paging;
 pub mod scheduler;

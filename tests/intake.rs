@@ -173,6 +173,7 @@ async fn an_acknowledged_declaration_left_unwritten_is_completed_once(db: Db) {
         .map(|i| Declaration {
             severity: Severity::Sev1,
             title: format!("Killed mid-declare {i}"),
+            security: false,
             actor: Actor::User(format!("UKILLED{i}")),
             request_id: format!("req-killed-{i}"),
         })

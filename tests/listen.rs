@@ -252,6 +252,7 @@ fn engine(app: &TestApp) -> Engine {
         severities: app.config.severities.clone(),
         calendar: app.config.calendar.clone(),
         escalation: app.config.escalation.clone(),
+        stakeholders: app.config.stakeholders.policy.clone(),
     };
     Engine::new(
         app.store.clone(),

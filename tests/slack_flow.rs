@@ -443,7 +443,7 @@ async fn unknown_subcommands_and_bad_arguments_get_usage(db: Db) {
         .await;
     assert_eq!(
         reply,
-        "severity: `sev7` is not one of sev1, sev2, sev3, sev4.\nUsage: `/incident declare [<sev1|sev2|sev3|sev4> <title>]`"
+        "severity: `sev7` is not one of sev1, sev2, sev3, sev4.\nUsage: `/incident declare [--security] [<sev1|sev2|sev3|sev4> <title>]`"
     );
     let ch = app.declare("UALICE", "sev2 Thing").await;
     let reply = app.command("UALICE", &ch, "role boss <@UBOB>").await;

@@ -2,11 +2,13 @@
 //! [`SlashCommand`], or a [`ParseError`] that says what was wrong and shows the usage.
 //!
 //! ```text
-//! /incident declare [<sev1-4> <title...>]   (no arguments: a form opens)
+//! /incident declare [--security] [<sev1-4> <title...>]   (no arguments: a form opens)
 //! /incident role <commander|comms|ops|scribe> @user
 //! /incident sev <1-4>
 //! /incident status <investigating|identified|monitoring>
-//! /incident update <text...>
+//! /incident update [--public|--preview] <text...>
+//! /incident security
+//! /incident ack-regulatory
 //! /incident resolve [<summary...>]          (no summary: a form asks for one)
 //! /incident run [<command> key=value ...]   (no command: lists the approved ones)
 //! /incident timeline [<page>]
@@ -29,6 +31,12 @@ use super::severity::Severity;
 pub enum SlashCommand {
     /// Declare an incident; `None` opens the declaration form.
     Declare(Option<(Severity, String)>),
+    /// `declare --security <sev> <title>`: a security incident from the start.
+    DeclareSecurity(Severity, String),
+    /// Flag the incident as a security incident.
+    Security,
+    /// Confirm compliance/legal were notified (stops the regulatory reminders).
+    AckRegulatory,
     /// Assign or hand over a role.
     Role {
         /// Which role.
@@ -87,13 +95,17 @@ impl SlashCommand {
                 | SlashCommand::Action(_)
                 | SlashCommand::Rpo(_)
                 | SlashCommand::Postmortem
+                | SlashCommand::Security
+                | SlashCommand::AckRegulatory
         )
     }
 
     /// The subcommand's name, for logs and spans.
     pub fn name(&self) -> &'static str {
         match self {
-            SlashCommand::Declare(_) => "declare",
+            SlashCommand::Declare(_) | SlashCommand::DeclareSecurity(..) => "declare",
+            SlashCommand::Security => "security",
+            SlashCommand::AckRegulatory => "ack-regulatory",
             SlashCommand::Role { .. } => "role",
             SlashCommand::Sev(_) => "sev",
             SlashCommand::Status(_) => "status",
@@ -126,8 +138,8 @@ pub struct Usage {
 pub const USAGES: &[Usage] = &[
     Usage {
         name: "declare",
-        syntax: "declare [<sev1|sev2|sev3|sev4> <title>]",
-        about: "Declare an incident and open its channel (no arguments: a form opens).",
+        syntax: "declare [--security] [<sev1|sev2|sev3|sev4> <title>]",
+        about: "Declare an incident and open its channel (no arguments: a form opens; --security: compliance/legal must be notified).",
     },
     Usage {
         name: "role",
@@ -146,8 +158,18 @@ pub const USAGES: &[Usage] = &[
     },
     Usage {
         name: "update",
-        syntax: "update <text>",
-        about: "Post a status update (in the incident channel).",
+        syntax: "update [--public|--preview] <text>",
+        about: "Post a status update (in the incident channel); it goes to the internal stakeholder groups. --public: external groups too (customers, status page), redacted, after a preview here. --preview: only show what each group would receive.",
+    },
+    Usage {
+        name: "security",
+        syntax: "security",
+        about: "Flag the incident as a security incident: compliance/legal must be notified within 24 hours; reminders until acknowledged.",
+    },
+    Usage {
+        name: "ack-regulatory",
+        syntax: "ack-regulatory",
+        about: "Confirm compliance/legal were notified of this security incident (stops the reminders).",
     },
     Usage {
         name: "resolve",
@@ -266,6 +288,26 @@ pub fn parse(text: &str) -> Result<SlashCommand, ParseError> {
         "list" => match words.as_slice() {
             [] => Ok(SlashCommand::List),
             _ => Err(error("list", "`list` takes no arguments.")),
+        },
+        "declare" if rest.starts_with("--security") => {
+            let rest = rest["--security".len()..].trim();
+            match parse(&format!("declare {rest}"))? {
+                SlashCommand::Declare(Some((severity, title))) => {
+                    Ok(SlashCommand::DeclareSecurity(severity, title))
+                }
+                _ => Err(error(
+                    "declare",
+                    "--security needs a severity and a title: `declare --security sev2 Leaked credentials`.",
+                )),
+            }
+        }
+        "security" => match words.as_slice() {
+            [] => Ok(SlashCommand::Security),
+            _ => Err(error("security", "`security` takes no arguments.")),
+        },
+        "ack-regulatory" => match words.as_slice() {
+            [] => Ok(SlashCommand::AckRegulatory),
+            _ => Err(error("ack-regulatory", "`ack-regulatory` takes no arguments.")),
         },
         "declare" => {
             let Some((first, title)) = rest.split_once(char::is_whitespace).or(if rest.is_empty() {

@@ -13,8 +13,10 @@ use super::calendar::BusinessCalendar;
 use super::channel_name;
 use super::escalation::EscalationPolicy;
 use super::message::Message;
+use super::regulatory;
 use super::render;
 use super::severity::{Severity, SeverityPolicies};
+use super::stakeholders::{self, StakeholderPolicy};
 use super::timers::{self, TimerKind};
 
 /// Incident number, shown as `INC-12`.
@@ -176,6 +178,28 @@ pub struct Incident {
     /// rescheduling after a severity change never pages the same target twice.
     #[serde(default)]
     pub fired_timers: BTreeSet<String>,
+    /// A security incident: compliance/legal must be notified (see
+    /// [`super::stakeholders`]); reminded until someone acknowledges it.
+    #[serde(default)]
+    pub security: bool,
+    /// Who acknowledged the regulatory notification, and when.
+    #[serde(default)]
+    pub regulatory_ack: Option<Acknowledgement>,
+    /// When the last regulatory reminder went out.
+    #[serde(default)]
+    pub regulatory_reminded_at: Option<DateTime<Utc>>,
+    /// When each stakeholder group was last told anything (its cadence restarts then).
+    #[serde(default)]
+    pub stakeholders_told: BTreeMap<String, DateTime<Utc>>,
+}
+
+/// Someone confirmed a duty was done.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    /// Who.
+    pub by: String,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 impl Incident {
@@ -410,6 +434,25 @@ pub enum EventKind {
         /// Draft number for this incident, from 1.
         version: i64,
     },
+    /// Stakeholder groups were sent a notice (one outbox row per destination).
+    StakeholdersNotified {
+        /// What about.
+        notice: super::stakeholders::NoticeKind,
+        /// Group names.
+        groups: Vec<String>,
+    },
+    /// The incident was flagged as a security incident.
+    SecurityFlagged {
+        /// By a title keyword in `[stakeholders] security_keywords` (else by a person).
+        by_rule: bool,
+    },
+    /// The regulatory notification reminder was posted.
+    RegulatoryReminded {
+        /// Seconds after its due time, when late.
+        late_by_secs: Option<i64>,
+    },
+    /// Someone confirmed that compliance/legal were notified.
+    RegulatoryAcknowledged,
 }
 
 /// Where a message goes.
@@ -491,6 +534,16 @@ pub enum Effect {
         /// Stored draft id.
         postmortem_id: i64,
     },
+    /// Send a stakeholder group's notice to one of its destinations (email, Statuspage,
+    /// a Slack channel); lane `stakeholder:<group>:<via>:N`.
+    Stakeholder {
+        /// Group name.
+        group: String,
+        /// Destination.
+        to: super::stakeholders::Recipient,
+        /// What, rendered for this group.
+        notice: super::stakeholders::Notice,
+    },
 }
 
 /// A user-facing refusal: the change does not apply to this incident as it stands.
@@ -535,6 +588,10 @@ pub enum Change {
     Resolve(String),
     /// The outbox opened the channel.
     ChannelOpened(IncidentChannel),
+    /// Flag the incident as a security incident (regulatory reminders start).
+    MarkSecurity,
+    /// Compliance/legal were notified: stop the regulatory reminders.
+    AckRegulatory,
     /// A durable timer came due.
     TimerFired {
         /// Which timer.
@@ -553,6 +610,8 @@ pub struct Policy<'a> {
     pub calendar: &'a BusinessCalendar,
     /// Escalation ladders.
     pub escalation: &'a EscalationPolicy,
+    /// Stakeholder groups and the security rule.
+    pub stakeholders: &'a StakeholderPolicy,
 }
 
 /// The outcome of a change: the new state, what to record and what to send.
@@ -638,6 +697,10 @@ pub fn declare(
         resolution: None,
         last_reminder_at: None,
         fired_timers: BTreeSet::new(),
+        security: false,
+        regulatory_ack: None,
+        regulatory_reminded_at: None,
+        stakeholders_told: BTreeMap::new(),
     };
     let mut incident = incident;
     let mut events = vec![EventKind::Declared {
@@ -788,24 +851,36 @@ pub fn apply(
                 )
             }
             Change::PostUpdate(text) => {
-                let text = clean_text("update", &text, MAX_TEXT_CHARS)?;
+                let (mode, text) = stakeholders::update_mode(&text);
+                let text = clean_text("update", text, MAX_TEXT_CHARS)?;
+                let public = stakeholders::refuse_preview(&next, &text, mode, policy.stakeholders)?;
                 let by = actor.to_string();
                 next.last_update = Some(StatusUpdate {
                     at: now,
                     by,
                     text: text.clone(),
                 });
-                (
-                    vec![EventKind::UpdatePosted { text: text.clone() }],
-                    vec![Effect::Post {
-                        destination: Destination::IncidentChannel,
-                        message: render::status_update(&next, &text, actor, now),
-                    }],
-                    format!("Status update posted to {id}."),
-                )
+                let mut effects = vec![Effect::Post {
+                    destination: Destination::IncidentChannel,
+                    message: render::status_update(&next, &text, actor, now),
+                }];
+                let mut events = vec![EventKind::UpdatePosted { text: text.clone() }];
+                let mut reply = format!("Status update posted to {id}.");
+                stakeholders::on_update(
+                    &mut next,
+                    &text,
+                    public,
+                    now,
+                    policy.stakeholders,
+                    (&mut events, &mut effects, &mut reply),
+                );
+                (events, effects, reply)
             }
+            Change::MarkSecurity => regulatory::mark(&mut next, policy.stakeholders)?,
+            Change::AckRegulatory => regulatory::acknowledge(&mut next, actor, now)?,
             Change::Resolve(summary) => {
                 let summary = clean_text("summary", &summary, MAX_TEXT_CHARS)?;
+                regulatory::may_resolve(incident)?;
                 let from = incident.status;
                 next.status = Status::Resolved;
                 next.resolved_at = Some(now);
@@ -833,17 +908,21 @@ pub fn apply(
                         target,
                     }
                 }));
-                (
-                    vec![
-                        EventKind::StatusChanged {
-                            from,
-                            to: Status::Resolved,
-                        },
-                        EventKind::Resolved { summary },
-                    ],
-                    effects,
-                    format!("{id} resolved. Thank you, {actor_mention}."),
-                )
+                let mut events = vec![
+                    EventKind::StatusChanged {
+                        from,
+                        to: Status::Resolved,
+                    },
+                    EventKind::Resolved { summary },
+                ];
+                let mut reply = format!("{id} resolved. Thank you, {actor_mention}.");
+                stakeholders::on_resolve(
+                    &mut next,
+                    now,
+                    policy.stakeholders,
+                    (&mut events, &mut effects, &mut reply),
+                );
+                (events, effects, reply)
             }
             Change::TimerFired { kind, due_at } => {
                 // Stored due times have millisecond precision: compare at that precision,
@@ -1020,6 +1099,19 @@ fn fire_timer(
                 next, *percent, now, late, policy,
             ))],
         ),
+        TimerKind::StakeholderCadence { group } => {
+            let effects = stakeholders::on_cadence(next, group, now, policy.stakeholders);
+            (
+                vec![EventKind::StakeholdersNotified {
+                    notice: stakeholders::NoticeKind::StillInvestigating,
+                    groups: vec![group.clone()],
+                }],
+                effects,
+            )
+        }
+        TimerKind::RegulatoryReminder => {
+            regulatory::fire(next, now, late_by_secs, policy.stakeholders)
+        }
     }
 }
 
@@ -1045,6 +1137,7 @@ mod tests {
                 severities: &sev,
                 calendar: &cal,
                 escalation: &esc,
+                stakeholders: &StakeholderPolicy::default(),
             },
         )
         .unwrap()
@@ -1063,6 +1156,7 @@ mod tests {
                 severities: &sev,
                 calendar: &cal,
                 escalation: &esc,
+                stakeholders: &StakeholderPolicy::default(),
             },
         )
     }
@@ -1111,6 +1205,7 @@ mod tests {
                 severities: &sev,
                 calendar: &cal,
                 escalation: &esc,
+                stakeholders: &StakeholderPolicy::default(),
             },
         )
         .unwrap_err();

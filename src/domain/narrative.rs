@@ -188,5 +188,27 @@ pub fn describe(kind: &EventKind, actor: &Actor, users: Users) -> String {
         EventKind::PostmortemDrafted { version, .. } => {
             format!("Post-mortem draft {version} written (asked by {by})")
         }
+        EventKind::StakeholdersNotified { notice, groups } => {
+            let what = match notice {
+                super::stakeholders::NoticeKind::Declared => "the declaration",
+                super::stakeholders::NoticeKind::Update => "the update",
+                super::stakeholders::NoticeKind::StillInvestigating => "\"still investigating\"",
+                super::stakeholders::NoticeKind::AllClear => "the all clear",
+            };
+            format!("Stakeholders told {what}: {}", groups.join(", "))
+        }
+        EventKind::SecurityFlagged { by_rule: true } => {
+            "Flagged as a security incident (title matched a security keyword)".to_string()
+        }
+        EventKind::SecurityFlagged { by_rule: false } => {
+            format!("{by} flagged this as a security incident")
+        }
+        EventKind::RegulatoryReminded { late_by_secs } => format!(
+            "Regulatory notification reminder posted{}",
+            late(late_by_secs)
+        ),
+        EventKind::RegulatoryAcknowledged => {
+            format!("{by} confirmed compliance/legal were notified")
+        }
     }
 }

@@ -210,12 +210,20 @@ pub fn effect_key(id: IncidentId, effect: &Effect) -> String {
     match effect {
         Effect::Page { .. } => format!("page:{}", id.0),
         Effect::NotifyTarget { .. } => format!("notify:{}", id.0),
+        Effect::Stakeholder { group, to, .. } => stakeholder_key(id, group, to),
         Effect::Post {
             destination: Destination::Announcements,
             ..
         } => announce_key(id),
         _ => incident_key(id),
     }
+}
+
+/// The lane of a stakeholder group's destinations of one kind for one incident: a mail
+/// server that is down holds back only that group's email, never the status page or
+/// another group (ordered within: an update never overtakes the previous one).
+pub fn stakeholder_key(id: IncidentId, group: &str, to: &super::stakeholders::Recipient) -> String {
+    format!("stakeholder:{group}:{}:{}", to.via(), id.0)
 }
 
 /// Which pool of delivery slots a lane draws from. Each class has its own slots, so a
@@ -232,15 +240,19 @@ pub enum LaneClass {
     Page,
     /// Recovery command previews and executions (AWS, Kubernetes).
     Run,
+    /// Stakeholder notices (email, Statuspage, stakeholder Slack channels): never
+    /// behind the incident's own Slack traffic, and retried until delivered.
+    Stakeholder,
 }
 
 impl LaneClass {
     /// Every class.
-    pub const ALL: [LaneClass; 4] = [
+    pub const ALL: [LaneClass; 5] = [
         LaneClass::Slack,
         LaneClass::Announce,
         LaneClass::Page,
         LaneClass::Run,
+        LaneClass::Stakeholder,
     ];
 
     /// The class of a lane, from its key.
@@ -251,6 +263,8 @@ impl LaneClass {
             LaneClass::Run
         } else if ordering_key.starts_with("announce:") {
             LaneClass::Announce
+        } else if ordering_key.starts_with("stakeholder:") {
+            LaneClass::Stakeholder
         } else {
             LaneClass::Slack
         }
@@ -263,6 +277,7 @@ impl LaneClass {
             LaneClass::Announce => "announce",
             LaneClass::Page => "page",
             LaneClass::Run => "run",
+            LaneClass::Stakeholder => "stakeholder",
         }
     }
 }
@@ -301,6 +316,29 @@ mod tests {
         assert_eq!(LaneClass::of(&run_key(3)), LaneClass::Run);
         assert_eq!(LaneClass::of("announce:7"), LaneClass::Announce);
         assert_eq!(LaneClass::of("modal:abc"), LaneClass::Slack);
+        let mail = Effect::Stakeholder {
+            group: "customers".into(),
+            to: crate::domain::stakeholders::Recipient::Email {
+                to: "a@example.com".into(),
+            },
+            notice: crate::domain::stakeholders::Notice {
+                key: "update-1".into(),
+                kind: crate::domain::stakeholders::NoticeKind::Update,
+                incident: id,
+                external: true,
+                subject: "s".into(),
+                body: "b".into(),
+                severity: crate::domain::severity::Severity::Sev1,
+                status: crate::domain::incident::Status::Investigating,
+                written_at: "w".into(),
+                next_update_by: None,
+            },
+        };
+        assert_eq!(effect_key(id, &mail), "stakeholder:customers:email:7");
+        assert_eq!(
+            LaneClass::of("stakeholder:customers:email:7"),
+            LaneClass::Stakeholder
+        );
     }
 
     #[test]

@@ -506,6 +506,10 @@ mod tests {
             resolution: None,
             last_reminder_at: None,
             fired_timers: BTreeSet::new(),
+            security: false,
+            regulatory_ack: None,
+            regulatory_reminded_at: None,
+            stakeholders_told: BTreeMap::new(),
         };
         let entries = vec![TimelineEntry::chain(
             IncidentId(3),

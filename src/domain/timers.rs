@@ -32,6 +32,13 @@ pub enum TimerKind {
         /// Percent of the RTO.
         percent: u8,
     },
+    /// A stakeholder group's cadence passed with nothing sent to it (repeats).
+    StakeholderCadence {
+        /// Group name.
+        group: String,
+    },
+    /// A security incident's regulatory notification is not acknowledged (repeats).
+    RegulatoryReminder,
 }
 
 impl TimerKind {
@@ -42,6 +49,8 @@ impl TimerKind {
             TimerKind::ResponseDeadline => "response_deadline".into(),
             TimerKind::Escalation { target } => format!("escalation:{target}"),
             TimerKind::RtoWatch { percent } => format!("rto:{percent}"),
+            TimerKind::StakeholderCadence { group } => format!("stakeholder:{group}"),
+            TimerKind::RegulatoryReminder => "regulatory".into(),
         }
     }
 
@@ -50,7 +59,13 @@ impl TimerKind {
         match key {
             "status_reminder" => Some(TimerKind::StatusReminder),
             "response_deadline" => Some(TimerKind::ResponseDeadline),
+            "regulatory" => Some(TimerKind::RegulatoryReminder),
             _ => {
+                if let Some(group) = key.strip_prefix("stakeholder:") {
+                    return Some(TimerKind::StakeholderCadence {
+                        group: group.into(),
+                    });
+                }
                 if let Some(target) = key.strip_prefix("escalation:") {
                     Some(TimerKind::Escalation {
                         target: target.into(),
@@ -65,9 +80,15 @@ impl TimerKind {
         }
     }
 
-    /// Whether the timer fires at most once per incident (all but status reminders).
+    /// Whether the timer fires at most once per incident (all but the repeating
+    /// reminders).
     pub fn once_per_incident(&self) -> bool {
-        !matches!(self, TimerKind::StatusReminder)
+        !matches!(
+            self,
+            TimerKind::StatusReminder
+                | TimerKind::StakeholderCadence { .. }
+                | TimerKind::RegulatoryReminder
+        )
     }
 }
 
@@ -144,6 +165,7 @@ pub fn plan(incident: &Incident, policy: Policy<'_>) -> Vec<TimerSpec> {
             timers.push(TimerSpec { kind, due_at });
         }
     }
+    timers.extend(super::stakeholders::timers(incident, policy.stakeholders));
     timers.sort_by(|a, b| a.due_at.cmp(&b.due_at).then_with(|| a.kind.cmp(&b.kind)));
     timers
 }
@@ -173,10 +195,12 @@ mod tests {
             BusinessCalendar::default(),
             EscalationPolicy::default(),
         );
+        let stake = crate::domain::stakeholders::StakeholderPolicy::default();
         let policy = Policy {
             severities: &sev,
             calendar: &cal,
             escalation: &esc,
+            stakeholders: &stake,
         };
         let incident = declare(
             IncidentId(1),
@@ -215,6 +239,10 @@ mod tests {
                 target: "management".into(),
             },
             TimerKind::RtoWatch { percent: 75 },
+            TimerKind::StakeholderCadence {
+                group: "customers".into(),
+            },
+            TimerKind::RegulatoryReminder,
         ] {
             assert_eq!(TimerKind::from_key(&kind.key()), Some(kind));
         }

@@ -61,6 +61,8 @@ pub(super) struct DeclareJob {
     pub(super) meta: RequestMeta,
     pub(super) severity: Severity,
     pub(super) title: String,
+    /// Declared with `--security`.
+    pub(super) security: bool,
     pub(super) wait: Wait,
     pub(super) answer: oneshot::Sender<Result<Outcome, EngineError>>,
 }
@@ -259,6 +261,7 @@ async fn acknowledge(
         .map(|(job, _)| Declaration {
             severity: job.severity,
             title: job.title.clone(),
+            security: job.security,
             actor: job.meta.actor.clone(),
             request_id: job.meta.request_id.clone(),
         })
@@ -311,13 +314,14 @@ async fn pass_on(
             }
             Acked::Declared(id, at) => (id, at),
         };
-        let decision = match incident::declare(
+        let decision = match declaration_decided(
+            engine,
             id,
+            &job.meta,
             job.severity,
             &job.title,
-            &job.meta.actor,
+            job.security,
             at,
-            engine.policy(),
         ) {
             Ok(decision) => decision,
             Err(refused) => {
@@ -353,6 +357,28 @@ async fn pass_on(
             }
         }
     }
+}
+
+/// The domain's declaration of incident `id` as of `at`, with what stakeholders and a
+/// security flag add to it: the same whether run after the ack or after a crash.
+fn declaration_decided(
+    engine: &Engine,
+    id: IncidentId,
+    meta: &RequestMeta,
+    severity: Severity,
+    title: &str,
+    security: bool,
+    at: DateTime<Utc>,
+) -> Result<Decision, crate::domain::incident::DomainError> {
+    let mut decision = incident::declare(id, severity, title, &meta.actor, at, engine.policy())?;
+    crate::domain::stakeholders::on_declare(
+        &mut decision,
+        security,
+        at,
+        engine.policy().stakeholders,
+        &[],
+    );
+    Ok(decision)
 }
 
 fn outcome_of(decision: &Decision) -> Outcome {
@@ -505,13 +531,14 @@ pub(super) async fn complete_pending(
                 request_id: p.declaration.request_id.clone(),
                 dedupe: None,
             };
-            match incident::declare(
+            match declaration_decided(
+                engine,
                 p.id,
+                &meta,
                 p.declaration.severity,
                 &p.declaration.title,
-                &meta.actor,
+                p.declaration.security,
                 p.at,
-                engine.policy(),
             ) {
                 Ok(decision) => jobs.push(WriteJob {
                     meta,

@@ -93,6 +93,8 @@ pub struct PolicySet {
     pub calendar: BusinessCalendar,
     /// Escalation ladders.
     pub escalation: EscalationPolicy,
+    /// Stakeholder groups and the security rule.
+    pub stakeholders: crate::domain::stakeholders::StakeholderPolicy,
 }
 
 /// Who to wake after a commit.
@@ -185,6 +187,7 @@ impl Engine {
             severities: &self.policy.severities,
             calendar: &self.policy.calendar,
             escalation: &self.policy.escalation,
+            stakeholders: &self.policy.stakeholders,
         }
     }
 
@@ -265,7 +268,7 @@ impl Engine {
         tx.append_events_many(now, &appends).await?;
         let rows: Vec<(String, IncidentId, String, DateTime<Utc>)> = decisions
             .iter()
-            .flat_map(|(_, decision)| outbox_rows(decision, now))
+            .flat_map(|(_, decision)| outbox_rows(decision, now, &self.policy.stakeholders))
             .collect();
         let batch: Vec<(&str, Option<IncidentId>, &str, DateTime<Utc>)> = rows
             .iter()
@@ -302,22 +305,24 @@ impl Engine {
         severity: Severity,
         title: &str,
     ) -> Result<Outcome, EngineError> {
-        self.queue_declaration(meta, severity, title, intake::Wait::Written)
+        self.queue_declaration(meta, severity, title, false, intake::Wait::Written)
             .await
     }
 
-    /// Declares a new incident and returns as soon as the declaration is durable: its
-    /// number allocated and what was asked committed (one short INSERT, grouped with
-    /// whatever else is waiting). The rest is written right after by the intake, and
-    /// completed from the stored declaration if the process dies first (see [`intake`]).
-    /// For the slash command, whose answer Slack wants within 3 s.
+    /// Declares a new incident (a security incident when `security`, or when the title
+    /// matches a configured security keyword) and returns as soon as the declaration is
+    /// durable: its number allocated and what was asked committed (one short INSERT,
+    /// grouped with whatever else is waiting). The rest is written right after by the
+    /// intake, and completed from the stored declaration if the process dies first (see
+    /// [`intake`]). For the slash command, whose answer Slack wants within 3 s.
     pub async fn declare_acked(
         &self,
         meta: &RequestMeta,
         severity: Severity,
         title: &str,
+        security: bool,
     ) -> Result<Outcome, EngineError> {
-        self.queue_declaration(meta, severity, title, intake::Wait::Acked)
+        self.queue_declaration(meta, severity, title, security, intake::Wait::Acked)
             .await
     }
 
@@ -326,6 +331,7 @@ impl Engine {
         meta: &RequestMeta,
         severity: Severity,
         title: &str,
+        security: bool,
         wait: intake::Wait,
     ) -> Result<Outcome, EngineError> {
         // Refuse a bad title before allocating a number, so it does not burn one.
@@ -335,6 +341,7 @@ impl Engine {
             meta: meta.clone(),
             severity,
             title: title.to_string(),
+            security,
             wait,
             answer,
         };
@@ -445,10 +452,11 @@ impl Engine {
 }
 
 /// The outbox rows a decision's effects become: `(lane, incident, payload, due)`.
-fn outbox_rows(
-    decision: &Decision,
+fn outbox_rows<'a>(
+    decision: &'a Decision,
     now: DateTime<Utc>,
-) -> impl Iterator<Item = (String, IncidentId, String, DateTime<Utc>)> + '_ {
+    stakeholders: &'a crate::domain::stakeholders::StakeholderPolicy,
+) -> impl Iterator<Item = (String, IncidentId, String, DateTime<Utc>)> + 'a {
     let id = decision.incident.id;
     decision.effects.iter().map(move |effect| {
         // An announcement waits (a little) for the channel it links to.
@@ -465,8 +473,16 @@ fn outbox_rows(
             effect: effect.clone(),
         }
         .to_json();
+        // An external group's update or all clear waits for its preview in the
+        // incident channel (posted by the same decision) to be read.
+        let previewed = matches!(
+            effect,
+            Effect::Stakeholder { notice, .. } if notice.external && notice.is_previewed()
+        );
         let due = if waits {
             now + ANNOUNCEMENT_WAITS_FOR_CHANNEL
+        } else if previewed {
+            now + stakeholders.preview_delay
         } else {
             now
         };

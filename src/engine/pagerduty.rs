@@ -115,12 +115,23 @@ impl Engine {
             }
             Grouping::Declare => {
                 let id = tx.allocate_incident_id(now).await?;
-                let decision = pagerduty::declare(id, pd, pd_policy, now, self.policy())?;
+                let mut decision = pagerduty::declare(id, pd, pd_policy, now, self.policy())?;
+                // Stakeholders hear of it as of a declaration in Slack: the internal
+                // groups the severity concerns, narrowed to the service's groups when it
+                // names some (and the security rule on the title).
+                crate::domain::stakeholders::on_declare(
+                    &mut decision,
+                    false,
+                    now,
+                    self.policy().stakeholders,
+                    &route.stakeholder_groups,
+                );
                 tx.link_pagerduty(&link(id), now).await?;
                 if let Some(service) = &service {
                     tx.open_storm(service, id, now).await?;
                 }
-                self.write_decisions(&mut tx, &[(meta, &decision)], now).await?;
+                self.write_decisions(&mut tx, &[(meta, &decision)], now)
+                    .await?;
                 // After the decision's rows: the responders' row needs the channel, which
                 // the first row of the incident's lane opens.
                 for (lane, row) in after_declare(id, pd, pd_policy) {
@@ -160,7 +171,8 @@ impl Engine {
             .await?;
         self.draft_on_resolve(&mut tx, &incident, &mut decision, meta, now)
             .await?;
-        self.write_decisions(&mut tx, &[(meta, &decision)], now).await?;
+        self.write_decisions(&mut tx, &[(meta, &decision)], now)
+            .await?;
         // Reassigned or escalated to someone new: find them in Slack like a trigger's
         // assignees (the Slack ids the config maps are in the decision's invite).
         if let (EventType::Reassigned | EventType::Escalated, Some(pd)) =

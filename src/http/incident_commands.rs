@@ -75,7 +75,11 @@ pub async fn run(
         // Answered once the declaration is durable; its channel, posts and timers are
         // written right after (see engine::intake).
         SlashCommand::Declare(Some((severity, title))) => engine
-            .declare_acked(&inv.meta(), severity, &title)
+            .declare_acked(&inv.meta(), severity, &title, false)
+            .await
+            .map(|o| Reply::after_write(o.reply)),
+        SlashCommand::DeclareSecurity(severity, title) => engine
+            .declare_acked(&inv.meta(), severity, &title, true)
             .await
             .map(|o| Reply::after_write(o.reply)),
         SlashCommand::Declare(None) => {
@@ -112,6 +116,8 @@ pub async fn run(
                 SlashCommand::Sev(s) => Change::ChangeSeverity(s),
                 SlashCommand::Status(s) => Change::SetStatus(s),
                 SlashCommand::Update(text) => Change::PostUpdate(text),
+                SlashCommand::Security => Change::MarkSecurity,
+                SlashCommand::AckRegulatory => Change::AckRegulatory,
                 SlashCommand::Resolve(Some(summary)) => Change::Resolve(summary),
                 SlashCommand::Resolve(None) => {
                     if !incident.is_open() {
@@ -140,6 +146,7 @@ pub async fn run(
                 SlashCommand::Help
                 | SlashCommand::List
                 | SlashCommand::Declare(_)
+                | SlashCommand::DeclareSecurity(..)
                 | SlashCommand::Run { command: None, .. } => {
                     unreachable!("handled above")
                 }

@@ -228,6 +228,9 @@ impl OutboxWorker {
             Effect::UploadPostmortem { postmortem_id } => {
                 self.upload_postmortem(id, postmortem_id).await
             }
+            Effect::Stakeholder { group, to, notice } => {
+                self.deliver_stakeholder(row, &group, &to, &notice).await
+            }
             Effect::NotifyTarget { target, message } => {
                 let Some(config) = self.outlets.targets.get(&target) else {
                     // Config validation ties ladders to targets; a row queued before the
@@ -454,5 +457,6 @@ fn effect_name(effect: &Effect) -> &'static str {
         Effect::Page { .. } => "a PagerDuty page",
         Effect::NotifyTarget { .. } => "an escalation notice",
         Effect::UploadPostmortem { .. } => "the post-mortem draft",
+        Effect::Stakeholder { .. } => "a stakeholder notice",
     }
 }

@@ -27,6 +27,7 @@ mod once;
 pub mod pacing;
 mod pagerduty;
 mod runs;
+mod stakeholders;
 mod upload;
 
 /// Recovery runs live with the recovery code; named here too for existing callers.
@@ -60,6 +61,9 @@ pub enum DeliveryError {
     /// PagerDuty said no or could not be reached.
     #[error(transparent)]
     Paging(#[from] PageError),
+    /// A mail server or Statuspage said no or could not be reached.
+    #[error(transparent)]
+    Notify(#[from] crate::notify::NotifyError),
     /// Something on our side (database, a missing channel record): retried.
     #[error("{0}")]
     Internal(String),
@@ -83,6 +87,7 @@ impl DeliveryError {
         match self {
             DeliveryError::Slack(s) => s.is_permanent(),
             DeliveryError::Paging(p) => p.is_permanent(),
+            DeliveryError::Notify(n) => n.is_permanent(),
             DeliveryError::Permanent(_) | DeliveryError::Dependency(_) => true,
             DeliveryError::Internal(_)
             | DeliveryError::Deferred(_)
@@ -109,7 +114,8 @@ impl DeliveryError {
 
 /// Failed attempts after which a row is marked failed even if its error looked transient
 /// (with the 5-minute cap this is about two hours of trying). Rate limits and pacing do
-/// not count.
+/// not count. Stakeholder notices are exempt: a mail server or status page that is down
+/// for a day delays them (every 5 minutes) but never loses them.
 pub const MAX_ATTEMPTS: i64 = 30;
 /// The wait after a 429 that came without `Retry-After`.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
@@ -123,6 +129,8 @@ pub struct DeliverySettings {
     pub page_slots: usize,
     /// Recovery-run lanes (previews, executions) in flight at once.
     pub run_slots: usize,
+    /// Stakeholder lanes (email, Statuspage) in flight at once.
+    pub stakeholder_slots: usize,
     /// The longest one Slack call may take.
     pub call_timeout: Duration,
     /// The longest one preview or execution may take as a whole (the executors bound
@@ -142,6 +150,7 @@ impl Default for DeliverySettings {
             slack_slots: 64,
             page_slots: 16,
             run_slots: 8,
+            stakeholder_slots: 8,
             call_timeout: Duration::from_secs(15),
             run_timeout: Duration::from_secs(15 * 60),
             lease: TimeDelta::seconds(10),
@@ -160,6 +169,7 @@ impl DeliverySettings {
             LaneClass::Announce => 1,
             LaneClass::Page => self.page_slots,
             LaneClass::Run => self.run_slots,
+            LaneClass::Stakeholder => self.stakeholder_slots,
         }
     }
 
@@ -179,7 +189,7 @@ impl DeliverySettings {
             // One post, after waiting out the channel's second.
             LaneClass::Announce => self.call_timeout * 2 + self.announce_inline_wait(),
             // Several calls, plus up to one inline pacing wait each.
-            LaneClass::Slack | LaneClass::Page => {
+            LaneClass::Slack | LaneClass::Page | LaneClass::Stakeholder => {
                 self.call_timeout * 4 + self.pacing.inline_wait * 4
             }
         }
@@ -220,6 +230,8 @@ pub struct Outlets {
     pub pagerduty_rest: Option<Arc<crate::paging::rest::PagerDutyRest>>,
     /// Whether resolving in Klaxon resolves the linked PagerDuty incidents.
     pub resolve_in_pagerduty: bool,
+    /// Stakeholder email and status page.
+    pub notify: crate::notify::Notifier,
 }
 
 /// Delivers outbox rows. Cheap to clone: each delivery runs in its own task on a clone.
@@ -382,7 +394,10 @@ impl OutboxWorker {
                             counted: false,
                             nothing_sent: trace.nothing_sent(),
                         }
-                    } else if e.is_permanent() || attempts >= MAX_ATTEMPTS {
+                    } else if e.is_permanent()
+                        || (attempts >= MAX_ATTEMPTS
+                            && LaneClass::of(&row.ordering_key) != LaneClass::Stakeholder)
+                    {
                         tracing::error!(outbox_id = row.id, lane = %row.ordering_key, attempts, error = %message, "outbox delivery failed for good");
                         report.failed += 1;
                         if !matches!(e, DeliveryError::Dependency(_)) {

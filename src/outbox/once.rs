@@ -90,6 +90,13 @@ impl AttemptTrace {
         self.state().posted.clone()
     }
 
+    /// A call that may change something outside (an SMTP send, a Statuspage create or
+    /// update) started: whatever it answers, a later attempt must not assume nothing
+    /// went out (it looks first, where the service lets it).
+    pub(super) fn may_have_sent(&self) {
+        self.state().maybe_sent += 1;
+    }
+
     /// Whether nothing can have reached Slack for this row, in this attempt or before:
     /// the next attempt may post without looking.
     pub(super) fn nothing_sent(&self) -> bool {

@@ -22,6 +22,9 @@ pub struct Declaration {
     pub severity: Severity,
     /// Title as typed (already checked).
     pub title: String,
+    /// Declared as a security incident (`--security`).
+    #[serde(default)]
+    pub security: bool,
     /// Who declared.
     pub actor: Actor,
     /// The request, recorded on the timeline.

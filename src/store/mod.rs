@@ -17,6 +17,7 @@ mod pagerduty;
 mod postmortems;
 mod retention;
 mod runs;
+mod stakeholders;
 mod timers;
 mod totp;
 mod tx;

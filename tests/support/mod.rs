@@ -8,7 +8,9 @@
 pub mod pagerduty;
 pub mod pagerduty_rest;
 pub mod slack_emulator;
+pub mod smtp;
 pub mod socket_server;
+pub mod statuspage;
 
 use std::sync::Arc;
 

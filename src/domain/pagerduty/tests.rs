@@ -6,6 +6,7 @@ use crate::domain::calendar::BusinessCalendar;
 use crate::domain::escalation::EscalationPolicy;
 use crate::domain::incident::Status;
 use crate::domain::severity::SeverityPolicies;
+use crate::domain::stakeholders::StakeholderPolicy;
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -21,6 +22,7 @@ struct Fixture {
     severities: SeverityPolicies,
     calendar: BusinessCalendar,
     escalation: EscalationPolicy,
+    stakeholders: StakeholderPolicy,
 }
 
 impl Fixture {
@@ -29,6 +31,7 @@ impl Fixture {
             severities: SeverityPolicies::default(),
             calendar: BusinessCalendar::default(),
             escalation: EscalationPolicy::default(),
+            stakeholders: StakeholderPolicy::default(),
         }
     }
     fn policy(&self) -> Policy<'_> {
@@ -36,6 +39,7 @@ impl Fixture {
             severities: &self.severities,
             calendar: &self.calendar,
             escalation: &self.escalation,
+            stakeholders: &self.stakeholders,
         }
     }
 }
