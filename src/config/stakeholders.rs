@@ -424,9 +424,13 @@ mod tests {
     #[test]
     fn the_readme_worked_example_loads() {
         let readme = include_str!("../../README.md");
-        let start = readme
-            .find("**Worked example.**")
-            .expect("README has the worked example");
+        let section = readme
+            .find("## Stakeholder communication")
+            .expect("README has the stakeholder section");
+        let start = section
+            + readme[section..]
+                .find("**Worked example.**")
+                .expect("README has the worked example");
         let block = &readme[start..];
         let toml_start = block.find("```toml\n").expect("a toml block") + "```toml\n".len();
         let toml_end = toml_start + block[toml_start..].find("```").expect("closed");
