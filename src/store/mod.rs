@@ -21,6 +21,7 @@ mod stakeholders;
 mod timers;
 mod totp;
 mod tx;
+mod writer_gate;
 
 use std::str::FromStr;
 
@@ -156,6 +157,10 @@ pub struct Store {
     pool: AnyPool,
     read: AnyPool,
     backend: Backend,
+    /// SQLite: who goes first at the one writer (see `writer_gate`).
+    gate: std::sync::Arc<writer_gate::WriterGate>,
+    /// This handle is the background loops' (it yields the SQLite writer to requests).
+    background: bool,
     url: std::sync::Arc<str>,
 }
 
@@ -236,15 +241,21 @@ impl Store {
             pool,
             read,
             backend,
+            gate: Default::default(),
+            background: false,
             url: url.into(),
         })
     }
 
     /// The same database through connections reserved for the background loops
-    /// (scheduler, outbox worker). On SQLite, the same store: there is one writer.
+    /// (scheduler, outbox worker). On SQLite, the same writer, which this handle's
+    /// transactions yield to requests' (see `writer_gate`).
     pub fn for_background(&self) -> Result<Store> {
         match self.backend {
-            Backend::Sqlite => Ok(self.clone()),
+            Backend::Sqlite => Ok(Store {
+                background: true,
+                ..self.clone()
+            }),
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
                     .max_connections(POSTGRES_BACKGROUND_CONNECTIONS)
@@ -253,6 +264,8 @@ impl Store {
                     pool: pool.clone(),
                     read: pool,
                     backend: self.backend,
+                    gate: self.gate.clone(),
+                    background: true,
                     url: self.url.clone(),
                 })
             }
@@ -290,7 +303,24 @@ impl Store {
 
     /// Starts a transaction for one change.
     pub async fn begin(&self) -> Result<StoreTx> {
-        Ok(StoreTx::new(self.begin_raw().await?, self.backend, None))
+        let turn = self.writer_turn().await;
+        let tx = StoreTx::new(self.begin_ungated().await?, self.backend, None);
+        Ok(tx.holding(turn))
+    }
+
+    /// On SQLite, waits for this handle's turn at the writer: a request's transaction
+    /// marks itself (background transactions wait while it waits or runs), a background
+    /// one waits for requests' to pass (see `writer_gate`).
+    async fn writer_turn(&self) -> Option<writer_gate::ForegroundTurn> {
+        if self.backend != Backend::Sqlite {
+            return None;
+        }
+        if self.background {
+            self.gate.background().await;
+            None
+        } else {
+            Some(self.gate.foreground())
+        }
     }
 
     /// Starts a transaction whose commit must survive an OS crash or power loss, for the
@@ -305,6 +335,7 @@ impl Store {
             Backend::Sqlite => {
                 // SQLite refuses to change the safety level inside a transaction: set it
                 // on the writer first, then begin on that same connection.
+                let turn = self.writer_turn().await;
                 let mut conn = self.pool.acquire().await?;
                 conn.execute("pragma synchronous = full").await?;
                 let tx = sqlx::Transaction::begin(
@@ -312,7 +343,7 @@ impl Store {
                     Some(sqlx::SqlSafeStr::into_sql_str("begin immediate")),
                 )
                 .await?;
-                Ok(StoreTx::new(tx, self.backend, Some(self.pool.clone())))
+                Ok(StoreTx::new(tx, self.backend, Some(self.pool.clone())).holding(turn))
             }
         }
     }
@@ -322,6 +353,11 @@ impl Store {
     /// with "database is locked" when another connection (a second process on the same
     /// file) wrote in between, instead of waiting out the busy timeout.
     pub(crate) async fn begin_raw(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let _turn = self.writer_turn().await;
+        self.begin_ungated().await
+    }
+
+    async fn begin_ungated(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         Ok(match self.backend {
             Backend::Sqlite => self.pool.begin_with("begin immediate").await?,
             Backend::Postgres => self.pool.begin().await?,

@@ -28,6 +28,8 @@ pub struct StoreTx {
     /// An incident allocated in this transaction: it has no timeline and no timers yet,
     /// so the first append and the first timer sync skip reading them (the declare path).
     pub(super) fresh: Fresh,
+    /// A request's turn at the SQLite writer, held until commit or rollback.
+    _turn: Option<super::writer_gate::ForegroundTurn>,
 }
 
 /// What is known to be empty for incidents created in this transaction: they have no
@@ -97,7 +99,14 @@ impl StoreTx {
             timers_moved: false,
             earliest_timer_ms: None,
             fresh: Fresh::default(),
+            _turn: None,
         }
+    }
+
+    /// This transaction holds `turn` (a request's at the SQLite writer) until it ends.
+    pub(super) fn holding(mut self, turn: Option<super::writer_gate::ForegroundTurn>) -> Self {
+        self._turn = turn;
+        self
     }
 
     /// Commits everything written through this transaction: first the lanes of the rows
