@@ -377,3 +377,37 @@ fn an_external_all_clear_is_redacted_and_previewed() {
         groups: vec!["engineering".into(), "customers".into()],
     }));
 }
+
+/// A PagerDuty service that names its stakeholder groups narrows who hears of a
+/// declaration to those groups (the severity threshold still applies).
+#[test]
+fn a_declaration_can_be_narrowed_to_named_groups() {
+    let mut stake = policy();
+    stake.groups.push(group(
+        "finance",
+        Audience::Internal,
+        Severity::Sev2,
+        chrono_tz::Europe::London,
+    ));
+    let told = |only: &[String]| -> Vec<String> {
+        run(&stake, |p| {
+            let mut d = declare(
+                IncidentId(8),
+                Severity::Sev1,
+                "Payments down",
+                &Actor::Klaxon,
+                at("2026-11-23T10:00:00Z"),
+                p,
+            )
+            .unwrap();
+            on_declare(&mut d, false, at("2026-11-23T10:00:00Z"), &stake, only);
+            let mut groups: Vec<String> = notices(&d).into_iter().map(|(g, _, _)| g).collect();
+            groups.dedup();
+            groups
+        })
+    };
+    assert_eq!(told(&[]), vec!["engineering", "finance"]);
+    assert_eq!(told(&["finance".to_string()]), vec!["finance"]);
+    // External groups hear of it only through a public update, named or not.
+    assert!(told(&["customers".to_string()]).is_empty());
+}
