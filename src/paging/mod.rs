@@ -134,34 +134,41 @@ impl PagerDuty {
             .await
             // reqwest errors carry the URL, never the body: the routing key stays out.
             .map_err(|e| PageError::Transport(e.without_url().to_string()))?;
-        let status = response.status();
-        if status.is_success() {
-            let action = match event.action {
-                PageAction::Trigger => "trigger",
-                PageAction::Resolve => "resolve",
-            };
-            crate::metrics::process()
-                .pages_sent
-                .with_label_values(&[action])
-                .inc();
-            return Ok(());
-        }
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok())
-            .map(Duration::from_secs);
-        if status.as_u16() == 429 || status.is_server_error() {
-            return Err(PageError::Retry {
-                status: status.as_u16(),
-                retry_after,
-            });
-        }
-        let body = response.text().await.unwrap_or_default();
-        Err(PageError::Rejected {
-            status: status.as_u16(),
-            body: clip(&body, 300),
-        })
+        check(response).await?;
+        let action = match event.action {
+            PageAction::Trigger => "trigger",
+            PageAction::Resolve => "resolve",
+        };
+        crate::metrics::process()
+            .pages_sent
+            .with_label_values(&[action])
+            .inc();
+        Ok(())
     }
+}
+
+/// Sorts a PagerDuty answer (Events API or REST): success passes; 429 and 5xx are worth
+/// retrying (with the `Retry-After` it gave); anything else is a refusal, never retried.
+async fn check(response: reqwest::Response) -> Result<reqwest::Response, PageError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .map(Duration::from_secs);
+    if status.as_u16() == 429 || status.is_server_error() {
+        return Err(PageError::Retry {
+            status: status.as_u16(),
+            retry_after,
+        });
+    }
+    let body = response.text().await.unwrap_or_default();
+    Err(PageError::Rejected {
+        status: status.as_u16(),
+        body: clip(&body, 300),
+    })
 }

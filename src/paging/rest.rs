@@ -122,7 +122,7 @@ impl PagerDutyRest {
         let user = if response.status().as_u16() == 404 {
             None
         } else {
-            let response = check(response).await?;
+            let response = super::check(response).await?;
             let answer: UserAnswer = response.json().await.map_err(|e| {
                 PageError::Transport(format!("unreadable user: {}", e.without_url()))
             })?;
@@ -142,7 +142,7 @@ impl PagerDutyRest {
         let request = self
             .request(reqwest::Method::POST, &path)
             .json(&json!({ "note": { "content": content } }));
-        check(send(request).await?).await.map(|_| ())
+        super::check(send(request).await?).await.map(|_| ())
     }
 
     /// `PUT /incidents/{id}` with status `resolved`. An incident PagerDuty already
@@ -152,7 +152,7 @@ impl PagerDutyRest {
         let request = self
             .request(reqwest::Method::PUT, &path)
             .json(&json!({ "incident": { "type": "incident_reference", "status": "resolved" } }));
-        match check(send(request).await?).await {
+        match super::check(send(request).await?).await {
             Ok(_) => Ok(()),
             Err(PageError::Rejected { body, .. })
                 if body.to_ascii_lowercase().contains("already resolved") =>
@@ -184,30 +184,6 @@ async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response, Pag
         .await
         // Without the URL: it is harmless, but keep errors short; headers never appear.
         .map_err(|e| PageError::Transport(e.without_url().to_string()))
-}
-
-async fn check(response: reqwest::Response) -> Result<reqwest::Response, PageError> {
-    let status = response.status();
-    if status.is_success() {
-        return Ok(response);
-    }
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .map(Duration::from_secs);
-    if status.as_u16() == 429 || status.is_server_error() {
-        return Err(PageError::Retry {
-            status: status.as_u16(),
-            retry_after,
-        });
-    }
-    let body = response.text().await.unwrap_or_default();
-    Err(PageError::Rejected {
-        status: status.as_u16(),
-        body: body.chars().take(300).collect(),
-    })
 }
 
 #[cfg(test)]
