@@ -447,12 +447,14 @@ async fn write_out_answering(engine: &Engine, stats: &IntakeStats, jobs: Vec<Wri
     }
 }
 
-/// Answers the one job of a failed write-out of one with its error.
+/// After a failed write-out of one: the declaration stands (it is acknowledged and stored)
+/// and will be completed from its stored form, so its caller is told it was declared, not
+/// to try again (which would declare a second incident).
 fn fail_writes(jobs: Vec<WriteJob>, e: EngineError) {
     if let Some(job) = jobs.into_iter().next() {
         tracing::error!(incident = %job.decision.incident.id, error = %e, "declared incident not written out yet; it will be completed from its declaration");
         if let Some(answer) = job.answer {
-            let _ = answer.send(Err(e));
+            let _ = answer.send(Ok(outcome_of(&job.decision)));
         }
     }
 }
