@@ -351,7 +351,10 @@ impl Store {
     /// A raw write transaction. On SQLite it takes the write lock up front (`BEGIN
     /// IMMEDIATE`): a deferred transaction that reads and then writes can fail at once
     /// with "database is locked" when another connection (a second process on the same
-    /// file) wrote in between, instead of waiting out the busy timeout.
+    /// file) wrote in between, instead of waiting out the busy timeout. It takes its turn
+    /// at the writer like [`Store::begin`]; a request's turn covers only the wait for the
+    /// writer here (the raw transactions are the background loops' claims and settles,
+    /// and TOTP enrolment).
     pub(crate) async fn begin_raw(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         let _turn = self.writer_turn().await;
         self.begin_ungated().await
