@@ -19,6 +19,7 @@ both_backends!(
     a_burst_of_declarations_is_committed_in_groups_each_whole,
     a_repeated_submission_in_a_group_is_declared_once,
     an_acknowledged_declaration_left_unwritten_is_completed_once,
+    a_declaration_the_store_refuses_fails_alone,
 );
 
 const BURST: usize = 40;
@@ -228,4 +229,118 @@ async fn an_acknowledged_declaration_left_unwritten_is_completed_once(db: Db) {
     app.deliver().await;
     let created = app.slack.calls_to("conversations.create");
     assert_eq!(created.len(), 5, "{created:?}");
+}
+
+/// Installs triggers that make the store refuse rows of declarations titled `Poison-ack`
+/// (their `declaring` row, at the ack) and `Poison-write` (their timeline, at the
+/// write-out), as a constraint or a bad value would.
+async fn poison(app: &TestApp, db: Db) {
+    let statements: &[&str] = match db {
+        Db::Sqlite => &[
+            "create trigger poison_ack before insert on incidents when new.declaration like '%Poison-ack%' \
+             begin select raise(abort, 'poisoned declaration'); end",
+            "create trigger poison_write before insert on timeline when new.kind like '%Poison-write%' \
+             begin select raise(abort, 'poisoned write-out'); end",
+        ],
+        Db::Postgres => &[
+            "create function poison_ack() returns trigger language plpgsql as $$ begin \
+             if new.declaration like '%Poison-ack%' then raise exception 'poisoned declaration'; end if; \
+             return new; end $$",
+            "create trigger poison_ack before insert on incidents for each row execute function poison_ack()",
+            "create function poison_write() returns trigger language plpgsql as $$ begin \
+             if new.kind like '%Poison-write%' then raise exception 'poisoned write-out'; end if; \
+             return new; end $$",
+            "create trigger poison_write before insert on timeline for each row execute function poison_write()",
+        ],
+    };
+    for sql in statements {
+        app.store.execute_raw(sql).await.expect(sql);
+    }
+}
+
+/// Twelve declarations at once, the one at `poisoned` titled `poison`; the replies.
+async fn declare_twelve(app: &TestApp, round: &str, poisoned: usize, poison: &str) -> Vec<String> {
+    join_all((0..12).map(|i| async move {
+        let title = if i == poisoned {
+            format!("{poison} outage {round}")
+        } else {
+            format!("Outage {round}-{i:02}")
+        };
+        app.command(
+            &format!("U{round}{i:03}"),
+            "CGENERAL01",
+            &format!("declare sev2 {title}"),
+        )
+        .await
+    }))
+    .await
+}
+
+/// A declaration the store refuses fails its batch; the batch is retried one by one, so
+/// its neighbours are declared and whole and only its own caller hears of it. At the ack
+/// that caller is told it failed (nothing was kept); at the write-out it is told it was
+/// declared (it was: the acknowledged row stands) and the incident is completed once the
+/// store takes it.
+async fn a_declaration_the_store_refuses_fails_alone(db: Db) {
+    let app = TestApp::start(db).await;
+    poison(&app, db).await;
+
+    // At the ack: the poisoned one is refused, its eleven neighbours declared.
+    let replies = declare_twelve(&app, "A", 7, "Poison-ack").await;
+    for (i, reply) in replies.iter().enumerate() {
+        if i == 7 {
+            assert!(!reply.contains("declared"), "refused at the ack: {reply}");
+        } else {
+            assert!(reply.contains("declared"), "neighbour {i}: {reply}");
+        }
+    }
+    assert!(
+        app.engine.intake_split_batches() >= 1,
+        "the failed batch was retried one by one"
+    );
+    assert_eq!(app.store.incident_ids().await.unwrap().len(), 11);
+
+    // At the write-out: all twelve acknowledged; the poisoned one is left `declaring`
+    // (invisible), its neighbours written whole.
+    let split_before = app.engine.intake_split_batches();
+    let replies = declare_twelve(&app, "B", 4, "Poison-write").await;
+    assert!(
+        replies.iter().all(|r| r.contains("declared")),
+        "{replies:?}"
+    );
+    assert!(
+        app.engine.intake_split_batches() > split_before,
+        "the failed write-out was retried one by one"
+    );
+    let ids = app.store.incident_ids().await.unwrap();
+    assert_eq!(
+        ids.len(),
+        22,
+        "eleven more written, the poisoned one not yet"
+    );
+    for id in &ids {
+        let timeline = app.store.timeline(*id).await.unwrap();
+        klaxon::domain::timeline::verify(&timeline).expect("chain verifies");
+    }
+
+    // Once the store takes it again, it is completed from its stored declaration.
+    let drop = match db {
+        Db::Sqlite => "drop trigger poison_write",
+        Db::Postgres => "drop trigger poison_write on timeline",
+    };
+    app.store.execute_raw(drop).await.unwrap();
+    app.clock.advance(TimeDelta::seconds(10));
+    let written = app
+        .engine
+        .complete_declarations(app.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(written, 1);
+    let open = app.store.open_incidents().await.unwrap();
+    assert_eq!(open.len(), 23);
+    assert!(
+        open.iter().any(|i| i.title == "Poison-write outage B"),
+        "{:?}",
+        open.iter().map(|i| &i.title).collect::<Vec<_>>()
+    );
 }

@@ -40,6 +40,8 @@ use crate::store::{Backend, Declaration};
 
 /// Most declarations acknowledged in one transaction.
 const MAX_ACK_BATCH: usize = 128;
+// An ack batch is one INSERT statement (see `acknowledge`).
+const _: () = assert!(MAX_ACK_BATCH <= crate::store::MAX_ROWS_PER_INSERT);
 /// Most declarations written out in one transaction. Smaller than the ack batch: on
 /// SQLite the acks wait for the writer while a write-out holds it, so a write-out is kept
 /// to a few milliseconds.
@@ -97,6 +99,8 @@ pub struct IntakeStats {
     acked: AtomicU64,
     write_transactions: AtomicU64,
     written: AtomicU64,
+    /// Batches that failed as a whole and were retried one by one (either step).
+    split: AtomicU64,
     /// Acknowledged declarations not yet through their write-out attempt.
     unwritten: AtomicUsize,
     /// Signalled when `unwritten` drops to zero.
@@ -118,6 +122,11 @@ impl IntakeStats {
             self.ack_transactions.load(Ordering::Relaxed),
             self.acked.load(Ordering::Relaxed),
         )
+    }
+
+    /// Batches that failed as a whole and were retried one declaration at a time.
+    pub fn split_batches(&self) -> u64 {
+        self.split.load(Ordering::Relaxed)
     }
 
     fn queued_for_write(&self, n: usize) {
@@ -206,6 +215,7 @@ async fn acknowledge_loop(
             Err((jobs, e)) if alone => answer_one(jobs, e),
             Err((jobs, e)) => {
                 tracing::warn!(error = %e, count = jobs.len(), "declaration batch failed; acknowledging them one by one");
+                stats.split.fetch_add(1, Ordering::Relaxed);
                 for job in jobs {
                     match acknowledge(&engine, vec![job]).await {
                         Ok(acked) => pass_on(&engine, &stats, acked, &writes).await,
@@ -239,6 +249,22 @@ async fn acknowledge(
     jobs: Vec<DeclareJob>,
 ) -> Result<Vec<(DeclareJob, Acked)>, (Vec<DeclareJob>, EngineError)> {
     let now = engine.clock.now();
+    // Slash commands carry no dedupe id: their rows are one INSERT, committed alone.
+    if jobs.iter().all(|j| j.meta.dedupe.is_none()) {
+        let declarations: Vec<Declaration> = jobs.iter().map(declaration_of).collect();
+        return match engine
+            .store
+            .insert_declarations_now(&declarations, now)
+            .await
+        {
+            Ok(ids) => Ok(jobs
+                .into_iter()
+                .zip(ids)
+                .map(|(job, id)| (job, Acked::Declared(id, now)))
+                .collect()),
+            Err(e) => Err((jobs, e.into())),
+        };
+    }
     let mut tx = match engine.store.begin().await {
         Ok(tx) => tx,
         Err(e) => return Err((jobs, e.into())),
@@ -258,13 +284,7 @@ async fn acknowledge(
         .iter()
         .zip(&fresh)
         .filter(|(_, is_new)| **is_new)
-        .map(|(job, _)| Declaration {
-            severity: job.severity,
-            title: job.title.clone(),
-            security: job.security,
-            actor: job.meta.actor.clone(),
-            request_id: job.meta.request_id.clone(),
-        })
+        .map(|(job, _)| declaration_of(job))
         .collect();
     let ids = if declarations.is_empty() {
         Vec::new()
@@ -290,6 +310,17 @@ async fn acknowledge(
             (job, acked)
         })
         .collect())
+}
+
+/// What `job` asked, as stored with its `declaring` row.
+fn declaration_of(job: &DeclareJob) -> Declaration {
+    Declaration {
+        severity: job.severity,
+        title: job.title.clone(),
+        security: job.security,
+        actor: job.meta.actor.clone(),
+        request_id: job.meta.request_id.clone(),
+    }
 }
 
 /// After step 1: the domain declares each incident (once), callers waiting for the ack
@@ -437,6 +468,7 @@ async fn write_out_answering(engine: &Engine, stats: &IntakeStats, jobs: Vec<Wri
         }
         Err((jobs, e)) => {
             tracing::warn!(error = %e, count = jobs.len(), "write-out batch failed; writing them one by one");
+            stats.split.fetch_add(1, Ordering::Relaxed);
             jobs
         }
     };

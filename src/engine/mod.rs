@@ -164,6 +164,12 @@ impl Engine {
         self.intake.stats().ack_totals()
     }
 
+    /// Declaration batches that failed as a whole and were retried one by one (so one
+    /// bad declaration does not fail its neighbours).
+    pub fn intake_split_batches(&self) -> u64 {
+        self.intake.stats().split_batches()
+    }
+
     /// Returns once every declaration acknowledged so far (see [`Engine::declare_acked`])
     /// has been written out, or left for [`Engine::complete_declarations`] after a
     /// failure: before a clean shutdown, and in tests before they look at the store.

@@ -41,6 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
+use futures_util::FutureExt;
 use tokio::sync::{Notify, OnceCell, watch};
 use tokio::task::JoinSet;
 
@@ -117,6 +118,12 @@ impl DeliveryError {
 /// not count. Stakeholder notices are exempt: a mail server or status page that is down
 /// for a day delays them (every 5 minutes) but never loses them.
 pub const MAX_ATTEMPTS: i64 = 30;
+/// How long the run loop waits for more deliveries to finish before settling the ones
+/// that have (when others are in flight): short next to any Slack call, long enough to
+/// make one transaction of a burst's completions.
+const SETTLE_GATHER: Duration = Duration::from_millis(2);
+/// Completions after which the run loop settles without waiting for more.
+const SETTLE_GATHER_ROWS: usize = 32;
 /// The wait after a 429 that came without `Retry-After`.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -446,7 +453,16 @@ impl OutboxWorker {
             HashMap::new();
         let mut next_heartbeat = self.clock.now() + self.settings.heartbeat;
         let mut report = PassReport::default();
+        // What this loop knows of each class's next due lane, learned from its last claim
+        // (absent: unknown, claim to find out). Forgotten when the class's lanes move
+        // (a settle) or new work may have come (a wake), so an idle class costs no query
+        // per turn of the loop while another class is busy.
+        let mut known_due: HashMap<LaneClass, Option<chrono::DateTime<chrono::Utc>>> =
+            HashMap::new();
         loop {
+            if self.wake.notified().now_or_never().is_some() {
+                known_due.clear();
+            }
             // Fill the free slots of every class. A class whose slots are all taken is
             // looked at again when one of its deliveries finishes; a class that still has
             // free slots after claiming got everything due, so its next due time is ahead.
@@ -459,6 +475,12 @@ impl OutboxWorker {
                     .count();
                 let free = self.settings.slots(class).saturating_sub(busy);
                 if free == 0 {
+                    continue;
+                }
+                if let Some(due) = known_due.get(&class)
+                    && due.is_none_or(|due| due > self.clock.now())
+                {
+                    next_due = next_due.into_iter().chain(*due).min();
                     continue;
                 }
                 let limit = self.settings.claim_limit(class, free);
@@ -481,11 +503,16 @@ impl OutboxWorker {
                         }
                         if all_claimed {
                             match self.engine.store().next_lane_due(class).await {
-                                Ok(due) => next_due = next_due.into_iter().chain(due).min(),
+                                Ok(due) => {
+                                    next_due = next_due.into_iter().chain(due).min();
+                                    known_due.insert(class, due);
+                                }
                                 Err(e) => {
                                     tracing::error!(error = %e, "cannot read the next due time; polling")
                                 }
                             }
+                        } else {
+                            known_due.remove(&class);
                         }
                     }
                     Err(e) => tracing::error!(error = %e, "outbox claim failed; retrying shortly"),
@@ -507,12 +534,18 @@ impl OutboxWorker {
                     if stop {
                         break;
                     }
+                    // Woken by new work, a due time or the idle check: look again.
+                    known_due.clear();
                     None
                 }
             };
-            // Settle everything that has finished, in one transaction.
+            // Settle everything that has finished, in one transaction. Under load the
+            // deliveries finish one after another: gather those finishing within
+            // SETTLE_GATHER (at most a slot pool's worth), so one settle and one claim
+            // serve many rows instead of one each.
             let mut batch = Vec::new();
             let mut next = finished;
+            let gather_until = tokio::time::Instant::now() + SETTLE_GATHER;
             loop {
                 match next {
                     Some(Ok((id, attempts))) => {
@@ -527,7 +560,19 @@ impl OutboxWorker {
                     }
                     None => break,
                 }
-                next = in_flight.try_join_next_with_id();
+                next = match in_flight.try_join_next_with_id() {
+                    Some(done) => Some(done),
+                    None if batch.len() < SETTLE_GATHER_ROWS && !in_flight.is_empty() => {
+                        tokio::time::timeout_at(gather_until, in_flight.join_next_with_id())
+                            .await
+                            .ok()
+                            .flatten()
+                    }
+                    None => None,
+                };
+            }
+            for attempt in &batch {
+                known_due.remove(&LaneClass::of(&attempt.row.ordering_key));
             }
             if !batch.is_empty()
                 && let Err(e) = self.settle(batch, &mut report).await

@@ -42,9 +42,54 @@ pub struct PendingDeclaration {
     pub at: DateTime<Utc>,
 }
 
+/// One multi-row INSERT of `declaring` rows; their numbers in the order given.
+async fn insert_rows<'e, E>(
+    backend: super::Backend,
+    executor: E,
+    declarations: &[Declaration],
+    now: DateTime<Utc>,
+) -> Result<Vec<IncidentId>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let sql = format!(
+        "insert into incidents (status, severity, state, declaration, created_at_ms, updated_at_ms) \
+         values {} returning id, declaration",
+        values_list(backend, declarations.len(), 6)
+    );
+    let docs: Vec<String> = declarations
+        .iter()
+        .map(|d| serde_json::to_string(d).expect("declarations serialize"))
+        .collect();
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+    for (declaration, doc) in declarations.iter().zip(&docs) {
+        query = query
+            .bind("declaring")
+            .bind(declaration.severity.to_string())
+            .bind("{}")
+            .bind(doc.as_str())
+            .bind(ms(now))
+            .bind(ms(now));
+    }
+    let mut returned: Vec<(i64, String)> = query.fetch_all(executor).await?;
+    // RETURNING promises no order: match each row to its declaration by content
+    // (identical declarations are interchangeable), lowest number first.
+    returned.sort();
+    Ok(docs
+        .iter()
+        .map(|doc| {
+            let at = returned
+                .iter()
+                .position(|(_, d)| d == doc)
+                .expect("every inserted row is returned");
+            IncidentId(returned.remove(at).0)
+        })
+        .collect())
+}
+
 impl StoreTx {
-    /// Inserts one `declaring` incident row per declaration (one statement) and returns
-    /// their numbers, in the order given.
+    /// Inserts one `declaring` incident row per declaration (one statement per
+    /// [`super::tx::MAX_ROWS_PER_INSERT`]) and returns their numbers, in the order given.
     pub async fn insert_declarations(
         &mut self,
         declarations: &[Declaration],
@@ -52,40 +97,10 @@ impl StoreTx {
     ) -> Result<Vec<IncidentId>> {
         let mut ids = Vec::with_capacity(declarations.len());
         for chunk in declarations.chunks(super::tx::MAX_ROWS_PER_INSERT) {
-            let sql = format!(
-                "insert into incidents (status, severity, state, declaration, created_at_ms, updated_at_ms) \
-                 values {} returning id, declaration",
-                values_list(self.backend, chunk.len(), 6)
-            );
-            let docs: Vec<String> = chunk
-                .iter()
-                .map(|d| serde_json::to_string(d).expect("declarations serialize"))
-                .collect();
-            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-            for (declaration, doc) in chunk.iter().zip(&docs) {
-                query = query
-                    .bind("declaring")
-                    .bind(declaration.severity.to_string())
-                    .bind("{}")
-                    .bind(doc.as_str())
-                    .bind(ms(now))
-                    .bind(ms(now));
-            }
-            let mut returned: Vec<(i64, String)> = query.fetch_all(&mut *self.tx).await?;
-            // RETURNING promises no order: match each row to its declaration by content
-            // (identical declarations are interchangeable), lowest number first.
-            returned.sort();
-            for doc in &docs {
-                let at = returned
-                    .iter()
-                    .position(|(_, d)| d == doc)
-                    .expect("every inserted row is returned");
-                ids.push(IncidentId(returned.remove(at).0));
-            }
+            ids.extend(insert_rows(self.backend, &mut *self.tx, chunk, now).await?);
         }
         Ok(ids)
     }
-
     /// Takes the rows of `ids` that are still `declaring` for this transaction to write
     /// out, and returns them; the others were written by someone else. On PostgreSQL a
     /// concurrent claim of the same row waits for this transaction and then finds it
@@ -124,6 +139,23 @@ impl StoreTx {
 }
 
 impl Store {
+    /// [`StoreTx::insert_declarations`] as ONE statement committed on its own, without a
+    /// transaction around it (`begin` and `commit` are two more round trips to the
+    /// writer, on the acknowledgement's critical path). At most
+    /// [`super::tx::MAX_ROWS_PER_INSERT`] declarations, so the statement is all or nothing.
+    pub async fn insert_declarations_now(
+        &self,
+        declarations: &[Declaration],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<IncidentId>> {
+        assert!(
+            declarations.len() <= super::tx::MAX_ROWS_PER_INSERT,
+            "one statement holds at most MAX_ROWS_PER_INSERT declarations"
+        );
+        let _turn = self.writer_turn().await;
+        insert_rows(self.backend, self.pool(), declarations, now).await
+    }
+
     /// Declarations acknowledged before `before` and still not written out (a process
     /// died between its two transactions), oldest first, at most `limit`.
     pub async fn pending_declarations(

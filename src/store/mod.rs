@@ -42,7 +42,7 @@ pub use retention::Pruned;
 pub use runs::{Approval, ApprovalWrite, Closed, NewRun, RunRow, RunUpdate, trigger_refusal};
 pub use timers::TimerRow;
 pub use totp::Sealed;
-pub use tx::{Committed, OUTBOX_CHANNEL, StoreTx, TIMERS_CHANNEL};
+pub use tx::{Committed, MAX_ROWS_PER_INSERT, OUTBOX_CHANNEL, StoreTx, TIMERS_CHANNEL};
 
 /// Which database is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +117,35 @@ pub(crate) fn values_list(backend: Backend, rows: usize, width: usize) -> String
         out.push(')');
     }
     out
+}
+
+/// Placeholders handed out in the order they appear in a statement's text: `?` on
+/// SQLite (see [`values_list`] for why), `$1, $2, ...` on PostgreSQL. Bind the values in
+/// the same order.
+pub(crate) struct Placeholders {
+    backend: Backend,
+    next: usize,
+}
+
+impl Placeholders {
+    pub(crate) fn new(backend: Backend) -> Self {
+        Self { backend, next: 1 }
+    }
+
+    /// The next placeholder.
+    pub(crate) fn one(&mut self) -> String {
+        let n = self.next;
+        self.next += 1;
+        match self.backend {
+            Backend::Sqlite => "?".to_string(),
+            Backend::Postgres => format!("${n}"),
+        }
+    }
+
+    /// `n` placeholders separated by commas (an IN list's contents).
+    pub(crate) fn list(&mut self, n: usize) -> String {
+        (0..n).map(|_| self.one()).collect::<Vec<_>>().join(", ")
+    }
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -452,7 +481,18 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::{Backend, values_list};
+    use super::{Backend, Placeholders, values_list};
+
+    #[test]
+    fn placeholders_follow_the_text_order() {
+        let mut sqlite = Placeholders::new(Backend::Sqlite);
+        assert_eq!((sqlite.one(), sqlite.list(2)), ("?".into(), "?, ?".into()));
+        let mut postgres = Placeholders::new(Backend::Postgres);
+        assert_eq!(
+            (postgres.one(), postgres.list(2)),
+            ("$1".into(), "$2, $3".into())
+        );
+    }
 
     #[test]
     fn values_lists_are_anonymous_on_sqlite_and_numbered_on_postgres() {

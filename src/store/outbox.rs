@@ -17,7 +17,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Backend, Result, Store, from_ms, ms};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Backend, Placeholders, Result, Store, from_ms, ms};
 use crate::domain::outbound::LaneClass;
 
 /// The head of a claimed lane.
@@ -92,6 +94,10 @@ pub struct OutboxCounts {
     /// Given up on (permanent error or too many attempts).
     pub failed: i64,
 }
+
+/// Most outcomes settled per group of statements (keeps each statement's parameters well
+/// under both backends' limits).
+const MAX_SETTLE_CHUNK: usize = 200;
 
 /// `$first, $first+1, ...` for an IN list of `n` values.
 fn placeholders(first: usize, n: usize) -> String {
@@ -215,7 +221,9 @@ impl Store {
     }
 
     /// Applies the outcomes of a batch of deliveries in ONE transaction (one commit for
-    /// many rows keeps the single SQLite writer free for requests). A lane whose lease
+    /// many rows keeps the single SQLite writer free for requests), with a few multi-row
+    /// statements whatever the batch size: under load a settle covers dozens of lanes,
+    /// and a statement per row per step was most of the writer's time. A lane whose lease
     /// `owner` no longer holds is not moved: the row's own outcome is still recorded.
     pub async fn settle_outbox(
         &self,
@@ -226,32 +234,103 @@ impl Store {
         let mut sorted: Vec<&(String, Settlement)> = outcomes.iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         let mut tx = self.begin_raw().await?;
-        for (key, outcome) in sorted {
-            // Lock the lane first: an enqueue that commits meanwhile then either is seen
-            // below or finds the lane idle and schedules it itself.
-            let held: Option<(String,)> = sqlx::query_as(
-                "update outbox_lanes set lease_owner = null, updated_at_ms = $1 \
-                 where ordering_key = $2 and lease_owner = $3 returning ordering_key",
-            )
+        for chunk in sorted.chunks(MAX_SETTLE_CHUNK) {
+            self.settle_chunk(&mut tx, owner, chunk, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Store::settle_outbox`] for at most [`MAX_SETTLE_CHUNK`] outcomes, sorted by lane.
+    async fn settle_chunk(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        owner: &str,
+        outcomes: &[&(String, Settlement)],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        // 1. Release the leases this owner still holds (locking the lanes first, in key
+        //    order: an enqueue that commits meanwhile then either is seen below or finds
+        //    the lane idle and schedules it itself).
+        let keys: Vec<&str> = outcomes.iter().map(|(k, _)| k.as_str()).collect();
+        let lock = match self.backend() {
+            Backend::Postgres => "order by ordering_key for update",
+            Backend::Sqlite => "",
+        };
+        let mut p = Placeholders::new(self.backend());
+        let sql = format!(
+            "update outbox_lanes set lease_owner = null, updated_at_ms = {} where ordering_key in \
+             (select ordering_key from outbox_lanes where lease_owner = {} and ordering_key in ({}) {lock}) \
+             returning ordering_key",
+            p.one(),
+            p.one(),
+            p.list(keys.len())
+        );
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(ms(now))
-            .bind(key)
-            .bind(owner)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let next_due = match outcome {
-                Settlement::Delivered { row_id, posted } => {
-                    sqlx::query(
-                        "update outbox set state = 'done', lease_until_ms = null, finished_at_ms = $1, last_error = null, \
-                         slack_channel = $2, slack_ts = $3 where id = $4 and state = 'pending'",
-                    )
-                    .bind(ms(now))
-                    .bind(posted.as_ref().map(|p| p.channel.as_str()))
-                    .bind(posted.as_ref().map(|p| p.ts.as_str()))
-                    .bind(row_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    None
+            .bind(owner);
+        for key in &keys {
+            query = query.bind(*key);
+        }
+        let held: Vec<(String,)> = query.fetch_all(&mut **tx).await?;
+        let held: BTreeSet<String> = held.into_iter().map(|(k,)| k).collect();
+        for key in &keys {
+            if !held.contains(*key) {
+                tracing::warn!(lane = %key, "outbox lease lost before settling; the lane is left to its new holder");
+            }
+        }
+
+        // 2. Each row's own outcome: the deliveries in one statement (`case id when ...`
+        //    for where their posts landed), failures and retries (the exception) one each.
+        let delivered: Vec<(i64, Option<&Posted>)> = outcomes
+            .iter()
+            .filter_map(|(_, o)| match o {
+                Settlement::Delivered { row_id, posted } => Some((*row_id, posted.as_ref())),
+                _ => None,
+            })
+            .collect();
+        if !delivered.is_empty() {
+            let posts: Vec<(i64, &Posted)> = delivered
+                .iter()
+                .filter_map(|(id, posted)| posted.map(|p| (*id, p)))
+                .collect();
+            let mut p = Placeholders::new(self.backend());
+            let now_at = p.one();
+            let mut case = |column: &str| {
+                if posts.is_empty() {
+                    return "null".to_string();
                 }
+                let mut case = String::from("case id");
+                for _ in &posts {
+                    case.push_str(&format!(" when {} then {}", p.one(), p.one()));
+                }
+                case.push_str(&format!(" else {column} end"));
+                case
+            };
+            let channels = case("slack_channel");
+            let stamps = case("slack_ts");
+            let sql = format!(
+                "update outbox set state = 'done', lease_until_ms = null, finished_at_ms = {now_at}, last_error = null, \
+                 slack_channel = {channels}, slack_ts = {stamps} where state = 'pending' and id in ({})",
+                p.list(delivered.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ms(now));
+            for (id, post) in &posts {
+                query = query.bind(*id).bind(post.channel.as_str());
+            }
+            for (id, post) in &posts {
+                query = query.bind(*id).bind(post.ts.as_str());
+            }
+            for (id, _) in &delivered {
+                query = query.bind(*id);
+            }
+            query.execute(&mut **tx).await?;
+        }
+        let mut due: BTreeMap<&str, Option<i64>> = BTreeMap::new();
+        let mut retries = Vec::new();
+        for (key, outcome) in outcomes {
+            match outcome {
+                Settlement::Delivered { .. } => {}
                 Settlement::Failed { row_id, error } => {
                     sqlx::query(
                         "update outbox set state = 'failed', lease_until_ms = null, last_error = $1, finished_at_ms = $2 \
@@ -260,9 +339,8 @@ impl Store {
                     .bind(error)
                     .bind(ms(now))
                     .bind(row_id)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
-                    None
                 }
                 Settlement::Retry {
                     row_id,
@@ -271,45 +349,100 @@ impl Store {
                     counted,
                     nothing_sent,
                 } => {
-                    sqlx::query(
-                        "update outbox set next_attempt_at_ms = $1, last_error = $2, attempts = attempts + $3, \
-                         attempt_started_at_ms = case when $4 = 1 then null else attempt_started_at_ms end \
-                         where id = $5 and state = 'pending'",
-                    )
-                    .bind(ms(*at))
-                    .bind(error)
-                    .bind(i64::from(*counted))
-                    .bind(i64::from(*nothing_sent))
-                    .bind(row_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    Some(ms(*at))
+                    retries.push((*row_id, ms(*at), error.as_str(), *counted, *nothing_sent));
+                    if held.contains(key.as_str()) {
+                        due.insert(key.as_str(), Some(ms(*at)));
+                    }
                 }
-            };
-            if held.is_none() {
-                tracing::warn!(lane = %key, "outbox lease lost before settling; the lane is left to its new holder");
-                continue;
             }
-            let due = match next_due {
-                Some(at) => Some(at),
-                None => {
-                    let next: Option<(i64,)> = sqlx::query_as(
-                        "select next_attempt_at_ms from outbox where ordering_key = $1 and state = 'pending' \
-                         order by id limit 1",
-                    )
-                    .bind(key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    next.map(|(at,)| at)
-                }
-            };
-            sqlx::query("update outbox_lanes set due_at_ms = $1 where ordering_key = $2")
-                .bind(due)
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
         }
-        tx.commit().await?;
+        if !retries.is_empty() {
+            // Retries are many at once when pacing hands lanes back (a channel's second
+            // post waits its second): one statement, a `case` per column.
+            let mut p = Placeholders::new(self.backend());
+            let mut case = |column: &str| {
+                let mut case = String::from("case id");
+                for _ in &retries {
+                    case.push_str(&format!(" when {} then {}", p.one(), p.one()));
+                }
+                case.push_str(&format!(" else {column} end"));
+                case
+            };
+            let next_attempt = case("next_attempt_at_ms");
+            let last_error = case("last_error");
+            let counted = case("0");
+            let unsent = case("0");
+            let sql = format!(
+                "update outbox set next_attempt_at_ms = {next_attempt}, last_error = {last_error}, \
+                 attempts = attempts + {counted}, \
+                 attempt_started_at_ms = case when {unsent} = 1 then null else attempt_started_at_ms end \
+                 where state = 'pending' and id in ({})",
+                p.list(retries.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (id, at, ..) in &retries {
+                query = query.bind(*id).bind(*at);
+            }
+            for (id, _, error, ..) in &retries {
+                query = query.bind(*id).bind(*error);
+            }
+            for (id, _, _, counted, _) in &retries {
+                query = query.bind(*id).bind(i64::from(*counted));
+            }
+            for (id, .., nothing_sent) in &retries {
+                query = query.bind(*id).bind(i64::from(*nothing_sent));
+            }
+            for (id, ..) in &retries {
+                query = query.bind(*id);
+            }
+            query.execute(&mut **tx).await?;
+        }
+
+        // 3. Each held lane's next due time: a retry's time, else its next pending row's
+        //    (none: the lane goes idle).
+        let moved_on: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|k| held.contains(*k) && !due.contains_key(k))
+            .collect();
+        if !moved_on.is_empty() {
+            let mut p = Placeholders::new(self.backend());
+            let sql = format!(
+                "select ordering_key, next_attempt_at_ms from outbox where id in \
+                 (select min(id) from outbox where state = 'pending' and ordering_key in ({}) group by ordering_key)",
+                p.list(moved_on.len())
+            );
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for key in &moved_on {
+                query = query.bind(*key);
+            }
+            let next: Vec<(String, i64)> = query.fetch_all(&mut **tx).await?;
+            let next: BTreeMap<String, i64> = next.into_iter().collect();
+            for key in moved_on {
+                due.insert(key, next.get(key).copied());
+            }
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut p = Placeholders::new(self.backend());
+        let mut case = String::from("case ordering_key");
+        for _ in 0..due.len() {
+            case.push_str(&format!(" when {} then {}", p.one(), p.one()));
+        }
+        case.push_str(" end");
+        let sql = format!(
+            "update outbox_lanes set due_at_ms = {case} where ordering_key in ({})",
+            p.list(due.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (key, at) in &due {
+            query = query.bind(*key).bind(*at);
+        }
+        for key in due.keys() {
+            query = query.bind(*key);
+        }
+        query.execute(&mut **tx).await?;
         Ok(())
     }
 

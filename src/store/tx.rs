@@ -65,7 +65,7 @@ struct LaneSchedule {
 }
 
 /// Rows per multi-row INSERT (PostgreSQL allows 65,535 bind parameters, SQLite 32,766).
-pub(super) const MAX_ROWS_PER_INSERT: usize = 200;
+pub const MAX_ROWS_PER_INSERT: usize = 200;
 
 /// What a commit changed that the background loops care about.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
