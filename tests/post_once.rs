@@ -265,7 +265,8 @@ async fn a_post_cut_off_by_a_crash_is_found_by_the_next_worker(db: Db) {
     assert_eq!(updates, 1);
 }
 
-/// A 503 never reached Slack's post: the retry looks, finds nothing, and posts once.
+/// A 503 is Slack down, not taking the post: the retry posts once, without a look (after
+/// an outage, a look per waiting message would hold the recovery back).
 async fn a_post_that_never_reached_slack_is_posted_exactly_once(db: Db) {
     let app = TestApp::start(db).await;
     let ch = app.declare("UALICE", "sev1 Database is down").await;
@@ -276,7 +277,7 @@ async fn a_post_that_never_reached_slack_is_posted_exactly_once(db: Db) {
     assert_eq!(first.retried, 1, "{first:?}");
     drain(&app).await;
     assert_each_row_posted_once(&app);
-    assert_eq!(app.slack.calls_to("conversations.history").len(), 1);
+    assert!(app.slack.calls_to("conversations.history").is_empty());
     let updates = app
         .messages_in(&ch)
         .iter()

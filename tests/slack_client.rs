@@ -129,6 +129,21 @@ async fn http_500_is_a_transient_transport_error_without_the_token() {
 }
 
 #[tokio::test]
+async fn http_503_is_slack_unavailable_and_transient() {
+    let (emulator, client) = setup().await;
+    emulator.fail_next("chat.postMessage", Failure::Status(503));
+    let err = client
+        .post_message("CINCRESP", "hi", &section("hi"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SlackError::Unavailable(msg) if msg.contains("503") && !msg.contains(TOKEN)),
+        "{err:?}"
+    );
+    assert!(!err.is_permanent());
+}
+
+#[tokio::test]
 async fn injected_api_errors_and_unreachable_server() {
     let (emulator, client) = setup().await;
     emulator.fail_next("auth.test", Failure::Error("invalid_auth"));

@@ -43,9 +43,9 @@ const MAX_ACK_BATCH: usize = 128;
 // An ack batch is one INSERT statement (see `acknowledge`).
 const _: () = assert!(MAX_ACK_BATCH <= crate::store::MAX_ROWS_PER_INSERT);
 /// Most declarations written out in one transaction. Smaller than the ack batch: on
-/// SQLite the acks wait for the writer while a write-out holds it, so a write-out is kept
-/// to a few milliseconds.
-const MAX_WRITE_BATCH: usize = 8;
+/// SQLite an ack that arrives while a write-out holds the writer waits for it, so a
+/// write-out is kept to about a millisecond.
+const MAX_WRITE_BATCH: usize = 4;
 /// Most stale declarations completed per pass of [`complete_pending`].
 const MAX_PENDING_PASS: i64 = 200;
 
@@ -169,7 +169,7 @@ impl Intake {
                     self.stats.clone(),
                 ));
                 tokio::spawn(write_loop(
-                    engine.detached(),
+                    writer_engine(engine),
                     write_jobs.clone(),
                     self.stats.clone(),
                 ));
@@ -183,6 +183,21 @@ impl Intake {
     pub(super) fn stats(&self) -> &IntakeStats {
         &self.stats
     }
+}
+
+/// The engine the write-outs commit through. On SQLite their transactions take the
+/// background's turn at the one writer (see `store::writer_gate`): an acknowledgement
+/// never waits for a write-out that has not begun yet, and the write-outs catch up
+/// between acknowledgements (the declarations are durable already; their first timer is
+/// minutes away, and Slack paces channel creation far below any burst anyway).
+fn writer_engine(engine: &Engine) -> Engine {
+    let mut writer = engine.detached();
+    if engine.store.backend() == Backend::Sqlite
+        && let Ok(background) = engine.store.for_background()
+    {
+        writer.store = background;
+    }
+    writer
 }
 
 /// How many batches commit at once, at each step: SQLite has one writer, so one;

@@ -8,7 +8,7 @@
 //!
 //! - **Which rows may have gone out.** Claiming a row stamps `attempt_started_at_ms`
 //!   (one statement per claim batch). An attempt that ends knowing nothing reached Slack
-//!   (pacing deferred it, Slack answered 429 or refused it) clears the stamp again when it
+//!   (pacing deferred it, Slack answered 429 or 503, or refused it) clears the stamp again when it
 //!   is settled; one that posted, timed out or died keeps it. A row claimed with the stamp
 //!   set is the only kind that pays for a look at the history: fresh rows, the hot path,
 //!   post without any extra call.
@@ -109,7 +109,11 @@ fn refused(result: &Result<String, DeliveryError>) -> bool {
     matches!(
         result,
         Err(DeliveryError::Deferred(_)
-            | DeliveryError::Slack(SlackError::RateLimited { .. } | SlackError::Api { .. }))
+            | DeliveryError::Slack(
+                SlackError::RateLimited { .. }
+                    | SlackError::Api { .. }
+                    | SlackError::Unavailable(_)
+            ))
     )
 }
 

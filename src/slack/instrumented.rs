@@ -33,6 +33,7 @@ fn counted<T>(method: &str, result: Result<T, SlackError>) -> Result<T, SlackErr
             }
             SlackError::Api { code } => code.as_str(),
             SlackError::Transport(_) => "transport",
+            SlackError::Unavailable(_) => "unavailable",
         };
         m.slack_errors.with_label_values(&[method, code]).inc();
     }

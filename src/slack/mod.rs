@@ -100,9 +100,17 @@ pub enum SlackError {
         /// Slack's error code.
         code: String,
     },
-    /// The request did not get a usable answer (connection refused, 5xx, bad JSON...).
+    /// The request did not get a usable answer (connection refused, 5xx other than 503,
+    /// bad JSON...): it may or may not have been carried out.
     #[error("Slack transport error: {0}")]
     Transport(String),
+    /// HTTP 503: Slack is down and did not take the request (RFC 9110: the server is
+    /// "currently unable to handle the request"). Nothing was done, so a post retried
+    /// after an outage needs no look for an earlier copy; after a long outage with many
+    /// messages waiting, one `conversations.history` each (a Tier 3 method, far slower
+    /// still for apps outside the Marketplace) would hold the recovery back for minutes.
+    #[error("Slack unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl SlackError {
@@ -112,7 +120,9 @@ impl SlackError {
     /// permanent except for the codes Slack documents as temporary.
     pub fn is_permanent(&self) -> bool {
         match self {
-            SlackError::RateLimited { .. } | SlackError::Transport(_) => false,
+            SlackError::RateLimited { .. }
+            | SlackError::Transport(_)
+            | SlackError::Unavailable(_) => false,
             SlackError::Api { code } => !matches!(
                 code.as_str(),
                 "ratelimited"

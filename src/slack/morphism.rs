@@ -284,7 +284,11 @@ impl<C: SlackClientHttpConnector + Send + Sync> Backend<C> {
             SlackClientError::ApiError(e) => return SlackError::Api { code: e.code },
             SlackClientError::HttpError(e) => {
                 let body = e.http_response_body.unwrap_or_default();
-                format!("{method}: HTTP {}: {}", e.status_code, body.trim())
+                let text = format!("{method}: HTTP {}: {}", e.status_code, body.trim());
+                if e.status_code.as_u16() == 503 {
+                    return SlackError::Unavailable(self.scrub(text));
+                }
+                text
             }
             SlackClientError::ProtocolError(e) => {
                 format!("{method}: unexpected response: {}", e.json_error)
