@@ -47,6 +47,9 @@
 //!    the >= 5,000/s target: with Slack down again, 2 `/incident update` per incident channel
 //!    (2 x M rows, all `chat.postMessage` spread over M channels: a paced server can post
 //!    half of them in the first second and the rest one second later), then the same drain.
+//!    Its figure for the target is the *first wave*: the time until every channel got its
+//!    first post (work that pacing lets go at once), as deliveries per second; the whole
+//!    drain cannot take less than the one second the second posts must wait.
 //!    Duplicates (the same text twice in one channel, `name_taken` on channel creation) and
 //!    the most posts any channel got within one second are reported.
 //! 3. `outbox-slow`: Slack answers every call in 100 ms; 500 incidents declared: rows and
