@@ -179,6 +179,14 @@ impl Counts {
     }
 }
 
+/// The stand-ins' routes over `inner`.
+fn router(inner: Arc<Inner>) -> Router {
+    Router::new()
+        .route("/api/{method}", any(slack))
+        .route("/v2/enqueue", post(pagerduty))
+        .with_state(inner)
+}
+
 /// The running stand-ins (Slack under `/api`, PagerDuty at `/v2/enqueue`).
 #[derive(Clone)]
 pub struct SlackStandin {
@@ -193,15 +201,51 @@ impl SlackStandin {
     /// Binds `127.0.0.1:0` and serves on a spawned task.
     pub async fn start() -> SlackStandin {
         let inner = Arc::new(Inner::default());
-        let app = Router::new()
-            .route("/api/{method}", any(slack))
-            .route("/v2/enqueue", post(pagerduty))
-            .with_state(inner.clone());
+        let app = router(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the stand-ins");
         let addr = listener.local_addr().expect("stand-in address");
         tokio::spawn(async move { axum::serve(listener, app).await.expect("stand-ins") });
+        Self::at(addr, inner)
+    }
+
+    /// [`SlackStandin::start`] on a thread of its own at background priority (`nice`
+    /// +10), for the scenarios that measure the server's answers to requests rather than
+    /// its deliveries (`declare`). The stand-in plays Slack, whose CPU is not on the
+    /// server's machine: answering the calls the declarations cause (thousands per
+    /// second once the outbox keeps up) must not take the CPU from the requests being
+    /// measured, which the floor, causing no calls, never has to share.
+    pub fn start_aside() -> SlackStandin {
+        let inner = Arc::new(Inner::default());
+        let (sender, address) = std::sync::mpsc::channel();
+        let state = inner.clone();
+        std::thread::Builder::new()
+            .name("slack-standin".into())
+            .spawn(move || {
+                klaxon::background::lower_this_thread(klaxon::background::BACKGROUND_NICE);
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("stand-in runtime");
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                        .await
+                        .expect("bind the stand-ins");
+                    sender
+                        .send(listener.local_addr().expect("stand-in address"))
+                        .expect("address sent");
+                    axum::serve(listener, router(state))
+                        .await
+                        .expect("stand-ins")
+                })
+            })
+            .expect("stand-in thread");
+        let addr = address.recv().expect("stand-in started");
+        Self::at(addr, inner)
+    }
+
+    fn at(addr: std::net::SocketAddr, inner: Arc<Inner>) -> SlackStandin {
         SlackStandin {
             base_url: format!("http://{addr}/api"),
             pagerduty_url: format!("http://{addr}/v2/enqueue"),
