@@ -319,7 +319,7 @@ pub async fn totp_enrol(config: &Config, user: &str) -> anyhow::Result<String> {
         .await
         .context("connecting")?;
     store.migrate().await.context("running migrations")?;
-    crate::commands::totp::enrol(&store, key, user, chrono::Utc::now())
+    crate::totp::enrol(&store, key, user, chrono::Utc::now())
         .await
         .map_err(|e| anyhow::anyhow!(e))
 }

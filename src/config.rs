@@ -253,7 +253,7 @@ pub struct RecoveryConfig {
     pub environments: std::collections::BTreeMap<String, EnvironmentConfig>,
     /// Key sealing TOTP step-up secrets (`KLAXON_TOTP_KEY`); without it, commands with
     /// `step_up = "totp"` cannot be approved.
-    pub totp_key: Option<crate::commands::totp::TotpKey>,
+    pub totp_key: Option<crate::totp::TotpKey>,
 }
 
 /// Reads an environment variable; injected so tests need not touch the process env.

@@ -70,7 +70,7 @@ pub struct Identity {
     /// User groups whose members may hand over any incident role.
     pub incident_admins: Vec<String>,
     /// Key sealing TOTP step-up secrets.
-    pub totp_key: Option<crate::commands::totp::TotpKey>,
+    pub totp_key: Option<crate::totp::TotpKey>,
 }
 
 impl Identity {
