@@ -3,6 +3,11 @@
 //!
 //! Secrets (`SLACK_SIGNING_SECRET`, `SLACK_BOT_TOKEN`) come from the environment or from a
 //! file path, live in `secrecy` types and never appear in `Debug` output or logs.
+//!
+//! Config sits low in the house: it imports `domain` and the leaf clients whose settings
+//! it fills (`notify`, `paging`, `totp`), never a module that runs things. Settings that
+//! `outbox`, `commands` or `http` read (e.g. [`DeliverySettings`]) are defined here and
+//! imported by them, so nothing that reads config is imported back by it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,7 +20,6 @@ use serde::Deserialize;
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::escalation::{EscalationPolicy, Step};
 use crate::domain::severity::{RespondWithin, Severity, SeverityPolicies};
-use crate::outbox::DeliverySettings;
 use crate::paging::Target;
 
 mod access;
@@ -25,7 +29,7 @@ mod pagerduty;
 mod stakeholders;
 mod timeline;
 pub use access::{DEFAULT_CALL_TIMEOUT, EnvironmentConfig, RolesConfig};
-pub use delivery::RetentionConfig;
+pub use delivery::{DeliverySettings, PaceSettings, RetentionConfig};
 pub use intake::IntakeConfig;
 pub use pagerduty::PagerDutyConfig;
 pub use stakeholders::StakeholdersConfig;

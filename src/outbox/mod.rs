@@ -32,6 +32,8 @@ mod upload;
 
 /// Recovery runs live with the recovery code; named here too for existing callers.
 pub use crate::commands::execution::{EXECUTION_LEASE, Recovery};
+/// The worker's settings are parsed from `[delivery]`; named here too for callers.
+pub use crate::config::DeliverySettings;
 pub use crate::domain::outbound::{Modal, Outbound};
 pub use once::LOOKBACK_MARGIN;
 pub use pacing::{PaceSettings, Pacer};
@@ -127,46 +129,7 @@ const SETTLE_GATHER_ROWS: usize = 32;
 /// The wait after a 429 that came without `Retry-After`.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
 
-/// How the worker delivers.
-#[derive(Clone, Copy, Debug)]
-pub struct DeliverySettings {
-    /// Slack lanes in flight at once.
-    pub slack_slots: usize,
-    /// PagerDuty lanes in flight at once.
-    pub page_slots: usize,
-    /// Recovery-run lanes (previews, executions) in flight at once.
-    pub run_slots: usize,
-    /// Stakeholder lanes (email, Statuspage) in flight at once.
-    pub stakeholder_slots: usize,
-    /// The longest one Slack call may take.
-    pub call_timeout: Duration,
-    /// The longest one preview or execution may take as a whole (the executors bound
-    /// each SDK call more tightly; this frees the slot if one hangs regardless).
-    pub run_timeout: Duration,
-    /// How long a claimed lane is reserved without a heartbeat.
-    pub lease: TimeDelta,
-    /// How often the leases of in-flight deliveries are renewed.
-    pub heartbeat: TimeDelta,
-    /// Slack pacing.
-    pub pacing: PaceSettings,
-}
-
-impl Default for DeliverySettings {
-    fn default() -> Self {
-        Self {
-            slack_slots: 64,
-            page_slots: 16,
-            run_slots: 8,
-            stakeholder_slots: 8,
-            call_timeout: Duration::from_secs(15),
-            run_timeout: Duration::from_secs(15 * 60),
-            lease: TimeDelta::seconds(10),
-            heartbeat: TimeDelta::seconds(3),
-            pacing: PaceSettings::default(),
-        }
-    }
-}
-
+/// How the worker reads its settings (the type is `[delivery]`'s, in `config`).
 impl DeliverySettings {
     fn slots(&self, class: LaneClass) -> usize {
         match class {
