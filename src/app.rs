@@ -237,10 +237,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // carries acknowledgements, so it stays on the handlers' runtime.
     let socket = config.intake.app_token.clone().map(|token| {
         tracing::info!("SLACK_APP_TOKEN set: connecting through Socket Mode");
-        let client = crate::listen::socket::SocketMode::new(
+        let client = crate::http::socket::SocketMode::new(
             services.state.clone(),
             token,
-            crate::listen::socket::SocketSettings::new(&config.slack.api_url),
+            crate::http::socket::SocketSettings::new(&config.slack.api_url),
         );
         tokio::spawn(client.run(socket_stop))
     });
