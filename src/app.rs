@@ -237,10 +237,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // carries acknowledgements, so it stays on the handlers' runtime.
     let socket = config.intake.app_token.clone().map(|token| {
         tracing::info!("SLACK_APP_TOKEN set: connecting through Socket Mode");
-        let client = crate::listen::socket::SocketMode::new(
+        let client = crate::http::socket::SocketMode::new(
             services.state.clone(),
             token,
-            crate::listen::socket::SocketSettings::new(&config.slack.api_url),
+            crate::http::socket::SocketSettings::new(&config.slack.api_url),
         );
         tokio::spawn(client.run(socket_stop))
     });
@@ -319,7 +319,7 @@ pub async fn totp_enrol(config: &Config, user: &str) -> anyhow::Result<String> {
         .await
         .context("connecting")?;
     store.migrate().await.context("running migrations")?;
-    crate::commands::totp::enrol(&store, key, user, chrono::Utc::now())
+    crate::totp::enrol(&store, key, user, chrono::Utc::now())
         .await
         .map_err(|e| anyhow::anyhow!(e))
 }

@@ -3,31 +3,40 @@
 //!
 //! Secrets (`SLACK_SIGNING_SECRET`, `SLACK_BOT_TOKEN`) come from the environment or from a
 //! file path, live in `secrecy` types and never appear in `Debug` output or logs.
+//!
+//! Config sits low in the house: it imports `domain` and the leaf clients whose settings
+//! it fills (`notify`, `paging`, `totp`), never a module that runs things. Settings that
+//! `outbox`, `commands` or `http` read (e.g. [`DeliverySettings`]) are defined here and
+//! imported by them, so nothing that reads config is imported back by it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use chrono::{NaiveDate, NaiveTime, TimeDelta};
-use chrono_tz::Tz;
+use chrono::TimeDelta;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::domain::calendar::BusinessCalendar;
-use crate::domain::escalation::{EscalationPolicy, Step};
-use crate::domain::severity::{RespondWithin, Severity, SeverityPolicies};
-use crate::outbox::DeliverySettings;
+use crate::domain::escalation::EscalationPolicy;
+use crate::domain::severity::SeverityPolicies;
 use crate::paging::Target;
 
 mod access;
 mod delivery;
+mod escalation;
 mod intake;
 mod pagerduty;
+mod recovery;
+mod severity;
 mod stakeholders;
+mod team;
 mod timeline;
 pub use access::{DEFAULT_CALL_TIMEOUT, EnvironmentConfig, RolesConfig};
-pub use delivery::RetentionConfig;
+pub use delivery::{DeliverySettings, PaceSettings, RetentionConfig};
+pub use escalation::routing_key_var;
 pub use intake::IntakeConfig;
 pub use pagerduty::PagerDutyConfig;
+pub use recovery::RecoveryConfig;
 pub use stakeholders::StakeholdersConfig;
 pub use timeline::TimelineConfig;
 
@@ -59,15 +68,15 @@ struct FileConfig {
     #[serde(default)]
     slack: SlackSection,
     #[serde(default)]
-    team: TeamSection,
+    team: team::TeamSection,
     #[serde(default)]
-    severity: std::collections::BTreeMap<String, SeveritySection>,
+    severity: std::collections::BTreeMap<String, severity::SeveritySection>,
     #[serde(default)]
     pagerduty: pagerduty::PagerDutySection,
     #[serde(default)]
-    recovery: RecoverySection,
+    recovery: recovery::RecoverySection,
     #[serde(default)]
-    escalation: EscalationSection,
+    escalation: escalation::EscalationSection,
     #[serde(default)]
     roles: access::RolesSection,
     #[serde(default)]
@@ -80,45 +89,6 @@ struct FileConfig {
     timeline: timeline::TimelineSection,
     #[serde(default)]
     stakeholders: stakeholders::StakeholdersSection,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RecoverySection {
-    execution: Option<String>,
-    catalog_dir: Option<PathBuf>,
-    aws_region: Option<String>,
-    aws_endpoint_url: Option<String>,
-    kubernetes: Option<bool>,
-    call_timeout: Option<String>,
-    #[serde(default)]
-    environments: std::collections::BTreeMap<String, access::EnvironmentSection>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct EscalationSection {
-    #[serde(default)]
-    ladders: std::collections::BTreeMap<String, Vec<StepSection>>,
-    #[serde(default)]
-    targets: std::collections::BTreeMap<String, TargetSection>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StepSection {
-    after: String,
-    target: String,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct TargetSection {
-    #[serde(default)]
-    slack_channels: Vec<String>,
-    #[serde(default)]
-    slack_usergroups: Vec<String>,
-    pagerduty_routing_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -142,25 +112,6 @@ struct SlackSection {
     bot_token_file: Option<PathBuf>,
     team_id: Option<String>,
     app_id: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct TeamSection {
-    timezone: Option<String>,
-    business_hours_start: Option<String>,
-    #[serde(default)]
-    holidays: Vec<String>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct SeveritySection {
-    meaning: Option<String>,
-    respond_within: Option<String>,
-    rto: Option<String>,
-    rpo: Option<String>,
-    status_every: Option<String>,
 }
 
 /// Slack settings.
@@ -231,29 +182,6 @@ pub struct Config {
     pub timeline: TimelineConfig,
     /// Stakeholder groups, email, status page, the security rule.
     pub stakeholders: StakeholdersConfig,
-}
-
-/// How recovery commands run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecoveryConfig {
-    /// The kill switch: `execution = "dry-run"` stops every run at its preview.
-    pub dry_run: bool,
-    /// Folder of approved command files.
-    pub catalog_dir: PathBuf,
-    /// AWS region for RDS.
-    pub aws_region: String,
-    /// RDS endpoint override (tests: moto).
-    pub aws_endpoint_url: Option<String>,
-    /// Whether to build a Kubernetes client (kubeconfig or in-cluster).
-    pub kubernetes: bool,
-    /// How long one SDK call (RDS, Kubernetes) may take before it counts as a transport
-    /// error (`outcome_unknown` for a mutating call).
-    pub call_timeout: std::time::Duration,
-    /// One executor target per value of a command's `environment` parameter.
-    pub environments: std::collections::BTreeMap<String, EnvironmentConfig>,
-    /// Key sealing TOTP step-up secrets (`KLAXON_TOTP_KEY`); without it, commands with
-    /// `step_up = "totp"` cannot be approved.
-    pub totp_key: Option<crate::commands::totp::TotpKey>,
 }
 
 /// Reads an environment variable; injected so tests need not touch the process env.
@@ -475,72 +403,10 @@ impl Config {
             ));
         }
 
-        let mut calendar = BusinessCalendar::default();
-        if let Some(tz) = env("KLAXON_TIMEZONE").or(file.team.timezone) {
-            calendar.tz = tz.parse::<Tz>().map_err(|_| {
-                err(
-                    "team.timezone",
-                    format!("`{tz}` is not an IANA time zone like Europe/London"),
-                )
-            })?;
-        }
-        if let Some(start) = file.team.business_hours_start {
-            calendar.opens_at = NaiveTime::parse_from_str(&start, "%H:%M").map_err(|_| {
-                err(
-                    "team.business_hours_start",
-                    format!("`{start}` is not a time like 09:00"),
-                )
-            })?;
-        }
-        for (i, day) in file.team.holidays.iter().enumerate() {
-            let date = NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|_| {
-                err(
-                    format!("team.holidays[{i}]"),
-                    format!("`{day}` is not a date like 2026-12-25"),
-                )
-            })?;
-            calendar.holidays.push(date);
-        }
+        let calendar = team::calendar(file.team, env)?;
+        let severities = severity::severities(file.severity)?;
 
-        let mut severities = SeverityPolicies::default();
-        for (name, section) in file.severity {
-            let severity = match Severity::parse(&name) {
-                Some(s) if name.starts_with("sev") => s,
-                _ => {
-                    return Err(err(
-                        format!("severity.{name}"),
-                        "unknown severity; use sev1, sev2, sev3 or sev4",
-                    ));
-                }
-            };
-            let key = |k: &str| format!("severity.{name}.{k}");
-            let policy = severities.get_mut(severity);
-            if let Some(m) = section.meaning {
-                policy.meaning = m;
-            }
-            if let Some(r) = section.respond_within {
-                policy.respond_within = if r == "next-business-day" {
-                    RespondWithin::NextBusinessDay
-                } else {
-                    RespondWithin::After(duration(&key("respond_within"), &r)?)
-                };
-            }
-            if let Some(r) = section.rto {
-                policy.rto = duration(&key("rto"), &r)?;
-            }
-            if let Some(r) = section.rpo {
-                policy.rpo = duration(&key("rpo"), &r)?;
-            }
-            if let Some(r) = section.status_every {
-                policy.status_every = if r == "never" {
-                    None
-                } else {
-                    Some(duration(&key("status_every"), &r)?)
-                };
-            }
-        }
-
-        let (escalation, targets) = escalation_config(file.escalation, env)?;
+        let (escalation, targets) = escalation::escalation_config(file.escalation, env)?;
         let pagerduty_events_url = env("KLAXON_PAGERDUTY_EVENTS_URL")
             .or(file.pagerduty.events_url.take())
             .unwrap_or_else(|| "https://events.pagerduty.com/v2/enqueue".into());
@@ -555,38 +421,7 @@ impl Config {
 
         let pagerduty = pagerduty::pagerduty(file.pagerduty, env)?;
 
-        let execution = env("KLAXON_EXECUTION")
-            .or(file.recovery.execution)
-            .unwrap_or_else(|| "live".into());
-        let dry_run = match execution.as_str() {
-            "live" => false,
-            "dry-run" => true,
-            other => {
-                return Err(err(
-                    "recovery.execution",
-                    format!("`{other}` is not \"live\" or \"dry-run\""),
-                ));
-            }
-        };
-        let recovery = RecoveryConfig {
-            dry_run,
-            catalog_dir: env("KLAXON_CATALOG_DIR")
-                .map(PathBuf::from)
-                .or(file.recovery.catalog_dir)
-                .unwrap_or_else(|| PathBuf::from("commands")),
-            aws_region: env("AWS_REGION")
-                .or(file.recovery.aws_region)
-                .unwrap_or_else(|| "us-east-1".into()),
-            aws_endpoint_url: env("KLAXON_AWS_ENDPOINT_URL").or(file.recovery.aws_endpoint_url),
-            kubernetes: file.recovery.kubernetes.unwrap_or(true),
-            call_timeout: access::call_timeout(file.recovery.call_timeout)?,
-            environments: std::collections::BTreeMap::new(),
-            totp_key: access::totp_key(env)?,
-        };
-        let recovery = RecoveryConfig {
-            environments: access::environments(file.recovery.environments, &recovery.aws_region)?,
-            ..recovery
-        };
+        let recovery = recovery::recovery_config(file.recovery, env)?;
         let roles = access::roles(file.roles)?;
 
         let delivery = delivery::delivery_config(file.delivery)?;
@@ -638,110 +473,6 @@ impl Config {
     }
 }
 
-/// The environment variable holding a target's PagerDuty routing key.
-pub fn routing_key_var(target: &str) -> String {
-    format!(
-        "KLAXON_PAGERDUTY_KEY_{}",
-        target.to_ascii_uppercase().replace('-', "_")
-    )
-}
-
-fn escalation_config(
-    section: EscalationSection,
-    env: Env<'_>,
-) -> Result<(EscalationPolicy, std::collections::BTreeMap<String, Target>), ConfigError> {
-    let mut policy = EscalationPolicy::default();
-    let mut sections = section.targets;
-    // The default ladders' targets exist even when not configured (they then page nobody
-    // and post nowhere but the incident channel).
-    for name in EscalationPolicy::default().targets() {
-        sections.entry(name.to_string()).or_default();
-    }
-    let mut targets = std::collections::BTreeMap::new();
-    for (name, t) in sections {
-        let key = |k: &str| format!("escalation.targets.{name}.{k}");
-        let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-        if !valid {
-            return Err(err(
-                format!("escalation.targets.{name}"),
-                "target names are lowercase letters, digits, - and _",
-            ));
-        }
-        for (i, c) in t.slack_channels.iter().enumerate() {
-            channel_id(&key(&format!("slack_channels[{i}]")), c)?;
-        }
-        for (i, g) in t.slack_usergroups.iter().enumerate() {
-            if !(g.starts_with('S')
-                && g.len() >= 3
-                && g.chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()))
-            {
-                return Err(err(
-                    key(&format!("slack_usergroups[{i}]")),
-                    format!("`{g}` is not a user group id like S0123ABCD"),
-                ));
-            }
-        }
-        let var = routing_key_var(&name);
-        let routing_key = match (env(&var), &t.pagerduty_routing_key_file) {
-            (Some(k), _) => Some(k),
-            (None, Some(path)) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| {
-                        err(
-                            key("pagerduty_routing_key_file"),
-                            format!("cannot read {}: {e}", path.display()),
-                        )
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
-            (None, None) => None,
-        };
-        let target = Target {
-            routing_key: routing_key
-                .filter(|k| !k.is_empty())
-                .map(SecretString::from),
-            slack_channels: t.slack_channels,
-            slack_usergroups: t.slack_usergroups,
-        };
-        targets.insert(name, target);
-    }
-    for (sev_name, steps) in section.ladders {
-        let severity = match Severity::parse(&sev_name) {
-            Some(s) if sev_name.starts_with("sev") => s,
-            _ => {
-                return Err(err(
-                    format!("escalation.ladders.{sev_name}"),
-                    "unknown severity; use sev1..sev4",
-                ));
-            }
-        };
-        let mut ladder = Vec::new();
-        for (i, step) in steps.into_iter().enumerate() {
-            let key = format!("escalation.ladders.{sev_name}[{i}]");
-            if !targets.contains_key(&step.target) {
-                return Err(err(
-                    format!("{key}.target"),
-                    format!(
-                        "`{}` is not defined under [escalation.targets]",
-                        step.target
-                    ),
-                ));
-            }
-            ladder.push(Step {
-                target: step.target,
-                after: duration(&format!("{key}.after"), &step.after)?,
-            });
-        }
-        policy.set_ladder(severity, ladder);
-    }
-    Ok((policy, targets))
-}
-
 /// Hides the password in a database URL.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -762,6 +493,7 @@ pub fn expose(secret: &SecretString) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::severity::{RespondWithin, Severity};
 
     fn env_with(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |name| {

@@ -17,3 +17,4 @@ pub mod scheduler;
 pub mod slack;
 pub mod store;
 pub mod tls;
+pub mod totp;

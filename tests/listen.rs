@@ -13,7 +13,7 @@ use klaxon::domain::declare_offer::Offer;
 use klaxon::domain::severity::Severity;
 use klaxon::engine::{Engine, PolicySet, Wakers};
 use klaxon::listen::home::HomeRefresher;
-use klaxon::listen::offer::DECLARE_OFFER_ACTION;
+use klaxon::slack::render::offer::DECLARE_OFFER_ACTION;
 use serde_json::{Value, json};
 use support::{ANNOUNCE, APP_ID, Db, TestApp, slack_emulator::TEAM_ID};
 

@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use klaxon::listen::socket::{SocketMode, SocketSettings};
+use klaxon::http::socket::{SocketMode, SocketSettings};
 use serde_json::{Value, json};
 use support::socket_server::SocketServer;
 use support::{ANNOUNCE, APP_ID, Db, TestApp, slack_emulator::TEAM_ID};

@@ -12,8 +12,8 @@ use helpers::*;
 use klaxon::clock::Clock;
 use klaxon::commands::catalog::{self, Catalog};
 use klaxon::commands::render::APPROVE_ACTION;
-use klaxon::commands::totp::{self, TotpKey};
 use klaxon::domain::approval::RunState;
+use klaxon::totp::{self, TotpKey};
 use serde_json::{Value, json};
 use support::{Db, TestApp};
 

@@ -13,7 +13,6 @@ pub mod kube_exec;
 pub mod params;
 pub mod rds;
 pub mod render;
-pub mod totp;
 
 use std::collections::BTreeMap;
 use std::fmt;

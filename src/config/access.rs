@@ -207,13 +207,9 @@ pub(super) fn call_timeout(text: Option<String>) -> Result<Duration, ConfigError
 }
 
 /// `KLAXON_TOTP_KEY` (environment only: it is a secret): the key sealing TOTP secrets.
-pub(super) fn totp_key(
-    env: Env<'_>,
-) -> Result<Option<crate::commands::totp::TotpKey>, ConfigError> {
+pub(super) fn totp_key(env: Env<'_>) -> Result<Option<crate::totp::TotpKey>, ConfigError> {
     env("KLAXON_TOTP_KEY")
-        .map(|k| {
-            crate::commands::totp::TotpKey::from_hex(&k).map_err(|e| err("KLAXON_TOTP_KEY", e))
-        })
+        .map(|k| crate::totp::TotpKey::from_hex(&k).map_err(|e| err("KLAXON_TOTP_KEY", e)))
         .transpose()
 }
 

@@ -1,10 +1,79 @@
 //! `[delivery]` and `[retention]`: how the outbox delivers and what the store prunes.
+//!
+//! [`DeliverySettings`] and [`PaceSettings`] are the outbox worker's settings, but they are
+//! defined here with the keys they are parsed from: the outbox imports config (through
+//! `commands`, too), so config importing the outbox would close a circle.
+
+use std::time::Duration;
 
 use chrono::TimeDelta;
 use serde::Deserialize;
 
 use super::{ConfigError, duration, err};
-use crate::outbox::DeliverySettings;
+
+/// How the worker delivers.
+#[derive(Clone, Copy, Debug)]
+pub struct DeliverySettings {
+    /// Slack lanes in flight at once.
+    pub slack_slots: usize,
+    /// PagerDuty lanes in flight at once.
+    pub page_slots: usize,
+    /// Recovery-run lanes (previews, executions) in flight at once.
+    pub run_slots: usize,
+    /// Stakeholder lanes (email, Statuspage) in flight at once.
+    pub stakeholder_slots: usize,
+    /// The longest one Slack call may take.
+    pub call_timeout: Duration,
+    /// The longest one preview or execution may take as a whole (the executors bound
+    /// each SDK call more tightly; this frees the slot if one hangs regardless).
+    pub run_timeout: Duration,
+    /// How long a claimed lane is reserved without a heartbeat.
+    pub lease: TimeDelta,
+    /// How often the leases of in-flight deliveries are renewed.
+    pub heartbeat: TimeDelta,
+    /// Slack pacing.
+    pub pacing: PaceSettings,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            slack_slots: 64,
+            page_slots: 16,
+            run_slots: 8,
+            stakeholder_slots: 8,
+            call_timeout: Duration::from_secs(15),
+            run_timeout: Duration::from_secs(15 * 60),
+            lease: TimeDelta::seconds(10),
+            heartbeat: TimeDelta::seconds(3),
+            pacing: PaceSettings::default(),
+        }
+    }
+}
+
+/// How calls are paced.
+#[derive(Clone, Copy, Debug)]
+pub struct PaceSettings {
+    /// Minimum spacing of `chat.postMessage` calls to one channel.
+    pub post_interval: Duration,
+    /// Whether per-method tier limits apply (off only for load tests against a stand-in).
+    pub method_tiers: bool,
+    /// The longest wait slept through inside a delivery; longer waits hand the lane back.
+    pub inline_wait: Duration,
+}
+
+impl Default for PaceSettings {
+    fn default() -> Self {
+        Self {
+            post_interval: Duration::from_secs(1),
+            method_tiers: true,
+            // Short: a delivery that sleeps holds one of the class's slots, and a second
+            // post to a channel waits a whole second. Longer waits hand the lane back with
+            // its slot reserved, so other channels use the slot meanwhile.
+            inline_wait: Duration::from_millis(50),
+        }
+    }
+}
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

@@ -62,6 +62,14 @@ pub fn prefill(text: &str) -> Prefill {
     }
 }
 
+/// The offer for a message, prefilled from its text.
+pub fn offer_for(source: SourceMessage, text: &str) -> Offer {
+    Offer {
+        source,
+        prefill: prefill(text),
+    }
+}
+
 /// The first non-empty line, with Slack markup (`<url|label>`, `<@U1>`, `<!here>`,
 /// `*bold*`, `:emoji:`) reduced to plain words, cut at a word before
 /// [`MAX_TITLE_CHARS`]. Empty when nothing readable is left (the form then asks).

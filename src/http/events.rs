@@ -16,8 +16,8 @@ use serde_json::json;
 use super::incident_commands::{self, Invocation};
 use super::{AppState, RequestId, internal_error};
 use crate::domain::command;
+use crate::domain::outbound::Outbound;
 use crate::engine::{EngineError, RequestMeta};
-use crate::outbox::Outbound;
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -121,10 +121,24 @@ pub async fn handle(
                 .and_then(|item| item["channel"].as_str())
                 .is_some_and(|channel| channel == &*state.announce_channel) =>
         {
-            crate::listen::on_event(&state, &event_id, &body).await
+            crate::listen::on_event(
+                &state.engine,
+                &state.intake,
+                &state.announce_channel,
+                &event_id,
+                &body,
+            )
+            .await
         }
         ("message" | "app_home_opened", ..) => {
-            crate::listen::on_event(&state, &event_id, &body).await
+            crate::listen::on_event(
+                &state.engine,
+                &state.intake,
+                &state.announce_channel,
+                &event_id,
+                &body,
+            )
+            .await
         }
         (kind @ ("pin_added" | "reaction_added"), user, ..) => {
             let message = super::timeline_events::MessageEvent {

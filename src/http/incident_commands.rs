@@ -6,8 +6,8 @@ use crate::commands::{params, render as run_render};
 use crate::domain::access::{self, Rule};
 use crate::domain::command::{self, SlashCommand};
 use crate::domain::incident::{Change, Incident, Role};
+use crate::domain::outbound::Modal;
 use crate::engine::{EngineError, RequestMeta, RoleRequest};
-use crate::outbox::Modal;
 use crate::slack::render;
 use crate::store::NewRun;
 

@@ -16,9 +16,9 @@ use crate::commands::render::{self as run_render, APPROVE_ACTION, DENY_ACTION};
 use crate::domain::access::UserKind;
 use crate::domain::approval::{Click, ClickOutcome, Refusal};
 use crate::domain::incident::{Change, DomainError, IncidentId};
+use crate::domain::outbound::Outbound;
 use crate::domain::severity::Severity;
 use crate::engine::{ClickContext, EngineError, RequestMeta};
-use crate::outbox::Outbound;
 use crate::slack::render::{DECLARE_CALLBACK, RESOLVE_CALLBACK};
 
 #[derive(Deserialize)]
@@ -179,12 +179,13 @@ pub async fn handle(
             match engine.declare(&meta, severity, &title).await {
                 Ok(outcome) => {
                     if let Some(source) =
-                        crate::listen::offer::source_of_form(&view.private_metadata)
+                        crate::slack::render::offer::source_of_form(&view.private_metadata)
                     {
                         // The incident stands either way: an error here must not make the
                         // form say "try again" (a second incident). Only the link is lost.
                         let id = outcome.incident.id;
-                        if let Err(e) = crate::listen::offer::link(&state, &meta, id, source).await
+                        if let Err(e) =
+                            crate::listen::offer::link(&state.engine, &meta, id, source).await
                         {
                             tracing::error!(%request_id, incident = %id, error = %e, "declared, but the link to the source message could not be queued");
                         }
@@ -309,7 +310,7 @@ async fn button(state: &AppState, request_id: &str, payload: &Payload) -> Respon
     let Some(action) = payload.actions.first() else {
         return (StatusCode::BAD_REQUEST, "block_actions without an action").into_response();
     };
-    if action.action_id == crate::listen::offer::DECLARE_OFFER_ACTION {
+    if action.action_id == crate::slack::render::offer::DECLARE_OFFER_ACTION {
         return declare_offer(state, request_id, payload, &action.value).await;
     }
     let click = match action.action_id.as_str() {
@@ -448,7 +449,7 @@ async fn declare_offer(
         return (StatusCode::FORBIDDEN, reason).into_response();
     }
     let Some(text) =
-        crate::listen::offer::open_form(state, value, payload.trigger_id.as_deref()).await
+        crate::listen::offer::open_form(&*state.slack, value, payload.trigger_id.as_deref()).await
     else {
         return StatusCode::OK.into_response();
     };

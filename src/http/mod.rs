@@ -2,6 +2,10 @@
 //!
 //! `app(state)` builds the whole router so tests drive it with `oneshot` and `serve` binds
 //! it to a socket (axum's `examples/testing`).
+//!
+//! Inbound transports both live here: the HTTP endpoints and [`socket`] (Socket Mode),
+//! which feeds Slack's envelopes into the same handlers. Handlers hand events they do not
+//! own to `crate::listen` (declare offers, App Home), which never imports `http` back.
 
 pub mod commands;
 pub mod events;
@@ -10,6 +14,7 @@ pub mod interactions;
 mod metrics_route;
 pub mod pagerduty;
 pub mod record_commands;
+pub mod socket;
 mod step_up;
 mod timeline_events;
 pub mod verify;
@@ -70,7 +75,7 @@ pub struct Identity {
     /// User groups whose members may hand over any incident role.
     pub incident_admins: Vec<String>,
     /// Key sealing TOTP step-up secrets.
-    pub totp_key: Option<crate::commands::totp::TotpKey>,
+    pub totp_key: Option<crate::totp::TotpKey>,
 }
 
 impl Identity {

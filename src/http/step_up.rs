@@ -13,11 +13,11 @@ use serde_json::json;
 
 use super::{AppState, internal_error};
 use crate::commands::render as run_render;
-use crate::commands::totp;
 use crate::domain::access::UserKind;
 use crate::domain::approval::{Click, ClickOutcome, Refusal};
 use crate::engine::{ClickContext, EngineError, RequestMeta};
 use crate::store::RunRow;
+use crate::totp;
 
 /// `callback_id` of the code modal.
 pub const CALLBACK: &str = "klaxon_run_totp";

@@ -12,10 +12,10 @@ use serde_json::Value;
 
 use super::AppState;
 use crate::domain::incident::Actor;
+use crate::domain::outbound::Outbound;
 use crate::domain::outbound::incident_key;
 use crate::domain::record::NoteSource;
 use crate::engine::{Addition, EngineError, RequestMeta};
-use crate::outbox::Outbound;
 
 /// The parts of a `pin_added` / `reaction_added` event this module reads.
 pub struct MessageEvent<'a> {

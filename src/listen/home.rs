@@ -20,7 +20,6 @@ use crate::domain::incident::{Incident, Role};
 use crate::domain::outbound::{Outbound, home_key};
 use crate::domain::timers::TimerKind;
 use crate::engine::{Engine, EngineError};
-use crate::http::AppState;
 use crate::store::{AwaitingRun, StoreError};
 
 /// How long someone who opened the tab keeps getting live refreshes.
@@ -32,8 +31,7 @@ const MAX_LISTED: usize = 40;
 
 /// `app_home_opened` on the Home tab: remember the viewer and queue a publish, with the
 /// event id, in one transaction.
-pub async fn opened(state: &AppState, event_id: &str, user: &str) -> Result<(), EngineError> {
-    let engine = &state.engine;
+pub async fn opened(engine: &Engine, event_id: &str, user: &str) -> Result<(), EngineError> {
     let now = engine.now();
     let mut tx = engine.store().begin().await?;
     if !tx.record_inbound(super::SOURCE, event_id, now).await? {

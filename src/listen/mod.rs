@@ -5,20 +5,23 @@
 //!   opens the declare form prefilled from the message; the incident links back to it.
 //! - [`home`]: the App Home tab (open incidents, runs awaiting the viewer's approval),
 //!   published when opened and republished when incidents or runs change.
-//! - [`socket`]: Socket Mode, so Klaxon needs no public URL: envelopes go into the same
-//!   handlers as HTTP, and are acknowledged only after those handlers committed.
 //!
 //! Like every handler, these only write (the event id, an outbox row) in one transaction;
 //! the outbox worker makes the Slack calls (`src/outbox/listen.rs`).
+//!
+//! Where it sits: `http` hands it Events API callbacks and offer clicks (whether they
+//! arrived over HTTP or Socket Mode, `http::socket`), and the outbox asks it for the Home
+//! view it publishes. So it imports neither: it takes the [`Engine`] and the settings it
+//! needs as arguments, renders through `slack::render`, and depends only on `engine`,
+//! `store`, `slack`, `config`, `clock` and `domain`.
 
 pub mod home;
 pub mod offer;
-pub mod socket;
 
 use serde::Deserialize;
 
-use crate::engine::EngineError;
-use crate::http::AppState;
+use crate::config::IntakeConfig;
+use crate::engine::{Engine, EngineError};
 
 /// The Events API fields the listeners read (the rest of the event is ignored).
 #[derive(Debug, Default, Deserialize)]
@@ -73,15 +76,20 @@ struct CallbackBody {
 }
 
 /// Handles `reaction_added`, `message` and `app_home_opened` from an `event_callback`
-/// `body`. Every path records `event_id` (a retry is [`EngineError::Duplicate`]); events
-/// that are not for these listeners (another reaction, another channel, an ordinary
-/// message) are only recorded.
-pub async fn on_event(state: &AppState, event_id: &str, body: &[u8]) -> Result<(), EngineError> {
+/// `body`, as configured by `intake` for the `#incident-response` channel `announce`.
+/// Every path records `event_id` (a retry is [`EngineError::Duplicate`]); events that are
+/// not for these listeners (another reaction, another channel, an ordinary message) are
+/// only recorded.
+pub async fn on_event(
+    engine: &Engine,
+    intake: &IntakeConfig,
+    announce: &str,
+    event_id: &str,
+    body: &[u8],
+) -> Result<(), EngineError> {
     let event = serde_json::from_slice::<CallbackBody>(body)
         .map(|b| b.event)
         .unwrap_or_default();
-    let intake = &state.intake;
-    let announce: &str = &state.announce_channel;
     match event.kind.as_str() {
         "reaction_added" => {
             if let Some(item) = &event.item
@@ -94,7 +102,7 @@ pub async fn on_event(state: &AppState, event_id: &str, body: &[u8]) -> Result<(
                     channel: announce.to_string(),
                     ts: ts.clone(),
                 };
-                return offer::record(state, event_id, source, None).await;
+                return offer::record(engine, event_id, source, None).await;
             }
         }
         "message" => {
@@ -115,7 +123,7 @@ pub async fn on_event(state: &AppState, event_id: &str, body: &[u8]) -> Result<(
                         channel: announce.to_string(),
                         ts: ts.clone(),
                     };
-                    return offer::record(state, event_id, source, Some(text)).await;
+                    return offer::record(engine, event_id, source, Some(text)).await;
                 }
             }
         }
@@ -123,12 +131,12 @@ pub async fn on_event(state: &AppState, event_id: &str, body: &[u8]) -> Result<(
             if event.tab.as_deref() == Some("home")
                 && let Some(user) = &event.user
             {
-                return home::opened(state, event_id, user).await;
+                return home::opened(engine, event_id, user).await;
             }
         }
         _ => {}
     }
-    match state.engine.mark_seen(SOURCE, event_id).await? {
+    match engine.mark_seen(SOURCE, event_id).await? {
         true => Ok(()),
         false => Err(EngineError::Duplicate),
     }

@@ -2,8 +2,10 @@
 //! declared incident and its message, and App Home publishes.
 
 use crate::domain::declare_offer::SourceMessage;
+use crate::domain::declare_offer::offer_for;
 use crate::domain::incident::IncidentId;
-use crate::listen::{home, offer};
+use crate::listen::home;
+use crate::slack::render::offer::offer_message;
 
 use super::{DeliveryError, OutboxWorker};
 
@@ -35,8 +37,8 @@ impl OutboxWorker {
         };
         let thread = source.ts.clone();
         let channel = source.channel.clone();
-        let offer = offer::offer_for(source, &text);
-        let (text, blocks) = offer::offer_message(&offer);
+        let offer = offer_for(source, &text);
+        let (text, blocks) = offer_message(&offer);
         self.slack(
             "chat.postMessage",
             Some(&channel),

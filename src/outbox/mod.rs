@@ -22,6 +22,7 @@
 
 mod deliver;
 mod digest;
+mod failure;
 mod listen;
 mod once;
 pub mod pacing;
@@ -32,7 +33,10 @@ mod upload;
 
 /// Recovery runs live with the recovery code; named here too for existing callers.
 pub use crate::commands::execution::{EXECUTION_LEASE, Recovery};
+/// The worker's settings are parsed from `[delivery]`; named here too for callers.
+pub use crate::config::DeliverySettings;
 pub use crate::domain::outbound::{Modal, Outbound};
+pub use failure::{DeliveryError, MAX_ATTEMPTS, backoff};
 pub use once::LOOKBACK_MARGIN;
 pub use pacing::{PaceSettings, Pacer};
 
@@ -48,125 +52,20 @@ use tokio::task::JoinSet;
 use crate::clock::Clock;
 use crate::domain::outbound::LaneClass;
 use crate::engine::Engine;
-use crate::paging::{PageError, PagerDuty, Target};
-use crate::slack::{SlackApi, SlackError};
+use crate::paging::{PagerDuty, Target};
+use crate::slack::SlackApi;
 use crate::store::{OutboxRow, Settlement, StoreError};
+use failure::DEFAULT_RETRY_AFTER;
 use once::AttemptTrace;
 
-/// Why one delivery attempt failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    /// Slack said no or could not be reached.
-    #[error(transparent)]
-    Slack(#[from] SlackError),
-    /// PagerDuty said no or could not be reached.
-    #[error(transparent)]
-    Paging(#[from] PageError),
-    /// A mail server or Statuspage said no or could not be reached.
-    #[error(transparent)]
-    Notify(#[from] crate::notify::NotifyError),
-    /// Something on our side (database, a missing channel record): retried.
-    #[error("{0}")]
-    Internal(String),
-    /// The payload cannot be delivered, ever (unknown incident, bad JSON).
-    #[error("{0}")]
-    Permanent(String),
-    /// A row this one depends on failed for good (the incident channel was never opened):
-    /// failed at once, without a notice of its own (the root failure had one).
-    #[error("{0}")]
-    Dependency(String),
-    /// Not yet: pacing, a 429, or waiting for the incident channel. Not a failed attempt.
-    #[error("deferred for {0:?}")]
-    Deferred(Duration),
-    /// The call did not answer in time.
-    #[error("{0} did not answer within {1:?}")]
-    TimedOut(&'static str, Duration),
-}
-
-impl DeliveryError {
-    fn is_permanent(&self) -> bool {
-        match self {
-            DeliveryError::Slack(s) => s.is_permanent(),
-            DeliveryError::Paging(p) => p.is_permanent(),
-            DeliveryError::Notify(n) => n.is_permanent(),
-            DeliveryError::Permanent(_) | DeliveryError::Dependency(_) => true,
-            DeliveryError::Internal(_)
-            | DeliveryError::Deferred(_)
-            | DeliveryError::TimedOut(..) => false,
-        }
-    }
-
-    /// For a rate limit or a deferral: how long to hold the lane, without counting an
-    /// attempt.
-    fn hold(&self) -> Option<Duration> {
-        match self {
-            DeliveryError::Deferred(d) => Some(*d),
-            DeliveryError::Slack(SlackError::RateLimited { retry_after }) => {
-                Some(retry_after.unwrap_or(DEFAULT_RETRY_AFTER))
-            }
-            DeliveryError::Paging(PageError::Retry {
-                status: 429,
-                retry_after,
-            }) => Some(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),
-            _ => None,
-        }
-    }
-}
-
-/// Failed attempts after which a row is marked failed even if its error looked transient
-/// (with the 5-minute cap this is about two hours of trying). Rate limits and pacing do
-/// not count. Stakeholder notices are exempt: a mail server or status page that is down
-/// for a day delays them (every 5 minutes) but never loses them.
-pub const MAX_ATTEMPTS: i64 = 30;
 /// How long the run loop waits for more deliveries to finish before settling the ones
 /// that have (when others are in flight): short next to any Slack call, long enough to
 /// make one transaction of a burst's completions.
 const SETTLE_GATHER: Duration = Duration::from_millis(2);
 /// Completions after which the run loop settles without waiting for more.
 const SETTLE_GATHER_ROWS: usize = 32;
-/// The wait after a 429 that came without `Retry-After`.
-const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
 
-/// How the worker delivers.
-#[derive(Clone, Copy, Debug)]
-pub struct DeliverySettings {
-    /// Slack lanes in flight at once.
-    pub slack_slots: usize,
-    /// PagerDuty lanes in flight at once.
-    pub page_slots: usize,
-    /// Recovery-run lanes (previews, executions) in flight at once.
-    pub run_slots: usize,
-    /// Stakeholder lanes (email, Statuspage) in flight at once.
-    pub stakeholder_slots: usize,
-    /// The longest one Slack call may take.
-    pub call_timeout: Duration,
-    /// The longest one preview or execution may take as a whole (the executors bound
-    /// each SDK call more tightly; this frees the slot if one hangs regardless).
-    pub run_timeout: Duration,
-    /// How long a claimed lane is reserved without a heartbeat.
-    pub lease: TimeDelta,
-    /// How often the leases of in-flight deliveries are renewed.
-    pub heartbeat: TimeDelta,
-    /// Slack pacing.
-    pub pacing: PaceSettings,
-}
-
-impl Default for DeliverySettings {
-    fn default() -> Self {
-        Self {
-            slack_slots: 64,
-            page_slots: 16,
-            run_slots: 8,
-            stakeholder_slots: 8,
-            call_timeout: Duration::from_secs(15),
-            run_timeout: Duration::from_secs(15 * 60),
-            lease: TimeDelta::seconds(10),
-            heartbeat: TimeDelta::seconds(3),
-            pacing: PaceSettings::default(),
-        }
-    }
-}
-
+/// How the worker reads its settings (the type is `[delivery]`'s, in `config`).
 impl DeliverySettings {
     fn slots(&self, class: LaneClass) -> usize {
         match class {
@@ -263,12 +162,6 @@ pub struct OutboxWorker {
     trace: Arc<AttemptTrace>,
     /// This database's installation id, for post metadata.
     install: Arc<OnceCell<String>>,
-}
-
-/// The backoff before attempt `attempts + 1`.
-pub fn backoff(attempts: i64) -> TimeDelta {
-    let exp = attempts.clamp(1, 20) as u32 - 1;
-    TimeDelta::seconds(2i64.saturating_pow(exp).min(300))
 }
 
 /// One finished delivery, waiting to be settled.
@@ -658,39 +551,5 @@ impl OutboxWorker {
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "could not renew outbox leases"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_then_caps() {
-        assert_eq!(backoff(1), TimeDelta::seconds(1));
-        assert_eq!(backoff(2), TimeDelta::seconds(2));
-        assert_eq!(backoff(5), TimeDelta::seconds(16));
-        assert_eq!(backoff(12), TimeDelta::seconds(300));
-    }
-
-    #[test]
-    fn rate_limits_and_deferrals_hold_without_counting_and_are_not_permanent() {
-        let limited = DeliveryError::Slack(SlackError::RateLimited {
-            retry_after: Some(Duration::from_secs(7)),
-        });
-        assert_eq!(limited.hold(), Some(Duration::from_secs(7)));
-        assert!(!limited.is_permanent());
-        let busy = DeliveryError::Paging(PageError::Retry {
-            status: 429,
-            retry_after: None,
-        });
-        assert_eq!(busy.hold(), Some(DEFAULT_RETRY_AFTER));
-        let down = DeliveryError::Paging(PageError::Retry {
-            status: 503,
-            retry_after: None,
-        });
-        assert_eq!(down.hold(), None);
-        assert!(DeliveryError::Dependency("x".into()).is_permanent());
-        assert!(!DeliveryError::TimedOut("x", Duration::from_secs(1)).is_permanent());
     }
 }

@@ -23,6 +23,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+/// Pacing is configured in `[delivery]`; the settings type lives with that config.
+pub use crate::config::PaceSettings;
+
 /// The pacer's notion of time: the injected clock's (so tests on a manual clock see a
 /// `Retry-After` run out when they move the clock).
 type Instant = DateTime<Utc>;
@@ -33,30 +36,6 @@ fn delta(d: Duration) -> TimeDelta {
 
 fn span(from: Instant, to: Instant) -> Duration {
     (to - from).to_std().unwrap_or(Duration::ZERO)
-}
-
-/// How calls are paced.
-#[derive(Clone, Copy, Debug)]
-pub struct PaceSettings {
-    /// Minimum spacing of `chat.postMessage` calls to one channel.
-    pub post_interval: Duration,
-    /// Whether per-method tier limits apply (off only for load tests against a stand-in).
-    pub method_tiers: bool,
-    /// The longest wait slept through inside a delivery; longer waits hand the lane back.
-    pub inline_wait: Duration,
-}
-
-impl Default for PaceSettings {
-    fn default() -> Self {
-        Self {
-            post_interval: Duration::from_secs(1),
-            method_tiers: true,
-            // Short: a delivery that sleeps holds one of the class's slots, and a second
-            // post to a channel waits a whole second. Longer waits hand the lane back with
-            // its slot reserved, so other channels use the slot meanwhile.
-            inline_wait: Duration::from_millis(50),
-        }
-    }
 }
 
 /// Calls per minute Slack documents for a method's tier, for the methods Klaxon calls.

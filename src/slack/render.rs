@@ -9,6 +9,8 @@ use crate::domain::message::{Block, Message, Span};
 use crate::domain::outbound::Modal;
 use crate::domain::severity::Severity;
 
+pub mod offer;
+
 /// Escapes the three characters Slack's mrkdwn treats as control characters.
 pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -140,7 +142,7 @@ pub fn modal(modal: &Modal) -> Value {
                 ]
             })
         }
-        Modal::DeclareFrom { offer } => crate::listen::offer::declare_form(offer),
+        Modal::DeclareFrom { offer } => offer::declare_form(offer),
         Modal::Resolve { incident_id } => json!({
             "type": "modal",
             "callback_id": RESOLVE_CALLBACK,

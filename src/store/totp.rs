@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Result, Store, ms};
 
-/// A sealed TOTP secret as stored: hex nonce and hex ciphertext (`commands::totp` seals
+/// A sealed TOTP secret as stored: hex nonce and hex ciphertext (the `totp` module seals
 /// and opens it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sealed {

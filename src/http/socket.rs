@@ -22,6 +22,10 @@
 //! would be acknowledged and dropped by its parse-error path), and acknowledges an
 //! envelope whose parse failed. Here the ack depends on Klaxon's own handler result.
 //!
+//! Why it lives in `http`: Socket Mode is a second inbound transport beside the HTTP
+//! endpoints, not a feature of its own. It owns no rules; it unwraps envelopes and calls
+//! the HTTP handlers, so it sits next to them and depends on nothing they do not.
+//!
 //! Reconnects: at once after `disconnect` / a clean close, else with exponential backoff
 //! (from [`SocketSettings::initial_backoff`] to [`SocketSettings::max_backoff`]).
 
@@ -38,7 +42,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::http::{AppState, RequestId, commands, events, interactions};
+use super::{AppState, RequestId, commands, events, interactions};
 
 /// How the client connects.
 #[derive(Clone, Debug)]
@@ -302,7 +306,7 @@ async fn ack_for(envelope_id: &str, response: Response) -> Option<Value> {
         tracing::warn!(%envelope_id, %status, "envelope refused by its handler; acknowledged without a payload");
         return Some(json!({ "envelope_id": envelope_id }));
     }
-    let body = axum::body::to_bytes(response.into_body(), crate::http::verify::MAX_BODY_BYTES)
+    let body = axum::body::to_bytes(response.into_body(), super::verify::MAX_BODY_BYTES)
         .await
         .unwrap_or_default();
     match serde_json::from_slice::<Value>(&body) {

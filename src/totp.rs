@@ -5,6 +5,12 @@
 //! Secrets are 160 random bits, stored only encrypted (ChaCha20-Poly1305, a 256-bit key
 //! from `KLAXON_TOTP_KEY`, the user id as associated data so a row cannot be moved to
 //! another user), never logged. A code's time step is accepted once per user.
+//!
+//! Why a module of its own: the key is read by `config` (`KLAXON_TOTP_KEY`), codes are
+//! checked by `http` (the step-up modal) and users are enrolled by `app` (`klaxon totp
+//! enrol`). None of that is recovery-command logic, and under `commands` it made `config`
+//! import `commands` while `commands` reads `config`. Here it sits below all three and
+//! imports only `store` (the `totp_secrets` rows and their [`Sealed`] form).
 
 use std::fmt;
 

@@ -1,8 +1,11 @@
 use super::*;
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::escalation::EscalationPolicy;
-use crate::domain::incident::{Actor, Change, DomainError, Policy, apply, declare};
+use crate::domain::incident::{
+    Actor, Change, Decision, DomainError, Effect, EventKind, Incident, Policy, apply, declare,
+};
 use crate::domain::severity::SeverityPolicies;
+use crate::domain::timers::TimerKind;
 
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
