@@ -62,6 +62,8 @@ use once::AttemptTrace;
 /// that have (when others are in flight): short next to any Slack call, long enough to
 /// make one transaction of a burst's completions.
 const SETTLE_GATHER: Duration = Duration::from_millis(2);
+/// Settle transactions the run loop lets commit at once, beside its deliveries.
+const MAX_SETTLES_IN_FLIGHT: usize = 4;
 /// Completions after which the run loop settles without waiting for more.
 const SETTLE_GATHER_ROWS: usize = 32;
 
@@ -345,7 +347,8 @@ impl OutboxWorker {
         let mut lanes_in_flight: HashMap<tokio::task::Id, Vec<(LaneClass, String)>> =
             HashMap::new();
         let mut next_heartbeat = self.clock.now() + self.settings.heartbeat;
-        let mut report = PassReport::default();
+        // Settles committing beside the deliveries (each says which classes it moved).
+        let mut settling: JoinSet<Vec<LaneClass>> = JoinSet::new();
         // What this loop knows of each class's next due lane, learned from its last claim
         // (absent: unknown, claim to find out). Forgotten when the class's lanes move
         // (a settle) or new work may have come (a wake), so an idle class costs no query
@@ -377,8 +380,16 @@ impl OutboxWorker {
                     continue;
                 }
                 let limit = self.settings.claim_limit(class, free);
+                let claiming = std::time::Instant::now();
                 match self.claim(class, limit).await {
                     Ok(rows) => {
+                        tracing::trace!(
+                            class = class.as_str(),
+                            limit,
+                            claimed = rows.len(),
+                            claim_us = claiming.elapsed().as_micros() as u64,
+                            "outbox claim"
+                        );
                         let all_claimed = rows.len() < limit;
                         // A lane this worker is still delivering, whose lease ran out
                         // before a late heartbeat (a stalled process): the claim just
@@ -423,6 +434,13 @@ impl OutboxWorker {
             };
             let finished = tokio::select! {
                 Some(done) = in_flight.join_next_with_id() => Some(done),
+                Some(settled) = settling.join_next() => {
+                    // Those lanes moved on: their classes may have lanes due now.
+                    for class in settled.unwrap_or_else(|_| LaneClass::ALL.to_vec()) {
+                        known_due.remove(&class);
+                    }
+                    None
+                }
                 stop = crate::clock::wait_for_work(&*self.clock, wake_at, Duration::from_secs(30), &self.wake, &mut shutdown) => {
                     if stop {
                         break;
@@ -464,15 +482,39 @@ impl OutboxWorker {
                     None => None,
                 };
             }
-            for attempt in &batch {
-                known_due.remove(&LaneClass::of(&attempt.row.ordering_key));
+            if batch.is_empty() {
+                continue;
             }
-            if !batch.is_empty()
-                && let Err(e) = self.settle(batch, &mut report).await
-            {
-                // The leases run out and the rows are delivered again: at least once.
-                tracing::error!(error = %e, "could not record outbox outcomes");
+            // The settle runs beside the next claims and deliveries (its lanes stay
+            // leased to this worker until it commits, so nobody claims them meanwhile);
+            // a few at once at most.
+            while settling.len() >= MAX_SETTLES_IN_FLIGHT {
+                if let Some(settled) = settling.join_next().await {
+                    for class in settled.unwrap_or_else(|_| LaneClass::ALL.to_vec()) {
+                        known_due.remove(&class);
+                    }
+                }
             }
+            let worker = self.clone();
+            settling.spawn(async move {
+                let mut classes: Vec<LaneClass> = batch
+                    .iter()
+                    .map(|a| LaneClass::of(&a.row.ordering_key))
+                    .collect();
+                classes.sort();
+                classes.dedup();
+                let (count, started) = (batch.len(), std::time::Instant::now());
+                if let Err(e) = worker.settle(batch, &mut PassReport::default()).await {
+                    // The leases run out and the rows are delivered again: at least once.
+                    tracing::error!(error = %e, "could not record outbox outcomes");
+                }
+                tracing::trace!(
+                    settled = count,
+                    settle_us = started.elapsed().as_micros() as u64,
+                    "outbox settle"
+                );
+                classes
+            });
         }
         // Shutting down: let what is in flight finish (bounded by its timeouts) and record
         // it, so a clean stop repeats nothing.
@@ -482,8 +524,9 @@ impl OutboxWorker {
                 batch.extend(attempts);
             }
         }
+        while settling.join_next().await.is_some() {}
         if !batch.is_empty()
-            && let Err(e) = self.settle(batch, &mut report).await
+            && let Err(e) = self.settle(batch, &mut PassReport::default()).await
         {
             tracing::error!(error = %e, "could not record outbox outcomes at shutdown");
         }
