@@ -197,8 +197,10 @@ pub struct Store {
 const SQLITE_READERS: u32 = 4;
 /// Connections in the PostgreSQL request pool.
 const POSTGRES_CONNECTIONS: u32 = 10;
-/// Connections reserved for the background loops on PostgreSQL.
-const POSTGRES_BACKGROUND_CONNECTIONS: u32 = 3;
+/// Connections reserved for the background loops on PostgreSQL: the scheduler, and the
+/// outbox worker's claims, settles (a few commit at once) and the reads of its deliveries
+/// in flight (with 3, a drain queued on the pool at about 1,100 deliveries/s).
+const POSTGRES_BACKGROUND_CONNECTIONS: u32 = 8;
 /// WAL, NORMAL durability (FULL for the transactions that decide an execution: see
 /// `begin_durable`), how long a statement waits for SQLite's write lock (another process
 /// on the file), and for the writer a 64 MiB page cache with memory-mapped reads (fewer
