@@ -29,17 +29,19 @@ impl OutboxWorker {
         call: impl Future<Output = Result<T, SlackError>>,
     ) -> Result<T, DeliveryError> {
         let inline_wait = self.inline_wait.unwrap_or(self.settings.pacing.inline_wait);
-        match self.pacer.acquire_within(
-            method,
-            channel,
-            self.delivering,
-            self.clock.now(),
-            inline_wait,
-        ) {
-            Grant::Go(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
-            Grant::Go(_) => {}
-            Grant::Defer(wait) => return Err(DeliveryError::Deferred(wait)),
-        }
+        let asked = self.clock.now();
+        let slot =
+            match self
+                .pacer
+                .acquire_within(method, channel, self.delivering, asked, inline_wait)
+            {
+                Grant::Go(wait) if !wait.is_zero() => {
+                    tokio::time::sleep(wait).await;
+                    asked + chrono::TimeDelta::from_std(wait).unwrap_or_default()
+                }
+                Grant::Go(_) => asked,
+                Grant::Defer(wait) => return Err(DeliveryError::Deferred(wait)),
+            };
         let limit = self.settings.call_timeout;
         let answer = tokio::time::timeout(limit, call).await;
         if matches!(answer, Ok(Ok(_))) {
@@ -54,6 +56,10 @@ impl OutboxWorker {
                     now + chrono::TimeDelta::from_std(wait).unwrap_or(chrono::TimeDelta::MAX);
                 self.pacer.pause(method, channel, until, now);
                 Err(SlackError::RateLimited { retry_after }.into())
+            }
+            Ok(Err(e @ SlackError::Unavailable(_))) => {
+                self.pacer.not_taken(method, channel, slot);
+                Err(e.into())
             }
             Ok(result) => Ok(result?),
         }

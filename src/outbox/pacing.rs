@@ -238,6 +238,24 @@ impl Pacer {
         *reserved = (*reserved).max(next);
     }
 
+    /// Slack did not take a post to `channel` that went at `slot` (it answered 503: down,
+    /// nothing done): the slot is given back unless a later post reserved after it, so
+    /// when Slack returns the channel's next post goes at once instead of waiting out the
+    /// second of a post that never happened (after an outage, every channel with a post
+    /// waiting would otherwise lose up to a second).
+    pub fn not_taken(&self, method: &str, channel: Option<&str>, slot: Instant) {
+        let Some(channel) = channel.filter(|_| method == "chat.postMessage") else {
+            return;
+        };
+        let mut state = self.state.lock().expect("pacer lock");
+        let ours = slot + delta(self.settings.post_interval);
+        if let Some(next) = state.channels.get_mut(channel)
+            && *next == ours
+        {
+            *next = slot;
+        }
+    }
+
     /// Slack answered 429 for `method` (on `channel`): hold such calls until `until`.
     pub fn pause(&self, method: &str, channel: Option<&str>, until: Instant, now: Instant) {
         let mut state = self.state.lock().expect("pacer lock");
@@ -290,6 +308,25 @@ mod tests {
         assert_eq!(
             post(5, "C1", at(t, 2900)),
             Grant::Go(Duration::from_millis(100))
+        );
+    }
+
+    #[test]
+    fn a_post_slack_did_not_take_gives_its_slot_back() {
+        let p = pacer(1000, true);
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let post = |ticket, now| p.acquire("chat.postMessage", Some("C1"), ticket, now);
+        assert_eq!(post(1, t), Grant::Go(Duration::ZERO));
+        // 503: the slot at t was not used; the retry goes at once.
+        p.not_taken("chat.postMessage", Some("C1"), t);
+        assert_eq!(post(1, at(t, 10)), Grant::Go(Duration::ZERO));
+        // A slot with a later reservation after it is kept: the later post's spacing
+        // holds.
+        assert_eq!(post(2, at(t, 20)), Grant::Go(Duration::from_millis(990)));
+        p.not_taken("chat.postMessage", Some("C1"), at(t, 10));
+        assert_eq!(
+            post(3, at(t, 30)),
+            Grant::Defer(Duration::from_millis(1980))
         );
     }
 
