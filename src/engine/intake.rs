@@ -28,15 +28,18 @@
 //! fail its neighbours.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Engine, EngineError, Outcome, RequestMeta};
 use crate::domain::incident::{self, Decision, IncidentId};
 use crate::domain::severity::Severity;
 use crate::store::{Backend, Declaration};
+
+mod stats;
+pub use stats::IntakeStats;
 
 /// Most declarations acknowledged in one transaction.
 const MAX_ACK_BATCH: usize = 128;
@@ -89,67 +92,6 @@ pub(super) struct Closed;
 pub(super) struct Intake {
     queue: std::sync::OnceLock<mpsc::UnboundedSender<DeclareJob>>,
     stats: Arc<IntakeStats>,
-}
-
-/// Counts of what the intake committed (for tests and metrics): how much grouping the
-/// load produced, and what is acknowledged but not yet written out.
-#[derive(Debug, Default)]
-pub struct IntakeStats {
-    ack_transactions: AtomicU64,
-    acked: AtomicU64,
-    write_transactions: AtomicU64,
-    written: AtomicU64,
-    /// Batches that failed as a whole and were retried one by one (either step).
-    split: AtomicU64,
-    /// Acknowledged declarations not yet through their write-out attempt.
-    unwritten: AtomicUsize,
-    /// Signalled when `unwritten` drops to zero.
-    drained: Notify,
-}
-
-impl IntakeStats {
-    /// `(transactions, declarations)` written out (step 2).
-    pub fn totals(&self) -> (u64, u64) {
-        (
-            self.write_transactions.load(Ordering::Relaxed),
-            self.written.load(Ordering::Relaxed),
-        )
-    }
-
-    /// `(transactions, declarations)` acknowledged (step 1).
-    pub fn ack_totals(&self) -> (u64, u64) {
-        (
-            self.ack_transactions.load(Ordering::Relaxed),
-            self.acked.load(Ordering::Relaxed),
-        )
-    }
-
-    /// Batches that failed as a whole and were retried one declaration at a time.
-    pub fn split_batches(&self) -> u64 {
-        self.split.load(Ordering::Relaxed)
-    }
-
-    fn queued_for_write(&self, n: usize) {
-        self.unwritten.fetch_add(n, Ordering::SeqCst);
-    }
-
-    fn write_attempted(&self, n: usize) {
-        if self.unwritten.fetch_sub(n, Ordering::SeqCst) == n {
-            self.drained.notify_waiters();
-        }
-    }
-
-    /// Returns once every declaration acknowledged so far has been through its write-out
-    /// (written, or left `declaring` for [`complete_pending`] after a failure).
-    pub async fn write_outs_done(&self) {
-        loop {
-            let drained = self.drained.notified();
-            if self.unwritten.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            drained.await;
-        }
-    }
 }
 
 impl Intake {
