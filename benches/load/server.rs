@@ -473,9 +473,17 @@ pub async fn count(reads: &AnyPool, sql: &str) -> i64 {
     n
 }
 
-/// Pending outbox rows.
+/// Work waiting for the outbox: pending rows, and declarations not yet written out.
 pub async fn pending(reads: &AnyPool) -> i64 {
+    // A declaration acknowledged but not yet written out (`declaring`) has its rows still
+    // to come: it counts as waiting work too, or a drain that starts right after a burst
+    // of acks finds "nothing pending" before the write-outs have run.
     count(reads, "select count(*) from outbox where state = 'pending'").await
+        + count(
+            reads,
+            "select count(*) from incidents where status = 'declaring'",
+        )
+        .await
 }
 
 /// Makes every pending outbox row due now (clears the backoff Slack's 503s caused) so a

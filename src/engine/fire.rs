@@ -6,7 +6,9 @@
 //! seconds late. So the scheduler hands over what it claimed and the timers of distinct
 //! incidents fire in ONE transaction, their events, outbox rows and timer changes
 //! written with one statement per kind of row (as declarations are, see `intake`).
-//! Incidents are locked in ascending id order, so two schedulers' groups never deadlock,
+//! Incidents are locked in ascending id order (one statement for the group, as is the
+//! marking of its timers and the reads of its chain heads and pending timers), so two
+//! schedulers' groups never deadlock,
 //! and a second timer of an incident already in the group fires on its own afterwards
 //! (it sees the first one's state). If the group fails, its timers fire one by one.
 
@@ -74,16 +76,24 @@ impl Engine {
             })
             .collect();
         let mut tx = self.store.begin().await?;
+        // The incidents first, as every change locks them (ascending: see `fire_timer`),
+        // then the timers: one statement each for the whole group.
+        let ids: Vec<_> = group.iter().map(|&i| timers[i].incident_id).collect();
+        let mut incidents = tx.lock_incidents(&ids).await?;
+        let timer_ids: Vec<i64> = group.iter().map(|&i| timers[i].id).collect();
+        let marked: BTreeSet<i64> = tx
+            .mark_timers_fired(&timer_ids, now)
+            .await?
+            .into_iter()
+            .collect();
         let mut outcomes = Vec::with_capacity(group.len());
         let mut decisions: Vec<(usize, Decision)> = Vec::new();
         for (k, &i) in group.iter().enumerate() {
             let timer = &timers[i];
-            // The incident first, as every change locks it (see `fire_timer`).
-            let incident = tx
-                .lock_incident(timer.incident_id)
-                .await?
+            let incident = incidents
+                .remove(&timer.incident_id)
                 .ok_or(EngineError::NotFound(timer.incident_id))?;
-            if !tx.mark_timer_fired(timer.id, now).await? {
+            if !marked.contains(&timer.id) {
                 outcomes.push(TimerOutcome::AlreadyHandled);
                 continue;
             }

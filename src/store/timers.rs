@@ -54,17 +54,34 @@ impl StoreTx {
     ) -> Result<bool> {
         let mut unwanted: Vec<i64> = Vec::new();
         let mut missing: Vec<(IncidentId, &TimerSpec)> = Vec::new();
+        // The pending timers of the incidents that may have some, in one query.
+        let existing: Vec<IncidentId> = plans
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| !self.fresh.take_timers(*id))
+            .collect();
+        let mut pending_of: std::collections::HashMap<i64, Vec<(i64, String, i64)>> =
+            std::collections::HashMap::new();
+        for chunk in existing.chunks(super::tx::MAX_ROWS_PER_INSERT) {
+            let mut p = super::Placeholders::new(self.backend);
+            let sql = format!(
+                "select incident_id, id, kind, due_at_ms from timers where state = 'pending' and incident_id in ({})",
+                p.list(chunk.len())
+            );
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.0);
+            }
+            let rows: Vec<(i64, i64, String, i64)> = query.fetch_all(&mut *self.tx).await?;
+            for (incident, id, kind, due) in rows {
+                pending_of
+                    .entry(incident)
+                    .or_default()
+                    .push((id, kind, due));
+            }
+        }
         for (incident_id, plan) in plans {
-            let pending: Vec<(i64, String, i64)> = if self.fresh.take_timers(*incident_id) {
-                Vec::new()
-            } else {
-                sqlx::query_as(
-                    "select id, kind, due_at_ms from timers where incident_id = $1 and state = 'pending'",
-                )
-                .bind(incident_id.0)
-                .fetch_all(&mut *self.tx)
-                .await?
-            };
+            let pending = pending_of.remove(&incident_id.0).unwrap_or_default();
             unwanted.extend(
                 pending
                     .iter()
@@ -86,15 +103,19 @@ impl StoreTx {
                     .map(|spec| (*incident_id, spec)),
             );
         }
-        for id in &unwanted {
-            sqlx::query(
-                "update timers set state = 'cancelled', lease_until_ms = null, finished_at_ms = $1 \
-                 where id = $2 and state = 'pending'",
-            )
-            .bind(ms(now))
-            .bind(id)
-            .execute(&mut *self.tx)
-            .await?;
+        for chunk in unwanted.chunks(super::tx::MAX_ROWS_PER_INSERT) {
+            let mut p = super::Placeholders::new(self.backend);
+            let sql = format!(
+                "update timers set state = 'cancelled', lease_until_ms = null, finished_at_ms = {} \
+                 where state = 'pending' and id in ({})",
+                p.one(),
+                p.list(chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ms(now));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(&mut *self.tx).await?;
         }
         for chunk in missing.chunks(super::tx::MAX_ROWS_PER_INSERT) {
             let sql = format!(
@@ -132,6 +153,31 @@ impl StoreTx {
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// [`StoreTx::mark_timer_fired`] for several timers in one statement; returns the ids
+    /// it marked (the others were fired or cancelled by someone else already).
+    pub async fn mark_timers_fired(&mut self, ids: &[i64], now: DateTime<Utc>) -> Result<Vec<i64>> {
+        let mut marked = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(super::tx::MAX_ROWS_PER_INSERT) {
+            let mut p = super::Placeholders::new(self.backend);
+            let sql = format!(
+                "update timers set state = 'fired', fired_at_ms = {}, finished_at_ms = {}, lease_until_ms = null \
+                 where state = 'pending' and id in ({}) returning id",
+                p.one(),
+                p.one(),
+                p.list(chunk.len())
+            );
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(ms(now))
+                .bind(ms(now));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            let rows: Vec<(i64,)> = query.fetch_all(&mut *self.tx).await?;
+            marked.extend(rows.into_iter().map(|(id,)| id));
+        }
+        Ok(marked)
     }
 
     /// Marks a timer whose purpose is gone as cancelled.

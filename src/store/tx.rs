@@ -295,17 +295,16 @@ impl StoreTx {
         appends: &[(IncidentId, &Actor, &str, &[EventKind])],
     ) -> Result<Vec<TimelineEntry>> {
         let mut entries = Vec::new();
+        // The chain heads of the incidents that have a timeline, in one query (a group of
+        // fired timers appends to a hundred incidents at once).
+        let existing: Vec<IncidentId> = appends
+            .iter()
+            .map(|(id, ..)| *id)
+            .filter(|id| !self.fresh.take_timeline(*id))
+            .collect();
+        let heads = self.timeline_heads(&existing).await?;
         for (incident_id, actor, request_id, kinds) in appends {
-            let last: Option<(i64, String)> = if self.fresh.take_timeline(*incident_id) {
-                None
-            } else {
-                sqlx::query_as(
-                    "select seq, hash from timeline where incident_id = $1 order by seq desc limit 1",
-                )
-                .bind(incident_id.0)
-                .fetch_optional(&mut *self.tx)
-                .await?
-            };
+            let last = heads.get(incident_id).cloned();
             let (mut seq, mut prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
             for kind in kinds.iter() {
                 seq += 1;
@@ -344,6 +343,65 @@ impl StoreTx {
             query.execute(&mut *self.tx).await?;
         }
         Ok(entries)
+    }
+
+    /// The last `(seq, hash)` of each of `ids`' timelines (absent: no timeline yet).
+    async fn timeline_heads(
+        &mut self,
+        ids: &[IncidentId],
+    ) -> Result<std::collections::HashMap<IncidentId, (i64, String)>> {
+        let mut heads = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_ROWS_PER_INSERT) {
+            let mut p = super::Placeholders::new(self.backend);
+            let sql = format!(
+                "select t.incident_id, t.seq, t.hash from timeline t join \
+                 (select incident_id, max(seq) as seq from timeline where incident_id in ({}) group by incident_id) m \
+                 on t.incident_id = m.incident_id and t.seq = m.seq",
+                p.list(chunk.len())
+            );
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.0);
+            }
+            let rows: Vec<(i64, i64, String)> = query.fetch_all(&mut *self.tx).await?;
+            heads.extend(
+                rows.into_iter()
+                    .map(|(id, seq, hash)| (IncidentId(id), (seq, hash))),
+            );
+        }
+        Ok(heads)
+    }
+
+    /// Locks several incidents (ascending id, the lock order) and loads them: one
+    /// statement for a group of fired timers instead of one per incident.
+    pub async fn lock_incidents(
+        &mut self,
+        ids: &[IncidentId],
+    ) -> Result<std::collections::HashMap<IncidentId, Incident>> {
+        let mut ids = ids.to_vec();
+        ids.sort();
+        ids.dedup();
+        let mut found = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_ROWS_PER_INSERT) {
+            let mut p = super::Placeholders::new(self.backend);
+            let lock = match self.backend {
+                Backend::Postgres => " for update",
+                Backend::Sqlite => "",
+            };
+            let sql = format!(
+                "select id, state from incidents where status <> 'declaring' and id in ({}) order by id{lock}",
+                p.list(chunk.len())
+            );
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.0);
+            }
+            let rows: Vec<(i64, String)> = query.fetch_all(&mut *self.tx).await?;
+            for (id, state) in rows {
+                found.insert(IncidentId(id), decode("incident", &state)?);
+            }
+        }
+        Ok(found)
     }
 
     /// Adds an outbound call to the outbox, due now.
