@@ -1,9 +1,11 @@
 //! The `timers` table: reconcile an incident's pending timers with its plan, claim due
 //! timers with a lease, and mark them fired or cancelled.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 
-use super::{Backend, Result, Store, StoreTx, from_ms, ms};
+use super::{Backend, Placeholders, Result, Store, StoreTx, from_ms, ms};
 use crate::domain::incident::IncidentId;
 use crate::domain::timers::{TimerKind, TimerSpec};
 
@@ -219,19 +221,30 @@ impl Store {
             .bind(limit)
             .fetch_all(&mut *tx)
             .await?;
+        // Lease them in one statement (the select above locked them on PostgreSQL).
+        let mut leased: BTreeSet<i64> = BTreeSet::new();
+        if !rows.is_empty() {
+            let mut p = Placeholders::new(self.backend());
+            let sql = format!(
+                "update timers set lease_until_ms = {} where state = 'pending' \
+                 and (lease_until_ms is null or lease_until_ms <= {}) and id in ({}) returning id",
+                p.one(),
+                p.one(),
+                p.list(rows.len())
+            );
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(ms(lease_until))
+                .bind(ms(now));
+            for raw in &rows {
+                query = query.bind(raw.0);
+            }
+            let done: Vec<(i64,)> = query.fetch_all(&mut *tx).await?;
+            leased.extend(done.into_iter().map(|(id,)| id));
+        }
         let mut claimed = Vec::with_capacity(rows.len());
         for raw in rows {
             let id = raw.0;
-            let done = sqlx::query(
-                "update timers set lease_until_ms = $1 where id = $2 and state = 'pending' \
-                 and (lease_until_ms is null or lease_until_ms <= $3)",
-            )
-            .bind(ms(lease_until))
-            .bind(id)
-            .bind(ms(now))
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 1 {
+            if leased.contains(&id) {
                 match decode_timer(raw) {
                     Some(timer) => claimed.push(timer),
                     None => {
