@@ -92,6 +92,7 @@ pub fn wire_with(
         store.clone()
     });
     let engine = Engine::new(store, clock.clone(), policy.clone(), wakers.clone());
+    let policy_for_scheduler = policy.clone();
     let background = Engine::new(background_store, clock.clone(), policy, wakers.clone());
     let slack_for_state = slack.clone();
     let outlets = Outlets {
@@ -118,7 +119,18 @@ pub fn wire_with(
         wakers.outbox.clone(),
         config.delivery,
     );
-    let scheduler = Scheduler::new(background, clock.clone(), wakers.scheduler.clone());
+    // The scheduler gets connections of its own too: with 10,000 reminders coming due at
+    // once, their deliveries (64 in flight, each reading its incident) would otherwise
+    // queue the firing of the rest behind them on one pool (PostgreSQL; SQLite shares
+    // its one writer anyway).
+    let scheduler_engine = match background.store().for_background() {
+        Ok(own) => Engine::new(own, clock.clone(), policy_for_scheduler, wakers.clone()),
+        Err(e) => {
+            tracing::warn!(error = %e, "no connections of its own for the scheduler; sharing the background pool");
+            background.clone()
+        }
+    };
+    let scheduler = Scheduler::new(scheduler_engine, clock.clone(), wakers.scheduler.clone());
     let state = AppState {
         engine,
         signing_secrets: Arc::new(config.slack.signing_secrets.clone()),
