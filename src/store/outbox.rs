@@ -99,6 +99,20 @@ pub struct OutboxCounts {
 /// under both backends' limits).
 const MAX_SETTLE_CHUNK: usize = 200;
 
+/// `case {on} when ? then ? ... [else {otherwise}] end` with `n` pairs of placeholders
+/// (bind each pair as key, value): one statement sets a column per row.
+fn case_when(p: &mut Placeholders, on: &str, n: usize, otherwise: Option<&str>) -> String {
+    let mut case = format!("case {on}");
+    for _ in 0..n {
+        case.push_str(&format!(" when {} then {}", p.one(), p.one()));
+    }
+    if let Some(otherwise) = otherwise {
+        case.push_str(&format!(" else {otherwise}"));
+    }
+    case.push_str(" end");
+    case
+}
+
 /// `$first, $first+1, ...` for an IN list of `n` values.
 fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
@@ -300,12 +314,7 @@ impl Store {
                 if posts.is_empty() {
                     return "null".to_string();
                 }
-                let mut case = String::from("case id");
-                for _ in &posts {
-                    case.push_str(&format!(" when {} then {}", p.one(), p.one()));
-                }
-                case.push_str(&format!(" else {column} end"));
-                case
+                case_when(&mut p, "id", posts.len(), Some(column))
             };
             let channels = case("slack_channel");
             let stamps = case("slack_ts");
@@ -360,14 +369,7 @@ impl Store {
             // Retries are many at once when pacing hands lanes back (a channel's second
             // post waits its second): one statement, a `case` per column.
             let mut p = Placeholders::new(self.backend());
-            let mut case = |column: &str| {
-                let mut case = String::from("case id");
-                for _ in &retries {
-                    case.push_str(&format!(" when {} then {}", p.one(), p.one()));
-                }
-                case.push_str(&format!(" else {column} end"));
-                case
-            };
+            let mut case = |column: &str| case_when(&mut p, "id", retries.len(), Some(column));
             let next_attempt = case("next_attempt_at_ms");
             let last_error = case("last_error");
             let counted = case("0");
@@ -426,11 +428,7 @@ impl Store {
             return Ok(());
         }
         let mut p = Placeholders::new(self.backend());
-        let mut case = String::from("case ordering_key");
-        for _ in 0..due.len() {
-            case.push_str(&format!(" when {} then {}", p.one(), p.one()));
-        }
-        case.push_str(" end");
+        let case = case_when(&mut p, "ordering_key", due.len(), None);
         let sql = format!(
             "update outbox_lanes set due_at_ms = {case} where ordering_key in ({})",
             p.list(due.len())
@@ -549,7 +547,22 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::placeholders;
+    use super::{case_when, placeholders};
+    use crate::store::{Backend, Placeholders};
+
+    #[test]
+    fn case_when_pairs_placeholders_in_text_order() {
+        let mut p = Placeholders::new(Backend::Postgres);
+        assert_eq!(
+            case_when(&mut p, "id", 2, Some("slack_ts")),
+            "case id when $1 then $2 when $3 then $4 else slack_ts end"
+        );
+        let mut p = Placeholders::new(Backend::Sqlite);
+        assert_eq!(
+            case_when(&mut p, "ordering_key", 1, None),
+            "case ordering_key when ? then ? end"
+        );
+    }
 
     #[test]
     fn placeholders_count_from_first() {
