@@ -435,10 +435,7 @@ impl OutboxWorker {
             let finished = tokio::select! {
                 Some(done) = in_flight.join_next_with_id() => Some(done),
                 Some(settled) = settling.join_next() => {
-                    // Those lanes moved on: their classes may have lanes due now.
-                    for class in settled.unwrap_or_else(|_| LaneClass::ALL.to_vec()) {
-                        known_due.remove(&class);
-                    }
+                    forget_settled(&mut known_due, settled);
                     None
                 }
                 stop = crate::clock::wait_for_work(&*self.clock, wake_at, Duration::from_secs(30), &self.wake, &mut shutdown) => {
@@ -490,9 +487,7 @@ impl OutboxWorker {
             // a few at once at most.
             while settling.len() >= MAX_SETTLES_IN_FLIGHT {
                 if let Some(settled) = settling.join_next().await {
-                    for class in settled.unwrap_or_else(|_| LaneClass::ALL.to_vec()) {
-                        known_due.remove(&class);
-                    }
+                    forget_settled(&mut known_due, settled);
                 }
             }
             let worker = self.clone();
@@ -594,5 +589,16 @@ impl OutboxWorker {
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "could not renew outbox leases"),
         }
+    }
+}
+
+/// After a settle committed: its lanes moved on, so their classes may have lanes due now
+/// (all classes, if the settle task died and cannot say which).
+fn forget_settled(
+    known_due: &mut HashMap<LaneClass, Option<chrono::DateTime<chrono::Utc>>>,
+    settled: Result<Vec<LaneClass>, tokio::task::JoinError>,
+) {
+    for class in settled.unwrap_or_else(|_| LaneClass::ALL.to_vec()) {
+        known_due.remove(&class);
     }
 }

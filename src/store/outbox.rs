@@ -113,14 +113,6 @@ fn case_when(p: &mut Placeholders, on: &str, n: usize, otherwise: Option<&str>) 
     case
 }
 
-/// `$first, $first+1, ...` for an IN list of `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 impl Store {
     /// Claims up to `limit` due lanes of `class` for `owner` until `lease_until` and
     /// returns their head rows. On PostgreSQL the lanes are picked with `for update skip
@@ -160,7 +152,7 @@ impl Store {
             "select id, ordering_key, payload, attempts, created_at_ms, attempt_started_at_ms from outbox where id in \
              (select min(id) from outbox where state = 'pending' and ordering_key in ({}) group by ordering_key) \
              order by id",
-            placeholders(1, keys.len())
+            Placeholders::new(self.backend()).list(keys.len())
         );
         let mut query = sqlx::query_as::<_, OutboxRow>(sqlx::AssertSqlSafe(sql));
         for (key,) in &keys {
@@ -175,9 +167,11 @@ impl Store {
             .map(|h| h.id)
             .collect();
         if !fresh.is_empty() {
+            let mut p = Placeholders::new(self.backend());
             let sql = format!(
-                "update outbox set attempt_started_at_ms = $1 where id in ({})",
-                placeholders(2, fresh.len())
+                "update outbox set attempt_started_at_ms = {} where id in ({})",
+                p.one(),
+                p.list(fresh.len())
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ms(now));
             for id in &fresh {
@@ -220,10 +214,13 @@ impl Store {
             Backend::Postgres => "order by ordering_key for update",
             Backend::Sqlite => "",
         };
+        let mut p = Placeholders::new(self.backend());
         let sql = format!(
-            "update outbox_lanes set due_at_ms = $1 where ordering_key in \
-             (select ordering_key from outbox_lanes where lease_owner = $2 and ordering_key in ({}) {lock})",
-            placeholders(3, keys.len())
+            "update outbox_lanes set due_at_ms = {} where ordering_key in \
+             (select ordering_key from outbox_lanes where lease_owner = {} and ordering_key in ({}) {lock})",
+            p.one(),
+            p.one(),
+            p.list(keys.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(ms(lease_until))
@@ -547,7 +544,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::{case_when, placeholders};
+    use super::case_when;
     use crate::store::{Backend, Placeholders};
 
     #[test]
@@ -562,11 +559,5 @@ mod tests {
             case_when(&mut p, "ordering_key", 1, None),
             "case ordering_key when ? then ? end"
         );
-    }
-
-    #[test]
-    fn placeholders_count_from_first() {
-        assert_eq!(placeholders(3, 3), "$3, $4, $5");
-        assert_eq!(placeholders(1, 1), "$1");
     }
 }
