@@ -33,6 +33,33 @@ fn decode_timer((id, incident_id, kind, due): RawTimer) -> Option<TimerRow> {
     })
 }
 
+/// The query for the pending timers of `n` incidents (`incident_id, id, kind, due_at_ms`).
+///
+/// On PostgreSQL, `state = 'pending' and incident_id in (...)` let the planner scan every
+/// pending timer through an index on `state` whenever its statistics were taken while the
+/// table was small (a storm of declarations grows it from nothing in seconds, well before
+/// autovacuum analyzes it again): 110 ms per group of 100 fired timers with 90,000
+/// pending, which made reminders seconds late. One index lookup per incident (a lateral
+/// subquery the planner cannot flatten, `offset 0`) does not depend on the statistics.
+fn pending_timers_of(backend: Backend, n: usize) -> String {
+    let mut p = Placeholders::new(backend);
+    match backend {
+        Backend::Postgres => {
+            let ids: Vec<String> = (0..n).map(|_| format!("({}::bigint)", p.one())).collect();
+            format!(
+                "select t.incident_id, t.id, t.kind, t.due_at_ms from (values {}) as wanted (incident_id) \
+                 cross join lateral (select incident_id, id, kind, due_at_ms from timers \
+                 where timers.incident_id = wanted.incident_id and state = 'pending' offset 0) t",
+                ids.join(", ")
+            )
+        }
+        Backend::Sqlite => format!(
+            "select incident_id, id, kind, due_at_ms from timers where state = 'pending' and incident_id in ({})",
+            p.list(n)
+        ),
+    }
+}
+
 impl StoreTx {
     /// Makes the incident's pending timers exactly `plan`: cancels pending rows the plan no
     /// longer has (same kind at another time counts as different) and inserts the missing
@@ -65,11 +92,7 @@ impl StoreTx {
         let mut pending_of: std::collections::HashMap<i64, Vec<(i64, String, i64)>> =
             std::collections::HashMap::new();
         for chunk in existing.chunks(super::tx::MAX_ROWS_PER_INSERT) {
-            let mut p = super::Placeholders::new(self.backend);
-            let sql = format!(
-                "select incident_id, id, kind, due_at_ms from timers where state = 'pending' and incident_id in ({})",
-                p.list(chunk.len())
-            );
+            let sql = pending_timers_of(self.backend, chunk.len());
             let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
             for id in chunk {
                 query = query.bind(id.0);
