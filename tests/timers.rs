@@ -566,7 +566,7 @@ async fn a_commit_wakes_the_schedulers_with_its_earliest_timer(db: Db) {
         let (store, other) = (Store::connect(&url).await.unwrap(), other.clone());
         tokio::spawn(async move {
             store
-                .listen_for_commits(Arc::new(tokio::sync::Notify::new()), other, stop_rx)
+                .listen_for_commits(Arc::default(), other, stop_rx)
                 .await
         })
     };

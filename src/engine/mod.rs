@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::domain::calendar::BusinessCalendar;
@@ -101,7 +100,7 @@ pub struct PolicySet {
 #[derive(Clone, Debug, Default)]
 pub struct Wakers {
     /// The outbox worker (new rows to deliver).
-    pub outbox: Arc<Notify>,
+    pub outbox: Arc<crate::store::OutboxWake>,
     /// The scheduler (timers added), with the earliest due time added.
     pub scheduler: Arc<crate::store::TimerWake>,
 }
@@ -295,8 +294,8 @@ impl Engine {
     /// Wakes this process's worker and scheduler after a commit (other replicas hear the
     /// commit's `NOTIFY`).
     pub(crate) fn woke(&self, committed: Committed) {
-        if committed.enqueued {
-            self.wakers.outbox.notify_one();
+        if committed.enqueued != 0 {
+            self.wakers.outbox.lanes_added(committed.enqueued);
         }
         if let Some(due_ms) = committed.earliest_timer_ms {
             self.wakers.scheduler.timer_due(due_ms);

@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use futures_util::FutureExt;
-use tokio::sync::{Notify, OnceCell, watch};
+use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
@@ -54,7 +54,7 @@ use crate::domain::outbound::LaneClass;
 use crate::engine::Engine;
 use crate::paging::{PagerDuty, Target};
 use crate::slack::SlackApi;
-use crate::store::{OutboxRow, Settlement, StoreError};
+use crate::store::{OutboxRow, OutboxWake, Settlement, StoreError};
 use failure::DEFAULT_RETRY_AFTER;
 use once::AttemptTrace;
 
@@ -148,7 +148,7 @@ pub struct OutboxWorker {
     engine: Engine,
     outlets: Outlets,
     clock: Arc<dyn Clock>,
-    wake: Arc<Notify>,
+    wake: Arc<OutboxWake>,
     /// This worker's lease token: `instance/random` when it knows its instance.
     owner: Arc<str>,
     /// Which instance this worker is (see [`OutboxWorker::for_instance`]).
@@ -179,7 +179,7 @@ impl OutboxWorker {
         engine: Engine,
         outlets: Outlets,
         clock: Arc<dyn Clock>,
-        wake: Arc<Notify>,
+        wake: Arc<OutboxWake>,
         settings: DeliverySettings,
     ) -> Self {
         Self {
@@ -356,8 +356,8 @@ impl OutboxWorker {
         let mut known_due: HashMap<LaneClass, Option<chrono::DateTime<chrono::Utc>>> =
             HashMap::new();
         loop {
-            if self.wake.notified().now_or_never().is_some() {
-                known_due.clear();
+            if self.wake.notify().notified().now_or_never().is_some() {
+                forget_woken(&mut known_due, &self.wake);
             }
             // Fill the free slots of every class. A class whose slots are all taken is
             // looked at again when one of its deliveries finishes; a class that still has
@@ -438,12 +438,15 @@ impl OutboxWorker {
                     forget_settled(&mut known_due, settled);
                     None
                 }
-                stop = crate::clock::wait_for_work(&*self.clock, wake_at, Duration::from_secs(30), &self.wake, &mut shutdown) => {
+                stop = crate::clock::wait_for_work(&*self.clock, wake_at, Duration::from_secs(30), self.wake.notify(), &mut shutdown) => {
                     if stop {
                         break;
                     }
-                    // Woken by new work, a due time or the idle check: look again.
-                    known_due.clear();
+                    // Woken by new work (look at its classes), or by a due time or the
+                    // idle check (look at every class).
+                    if !forget_woken(&mut known_due, &self.wake) {
+                        known_due.clear();
+                    }
                     None
                 }
             };
@@ -590,6 +593,19 @@ impl OutboxWorker {
             Err(e) => tracing::error!(error = %e, "could not renew outbox leases"),
         }
     }
+}
+
+/// After a wake-up: the classes that got new rows may have lanes due now. Returns
+/// whether the wake-up named any.
+fn forget_woken(
+    known_due: &mut HashMap<LaneClass, Option<chrono::DateTime<chrono::Utc>>>,
+    wake: &OutboxWake,
+) -> bool {
+    let woken = wake.take();
+    for class in &woken {
+        known_due.remove(class);
+    }
+    !woken.is_empty()
 }
 
 /// After a settle committed: its lanes moved on, so their classes may have lanes due now

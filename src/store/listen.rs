@@ -4,13 +4,67 @@
 //! whichever is free without waiting for anyone's poll.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, watch};
 
 use super::{Backend, OUTBOX_CHANNEL, Store, TIMERS_CHANNEL};
+use crate::domain::outbound::LaneClass;
+
+/// The outbox worker's wake-up: a [`Notify`] plus which classes of lanes got rows since
+/// the worker last looked.
+///
+/// The worker remembers each idle class's next due time so it does not query it on
+/// every turn of its loop. Under load every settle commits new rows (a channel created
+/// queues the incident's next calls) and a bare wake-up made it forget them all: four
+/// empty claims per turn, a third of its round trips, while only Slack lanes were
+/// moving. With the classes, a wake-up forgets only what it concerns.
+#[derive(Debug, Default)]
+pub struct OutboxWake {
+    notify: Notify,
+    classes: AtomicU8,
+}
+
+/// The bit of `class` in a class set (`u8`).
+pub fn class_bit(class: LaneClass) -> u8 {
+    1 << LaneClass::ALL
+        .iter()
+        .position(|c| *c == class)
+        .expect("every class is in ALL")
+}
+
+/// Every class (what a wake-up of unknown cause means).
+pub const ALL_CLASSES: u8 = (1 << LaneClass::ALL.len()) - 1;
+
+impl OutboxWake {
+    /// Rows of the classes in `classes` (see [`class_bit`]) were committed.
+    pub fn lanes_added(&self, classes: u8) {
+        self.classes.fetch_or(classes, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    /// Rows were committed, of classes unknown: the worker looks at every class.
+    pub fn notify_one(&self) {
+        self.lanes_added(ALL_CLASSES);
+    }
+
+    /// What the worker waits on.
+    pub fn notify(&self) -> &Notify {
+        &self.notify
+    }
+
+    /// The classes woken since the last call (and resets them). Take the `Notify`'s
+    /// permit first, then this: a commit's bits are set before its notification.
+    pub fn take(&self) -> Vec<LaneClass> {
+        let bits = self.classes.swap(0, Ordering::SeqCst);
+        LaneClass::ALL
+            .into_iter()
+            .filter(|c| bits & class_bit(*c) != 0)
+            .collect()
+    }
+}
 
 /// The scheduler's wake-up: a [`Notify`] plus the earliest due time (epoch ms) among the
 /// timers written since the scheduler last looked.
@@ -75,7 +129,7 @@ impl Store {
     /// (one process: the engine wakes its loops directly).
     pub async fn listen_for_commits(
         &self,
-        outbox: Arc<Notify>,
+        outbox: Arc<OutboxWake>,
         timers: Arc<TimerWake>,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -106,7 +160,13 @@ impl Store {
                             _ = shutdown.changed() => return,
                         };
                         match next {
-                            Ok(Some(n)) if n.channel() == OUTBOX_CHANNEL => outbox.notify_one(),
+                            // The payload is the set of classes the commit added rows to.
+                            Ok(Some(n)) if n.channel() == OUTBOX_CHANNEL => {
+                                match n.payload().parse::<u8>() {
+                                    Ok(classes) if classes != 0 => outbox.lanes_added(classes),
+                                    _ => outbox.notify_one(),
+                                }
+                            }
                             // The payload is the earliest due time the commit wrote.
                             Ok(Some(n)) => match n.payload().parse::<i64>() {
                                 Ok(due_ms) => timers.timer_due(due_ms),
@@ -160,5 +220,30 @@ mod tests {
         );
         wake.look();
         assert!(wake.earlier_than(Some(1_000)), "unknown: look");
+    }
+}
+
+#[cfg(test)]
+mod outbox_wake_tests {
+    use super::*;
+
+    #[test]
+    fn a_wake_up_names_the_classes_committed_since_the_last_look() {
+        let wake = OutboxWake::default();
+        assert!(wake.take().is_empty());
+        wake.lanes_added(class_bit(LaneClass::Slack));
+        wake.lanes_added(class_bit(LaneClass::Page));
+        assert_eq!(wake.take(), vec![LaneClass::Slack, LaneClass::Page]);
+        assert!(wake.take().is_empty(), "taking resets");
+        // A wake-up of unknown cause (a reconnected LISTEN, a test) names every class.
+        wake.notify_one();
+        assert_eq!(wake.take(), LaneClass::ALL.to_vec());
+    }
+
+    #[test]
+    fn class_bits_are_distinct_and_all_classes_covers_them() {
+        let bits: Vec<u8> = LaneClass::ALL.iter().map(|c| class_bit(*c)).collect();
+        assert_eq!(bits.iter().fold(0, |a, b| a | b), ALL_CLASSES);
+        assert_eq!(bits.iter().map(|b| b.count_ones()).sum::<u32>(), 5);
     }
 }

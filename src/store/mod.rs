@@ -34,7 +34,7 @@ use crate::domain::timeline::TimelineEntry;
 
 pub use declarations::{Declaration, PendingDeclaration};
 pub use home::AwaitingRun;
-pub use listen::TimerWake;
+pub use listen::{OutboxWake, TimerWake};
 pub use outbox::{OutboxCounts, OutboxRow, Posted, Settlement};
 pub use pagerduty::PagerDutyLink;
 pub use postmortems::{LaneDepth, PostmortemRow};

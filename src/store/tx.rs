@@ -70,8 +70,9 @@ pub const MAX_ROWS_PER_INSERT: usize = 200;
 /// What a commit changed that the background loops care about.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Committed {
-    /// Outbox rows were added: wake the worker.
-    pub enqueued: bool,
+    /// The classes of lanes outbox rows were added to (bits of
+    /// [`super::listen::class_bit`]; 0: none): wake the worker for those.
+    pub enqueued: u8,
     /// Timers were added or moved.
     pub timers_moved: bool,
     /// The earliest due time (epoch ms) of the timers added: the scheduler is woken
@@ -152,13 +153,19 @@ impl StoreTx {
             }
         }
         let committed = Committed {
-            enqueued: !lanes.is_empty(),
+            enqueued: lanes
+                .keys()
+                .map(|key| super::listen::class_bit(LaneClass::of(key)))
+                .fold(0, |set, bit| set | bit),
             timers_moved: self.timers_moved,
             earliest_timer_ms: self.earliest_timer_ms,
         };
         if self.backend == Backend::Postgres {
-            if committed.enqueued {
-                sqlx::query(sqlx::AssertSqlSafe(format!("notify {OUTBOX_CHANNEL}")))
+            if committed.enqueued != 0 {
+                // The payload says which classes, so idle ones are not looked at again.
+                sqlx::query("select pg_notify($1, $2)")
+                    .bind(OUTBOX_CHANNEL)
+                    .bind(committed.enqueued.to_string())
                     .execute(&mut *self.tx)
                     .await?;
             }
