@@ -4,10 +4,11 @@
 //! answered 2xx, or a server that dies, stops the run loudly).
 //!
 //! ```text
-//! cargo bench --bench load -- [SCENARIO...] [--quick] [--sqlite-only] [--standin-same-priority]
+//! cargo bench --bench load -- [SCENARIO...] [--quick] [--sqlite-only | --postgres-only] [--standin-same-priority]
 //!   SCENARIO: declare outbox-fast outbox-slow reminders slack-down restart (default: all)
 //! KLAXON_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test  also runs PostgreSQL
 //! KLAXON_LOAD_EXTRA_TOML='[outbox]\nconcurrency = 64'  appended to the server's config
+//! KLAXON_BENCH_KEEP_LOGS=1  keeps the run's temp dir (the servers' logs) and prints it
 //! ```
 //!
 //! # Processes
@@ -439,6 +440,11 @@ async fn run_backend(
             _ => unreachable!("checked in main"),
         }
     }
+    if std::env::var_os("KLAXON_BENCH_KEEP_LOGS").is_some() {
+        // For a closer look at a run: the servers' logs outlive the temp dir.
+        let kept = dir.keep();
+        println!("logs kept in {}", kept.display());
+    }
 }
 
 fn main() -> ExitCode {
@@ -491,7 +497,11 @@ fn main() -> ExitCode {
         if quick { "--quick" } else { "full" },
         scenarios.join(" ")
     );
-    let mut backends = vec![Backend::Sqlite];
+    let postgres_only = args.iter().any(|a| a == "--postgres-only");
+    let mut backends = Vec::new();
+    if !postgres_only {
+        backends.push(Backend::Sqlite);
+    }
     match std::env::var("KLAXON_TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() && !sqlite_only => backends.push(Backend::Postgres(url)),
         _ => println!("PostgreSQL: not measured (set KLAXON_TEST_DATABASE_URL)"),
