@@ -27,8 +27,6 @@ pub const LEASE: TimeDelta = TimeDelta::seconds(15);
 const IDLE_LOOK: Duration = Duration::from_secs(60);
 /// Timers claimed per round trip.
 const BATCH: i64 = 100;
-/// Claim-and-fire loops run at once on PostgreSQL (see [`Scheduler::fire_due`]).
-const PARALLEL_FIRINGS: usize = 3;
 
 /// What one pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,42 +63,7 @@ impl Scheduler {
     }
 
     /// Fires every timer due now. Errors only when the database fails.
-    ///
-    /// On PostgreSQL a few claim-and-fire loops run at once: a batch is a dozen round
-    /// trips, and one loop fired about 1,800 timers a second with the database mostly
-    /// waiting for it, while a cadence's turn brings thousands within seconds. Claims skip
-    /// each other's rows (`skip locked`) and groups lock incidents in ascending order, so
-    /// the loops neither repeat nor deadlock. SQLite has one writer: one loop.
     pub async fn fire_due(&self) -> Result<FireReport, EngineError> {
-        let loops = match self.engine.store().backend() {
-            crate::store::Backend::Postgres => PARALLEL_FIRINGS,
-            crate::store::Backend::Sqlite => 1,
-        };
-        let mut report = FireReport::default();
-        let mut failure = None;
-        for result in futures_util::future::join_all((0..loops).map(|_| self.fire_due_loop())).await
-        {
-            match result {
-                Ok(r) => {
-                    report.fired += r.fired;
-                    report.cancelled += r.cancelled;
-                    report.skipped += r.skipped;
-                }
-                Err(e) => failure = Some(e),
-            }
-        }
-        match failure {
-            Some(e) if report == FireReport::default() => Err(e),
-            Some(e) => {
-                tracing::error!(error = %e, "a firing loop failed; the others went on");
-                Ok(report)
-            }
-            None => Ok(report),
-        }
-    }
-
-    /// One claim-and-fire loop of [`Scheduler::fire_due`], until nothing is due.
-    async fn fire_due_loop(&self) -> Result<FireReport, EngineError> {
         let mut report = FireReport::default();
         loop {
             let now = self.clock.now();

@@ -11,6 +11,7 @@
 
 mod declarations;
 mod home;
+mod lane_claims;
 mod listen;
 mod outbox;
 mod pagerduty;
