@@ -131,7 +131,18 @@ impl OutboxWorker {
         }
     }
 
+    /// The incident `id`: the first look takes the copy read right after this row's
+    /// claim (milliseconds old, as a read at the start of the delivery would be); later
+    /// looks read the store, since the delivery itself may have changed it.
     pub(super) async fn incident(&self, id: IncidentId) -> Result<Incident, DeliveryError> {
+        let prefetched = self
+            .prefetched
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take_if(|incident| incident.id == id);
+        if let Some(incident) = prefetched {
+            return Ok(incident);
+        }
         self.engine
             .store()
             .incident(id)

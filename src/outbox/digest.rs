@@ -316,6 +316,7 @@ mod tests {
         OutboxRow {
             id,
             ordering_key: key.to_string(),
+            incident_id: None,
             payload: String::new(),
             attempts: 0,
             created_at_ms: 0,

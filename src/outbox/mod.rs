@@ -23,10 +23,12 @@
 mod deliver;
 mod digest;
 mod failure;
+mod leases;
 mod listen;
 mod once;
 pub mod pacing;
 mod pagerduty;
+mod prefetch;
 mod runs;
 mod stakeholders;
 mod upload;
@@ -164,6 +166,9 @@ pub struct OutboxWorker {
     trace: Arc<AttemptTrace>,
     /// This database's installation id, for post metadata.
     install: Arc<OnceCell<String>>,
+    /// The incident of the row this clone delivers, read with the rest of its claim;
+    /// taken by the delivery's first look at it (see [`OutboxWorker::prefetch`]).
+    prefetched: Arc<std::sync::Mutex<Option<crate::domain::incident::Incident>>>,
 }
 
 /// One finished delivery, waiting to be settled.
@@ -196,6 +201,7 @@ impl OutboxWorker {
             inline_wait: None,
             trace: Arc::default(),
             install: Arc::new(OnceCell::new()),
+            prefetched: Arc::default(),
         }
     }
 
@@ -245,8 +251,9 @@ impl OutboxWorker {
             for class in LaneClass::ALL {
                 let limit = self.settings.claim_limit(class, self.settings.slots(class));
                 let rows = self.claim(class, limit).await?;
+                let incidents = self.prefetch(&rows).await;
                 for group in digest::group(rows) {
-                    tasks.push(self.clone().attempt_group(group));
+                    tasks.push(self.for_group(&group, &incidents).attempt_group(group));
                 }
             }
             if tasks.is_empty() {
@@ -394,15 +401,20 @@ impl OutboxWorker {
                         // A lane this worker is still delivering, whose lease ran out
                         // before a late heartbeat (a stalled process): the claim just
                         // renewed the lease; it must not be sent a second time.
-                        let rows = rows.into_iter().filter(|row| {
-                            !lanes_in_flight
-                                .values()
-                                .flatten()
-                                .any(|(_, k)| *k == row.ordering_key)
-                        });
-                        for group in digest::group(rows.collect()) {
+                        let rows: Vec<OutboxRow> = rows
+                            .into_iter()
+                            .filter(|row| {
+                                !lanes_in_flight
+                                    .values()
+                                    .flatten()
+                                    .any(|(_, k)| *k == row.ordering_key)
+                            })
+                            .collect();
+                        let incidents = self.prefetch(&rows).await;
+                        for group in digest::group(rows) {
                             let lanes = digest::lanes(&group);
-                            let handle = in_flight.spawn(self.clone().attempt_group(group));
+                            let handle = in_flight
+                                .spawn(self.for_group(&group, &incidents).attempt_group(group));
                             lanes_in_flight.insert(handle.id(), lanes);
                         }
                         if all_claimed {
@@ -527,70 +539,6 @@ impl OutboxWorker {
             && let Err(e) = self.settle(batch, &mut PassReport::default()).await
         {
             tracing::error!(error = %e, "could not record outbox outcomes at shutdown");
-        }
-    }
-
-    /// At start-up on SQLite, takes back the leases a previous life of this process held
-    /// (one process owns the file), so what it was delivering resumes at once.
-    async fn start_up(&self) -> Result<(), StoreError> {
-        let store = self.engine.store();
-        let now = self.clock.now();
-        let released = match (store.backend(), &self.instance) {
-            // One process owns the file: every lease is from this process's last life.
-            (crate::store::Backend::Sqlite, _) => store.release_outbox_leases(now).await?,
-            // Replicas share the database: only this instance's earlier life's leases.
-            (crate::store::Backend::Postgres, Some(instance)) => {
-                store
-                    .release_instance_leases(&format!("{instance}/"), now)
-                    .await?
-            }
-            // Not knowing which instance it is, it leaves them to run out.
-            (crate::store::Backend::Postgres, None) => 0,
-        };
-        if released > 0 {
-            tracing::info!(
-                lanes = released,
-                "resuming deliveries interrupted by the last stop"
-            );
-        }
-        Ok(())
-    }
-
-    /// This worker as instance `instance` (`host:port` in `serve`): its leases carry the
-    /// name, and at start-up it takes back the lanes its predecessor on the same
-    /// instance leased before dying, on PostgreSQL too (SQLite takes back every lease).
-    /// Two live processes must never share an instance name; host and listening port
-    /// cannot be shared. Without a name (tests, tools), a dead worker's lanes come back
-    /// when their leases run out.
-    pub fn for_instance(mut self, instance: &str) -> Self {
-        let instance: Arc<str> = instance.replace('/', "_").into();
-        self.owner = format!("{instance}/{}", uuid::Uuid::new_v4().simple()).into();
-        self.instance = Some(instance);
-        self
-    }
-
-    /// Renews the leases of every lane in flight.
-    async fn heartbeat(&self, lanes: &HashMap<tokio::task::Id, Vec<(LaneClass, String)>>) {
-        if lanes.is_empty() {
-            return;
-        }
-        let keys: Vec<String> = lanes.values().flatten().map(|(_, k)| k.clone()).collect();
-        let until = self.clock.now() + self.settings.lease;
-        match self
-            .engine
-            .store()
-            .renew_lanes(&self.owner, &keys, until)
-            .await
-        {
-            Ok(held) if (held as usize) < keys.len() => {
-                tracing::warn!(
-                    in_flight = keys.len(),
-                    held,
-                    "some outbox leases were lost (this worker was too slow to renew them)"
-                )
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "could not renew outbox leases"),
         }
     }
 }

@@ -42,7 +42,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "select id, ordering_key, payload, attempts, created_at_ms, attempt_started_at_ms from outbox where id in \
+            "select id, ordering_key, incident_id, payload, attempts, created_at_ms, attempt_started_at_ms from outbox where id in \
              (select min(id) from outbox where state = 'pending' and ordering_key in ({}) group by ordering_key) \
              order by id",
             Placeholders::new(self.backend()).list(keys.len())
@@ -100,6 +100,7 @@ impl Store {
         type Claimed = (
             String,
             Option<i64>,
+            Option<i64>,
             Option<String>,
             Option<i64>,
             Option<i64>,
@@ -112,13 +113,13 @@ impl Store {
                   order by due_at_ms limit $5 for update skip locked) \
                returning ordering_key), \
              heads as ( \
-               select id, ordering_key, payload, attempts, created_at_ms, attempt_started_at_ms from outbox where id in \
+               select id, ordering_key, incident_id, payload, attempts, created_at_ms, attempt_started_at_ms from outbox where id in \
                  (select min(id) from outbox where state = 'pending' \
                   and ordering_key in (select ordering_key from claimed) group by ordering_key)), \
              stamped as ( \
                update outbox set attempt_started_at_ms = $4 \
                where id in (select id from heads where attempt_started_at_ms is null)) \
-             select c.ordering_key, h.id, h.payload, h.attempts, h.created_at_ms, h.attempt_started_at_ms \
+             select c.ordering_key, h.id, h.incident_id, h.payload, h.attempts, h.created_at_ms, h.attempt_started_at_ms \
              from claimed c left join heads h on h.ordering_key = c.ordering_key order by h.id",
         )
         .bind(owner)
@@ -129,12 +130,22 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         let mut heads = Vec::with_capacity(rows.len());
-        for (ordering_key, id, payload, attempts, created_at_ms, attempt_started_at_ms) in rows {
+        for (
+            ordering_key,
+            id,
+            incident_id,
+            payload,
+            attempts,
+            created_at_ms,
+            attempt_started_at_ms,
+        ) in rows
+        {
             match (id, payload, attempts, created_at_ms) {
                 (Some(id), Some(payload), Some(attempts), Some(created_at_ms)) => {
                     heads.push(OutboxRow {
                         id,
                         ordering_key,
+                        incident_id,
                         payload,
                         attempts,
                         created_at_ms,

@@ -409,6 +409,30 @@ impl Store {
         row.map(|(s,)| decode("incident", &s)).transpose()
     }
 
+    /// Several incidents by id, in one query (absent: no such incident, or still being
+    /// declared).
+    pub async fn incidents(
+        &self,
+        ids: &[IncidentId],
+    ) -> Result<std::collections::HashMap<IncidentId, Incident>> {
+        let mut found = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_ROWS_PER_INSERT) {
+            let sql = format!(
+                "select id, state from incidents where status <> 'declaring' and id in ({})",
+                Placeholders::new(self.backend()).list(chunk.len())
+            );
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.0);
+            }
+            let rows: Vec<(i64, String)> = query.fetch_all(&self.read).await?;
+            for (id, state) in rows {
+                found.insert(IncidentId(id), decode("incident", &state)?);
+            }
+        }
+        Ok(found)
+    }
+
     /// The incident whose channel is `channel_id`.
     pub async fn incident_by_channel(&self, channel_id: &str) -> Result<Option<Incident>> {
         let row: Option<(String,)> =

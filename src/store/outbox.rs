@@ -29,6 +29,9 @@ pub struct OutboxRow {
     pub id: i64,
     /// Its lane.
     pub ordering_key: String,
+    /// The incident it concerns, if any (the worker reads the claimed rows' incidents
+    /// in one query instead of one per delivery).
+    pub incident_id: Option<i64>,
     /// JSON payload (see `crate::domain::outbound::Outbound`).
     pub payload: String,
     /// Failed attempts so far (rate limits and pacing are not counted).

@@ -1,0 +1,78 @@
+//! The worker's leases: taking back an earlier life's at start-up, naming this instance
+//! in them, and renewing what is in flight (the heartbeat).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::OutboxWorker;
+use crate::domain::outbound::LaneClass;
+use crate::store::StoreError;
+
+impl OutboxWorker {
+    /// At start-up on SQLite, takes back the leases a previous life of this process held
+    /// (one process owns the file), so what it was delivering resumes at once.
+    pub(super) async fn start_up(&self) -> Result<(), StoreError> {
+        let store = self.engine.store();
+        let now = self.clock.now();
+        let released = match (store.backend(), &self.instance) {
+            // One process owns the file: every lease is from this process's last life.
+            (crate::store::Backend::Sqlite, _) => store.release_outbox_leases(now).await?,
+            // Replicas share the database: only this instance's earlier life's leases.
+            (crate::store::Backend::Postgres, Some(instance)) => {
+                store
+                    .release_instance_leases(&format!("{instance}/"), now)
+                    .await?
+            }
+            // Not knowing which instance it is, it leaves them to run out.
+            (crate::store::Backend::Postgres, None) => 0,
+        };
+        if released > 0 {
+            tracing::info!(
+                lanes = released,
+                "resuming deliveries interrupted by the last stop"
+            );
+        }
+        Ok(())
+    }
+
+    /// This worker as instance `instance` (`host:port` in `serve`): its leases carry the
+    /// name, and at start-up it takes back the lanes its predecessor on the same
+    /// instance leased before dying, on PostgreSQL too (SQLite takes back every lease).
+    /// Two live processes must never share an instance name; host and listening port
+    /// cannot be shared. Without a name (tests, tools), a dead worker's lanes come back
+    /// when their leases run out.
+    pub fn for_instance(mut self, instance: &str) -> Self {
+        let instance: Arc<str> = instance.replace('/', "_").into();
+        self.owner = format!("{instance}/{}", uuid::Uuid::new_v4().simple()).into();
+        self.instance = Some(instance);
+        self
+    }
+
+    /// Renews the leases of every lane in flight.
+    pub(super) async fn heartbeat(
+        &self,
+        lanes: &HashMap<tokio::task::Id, Vec<(LaneClass, String)>>,
+    ) {
+        if lanes.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = lanes.values().flatten().map(|(_, k)| k.clone()).collect();
+        let until = self.clock.now() + self.settings.lease;
+        match self
+            .engine
+            .store()
+            .renew_lanes(&self.owner, &keys, until)
+            .await
+        {
+            Ok(held) if (held as usize) < keys.len() => {
+                tracing::warn!(
+                    in_flight = keys.len(),
+                    held,
+                    "some outbox leases were lost (this worker was too slow to renew them)"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "could not renew outbox leases"),
+        }
+    }
+}
