@@ -34,7 +34,7 @@ impl OutboxWorker {
             .incidents(&ids)
             .await
             .unwrap_or_else(|e| {
-                tracing::debug!(error = %e, "could not read the claimed rows' incidents; each delivery reads its own");
+                tracing::warn!(error = %e, "could not read the claimed rows' incidents; each delivery reads its own");
                 HashMap::new()
             })
     }

@@ -197,7 +197,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::TimerWake;
+    use super::*;
 
     #[test]
     fn the_scheduler_looks_only_for_timers_before_its_next_due_time() {
@@ -221,11 +221,6 @@ mod tests {
         wake.look();
         assert!(wake.earlier_than(Some(1_000)), "unknown: look");
     }
-}
-
-#[cfg(test)]
-mod outbox_wake_tests {
-    use super::*;
 
     #[test]
     fn a_wake_up_names_the_classes_committed_since_the_last_look() {
