@@ -242,10 +242,12 @@ async fn scenario_declare(ctx: &Ctx) {
     let db = Db::fresh(&ctx.backend, &ctx.dir, "declare").await;
     let (mut server, client) = ctx.server(&db, &standin, &ServerParams::default()).await;
     warm_up(&client, "server").await;
+    let metrics_before = client.metrics().await;
     let server_open = open_loop(&client, rate, count, 256, |i| {
         declare(i, "Open loop", "sev2")
     })
     .await;
+    let metrics_after = client.metrics().await;
     server.assert_alive();
     server_open.fail_loudly("klaxon serve, open loop");
     let server_sat = closed_loop(&client, 64, usize::MAX, Some(sat), |i| {
@@ -293,6 +295,37 @@ async fn scenario_declare(ctx: &Ctx) {
         "   (outbox rows still pending when the server was stopped: {backlog}; the stand-in answered {} Slack calls)",
         standin.counts().total_ok()
     );
+    // Where an ack's time goes, from the server's own histograms over the open loop.
+    for (what, metric, label) in [
+        (
+            "handler time",
+            "klaxon_http_request_duration_seconds",
+            "route=\"/slack/commands\"",
+        ),
+        (
+            "SQLite writer wait, requests",
+            "klaxon_sqlite_writer_wait_seconds",
+            "priority=\"request\"",
+        ),
+        (
+            "SQLite writer hold, requests",
+            "klaxon_sqlite_writer_hold_seconds",
+            "priority=\"request\"",
+        ),
+        (
+            "SQLite writer hold, background",
+            "klaxon_sqlite_writer_hold_seconds",
+            "priority=\"background\"",
+        ),
+    ] {
+        let shares = handler_shares(
+            &loadgen::histogram(&metrics_before, metric, label),
+            &loadgen::histogram(&metrics_after, metric, label),
+        );
+        if shares != "n/a" {
+            println!("   server {what} over the open loop: {shares}");
+        }
+    }
     println!("-- saturated: closed loop, 64 clients, {run_secs} s, latency from each send, ms");
     println!(
         "{:<14} {:>9} {:>9} {:>9} {:>9} {:>14}",
@@ -374,6 +407,32 @@ async fn scenario_declare(ctx: &Ctx) {
     server.stop();
     db.drop_it().await;
     println!("load average at end: {}", loadavg());
+}
+
+/// The share of observations within each bound of one of the server's histograms
+/// between two scrapes (cumulative): where the time of a slow ack is spent (inside the
+/// handler or before it; waiting for the SQLite writer or holding it).
+fn handler_shares(before: &[(f64, u64)], after: &[(f64, u64)]) -> String {
+    let count_at =
+        |h: &[(f64, u64)], le: f64| h.iter().find(|(b, _)| *b == le).map_or(0, |(_, c)| *c);
+    let total = count_at(after, f64::INFINITY).saturating_sub(count_at(before, f64::INFINITY));
+    if total == 0 {
+        return "n/a".into();
+    }
+    after
+        .iter()
+        .filter(|(le, _)| le.is_finite() && *le <= 0.1)
+        .map(|(le, c)| {
+            let n = c.saturating_sub(count_at(before, *le));
+            format!(
+                "<= {} ms {:.0} %",
+                le * 1000.0,
+                n as f64 * 100.0 / total as f64
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+        + &format!(" (of {total})")
 }
 
 // ---------------------------------------------------------------------------------------

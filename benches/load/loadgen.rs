@@ -20,6 +20,36 @@ pub const SECRET: &str = "load-bench-signing-secret";
 /// What Klaxon answers when the engine failed: a 200 that is really an error.
 const INTERNAL_ERROR_MARK: &[u8] = b"Something went wrong inside Klaxon";
 
+/// The cumulative buckets of histogram `metric` in a `/metrics` page, over the series
+/// carrying `label` (`name="value"`), summed: `(upper bound in seconds, count)`.
+pub fn histogram(page: &str, metric: &str, label: &str) -> Vec<(f64, u64)> {
+    let prefix = format!("{metric}_bucket{{");
+    let mut buckets: std::collections::BTreeMap<u64, (f64, u64)> = Default::default();
+    for line in page
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(label))
+    {
+        let le = line
+            .split("le=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .map(|v| {
+                if v == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    v.parse().unwrap_or(f64::NAN)
+                }
+            });
+        let count = line.rsplit(' ').next().and_then(|c| c.parse::<u64>().ok());
+        if let (Some(le), Some(count)) = (le, count) {
+            buckets.entry(le.to_bits()).or_insert((le, 0)).1 += count;
+        }
+    }
+    let mut v: Vec<(f64, u64)> = buckets.into_values().collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v
+}
+
 /// A `/slack/commands` client for one server.
 #[derive(Clone)]
 pub struct SlashClient {
@@ -223,6 +253,21 @@ impl SlashClient {
                     }
                 }
             }
+        }
+    }
+
+    /// The server's `/metrics` page (empty if it cannot be read).
+    pub async fn metrics(&self) -> String {
+        let url = self.url.replace("/slack/commands", "/metrics");
+        let request = Request::get(&url)
+            .body(Full::new(Bytes::new()))
+            .expect("request builds");
+        match self.http.request(request).await {
+            Ok(r) => match r.into_body().collect().await {
+                Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+                Err(_) => String::new(),
+            },
+            Err(_) => String::new(),
         }
     }
 

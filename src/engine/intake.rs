@@ -103,13 +103,16 @@ impl Intake {
             let (writes, write_jobs) = mpsc::unbounded_channel();
             let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
             let write_jobs = Arc::new(tokio::sync::Mutex::new(write_jobs));
-            for _ in 0..committers(engine.store.backend()) {
+            let backend = engine.store.backend();
+            for _ in 0..committers(backend, Step::Acknowledge) {
                 tokio::spawn(acknowledge_loop(
                     engine.detached(),
                     jobs.clone(),
                     writes.clone(),
                     self.stats.clone(),
                 ));
+            }
+            for _ in 0..committers(backend, Step::WriteOut) {
                 tokio::spawn(write_loop(
                     writer_engine(engine),
                     write_jobs.clone(),
@@ -142,14 +145,25 @@ fn writer_engine(engine: &Engine) -> Engine {
     writer
 }
 
-/// How many batches commit at once, at each step: SQLite has one writer, so one;
-/// PostgreSQL commits concurrent transactions in parallel (and a commit waits for its WAL
-/// flush), so a few, each taking what is waiting when it is free.
-fn committers(backend: Backend) -> usize {
-    match backend {
-        Backend::Sqlite => 1,
-        Backend::Postgres => 4,
+/// How many batches are in hand at once, at each step. PostgreSQL commits concurrent
+/// transactions in parallel (and a commit waits for its WAL flush), so a few, each taking
+/// what is waiting when it is free. SQLite has one writer: two acknowledgement batches, so
+/// the next one is already waiting for the writer (in the requests' queue, ahead of the
+/// background loops: see `store::writer_gate`) while the current one commits, and one
+/// write-out.
+fn committers(backend: Backend, step: Step) -> usize {
+    match (backend, step) {
+        (Backend::Sqlite, Step::Acknowledge) => 4,
+        (Backend::Sqlite, Step::WriteOut) => 1,
+        (Backend::Postgres, _) => 4,
     }
+}
+
+/// The intake's two steps.
+#[derive(Clone, Copy)]
+enum Step {
+    Acknowledge,
+    WriteOut,
 }
 
 /// Step 1, until every engine handle is gone: takes what is waiting (when no other

@@ -24,7 +24,7 @@ impl Store {
                 .claim_lanes_in_one_statement(class, owner, now, lease_until, limit)
                 .await;
         }
-        let mut tx = self.begin_raw().await?;
+        let (mut tx, _turn) = self.begin_raw().await?;
         let sql = "update outbox_lanes set lease_owner = $1, due_at_ms = $2 where ordering_key in \
              (select ordering_key from outbox_lanes where class = $3 and due_at_ms is not null and due_at_ms <= $4 \
               order by due_at_ms limit $5) \

@@ -340,19 +340,19 @@ impl Store {
         Ok(tx.holding(turn))
     }
 
-    /// On SQLite, waits for this handle's turn at the writer: a request's transaction
-    /// marks itself (background transactions wait while it waits or runs), a background
-    /// one waits for requests' to pass (see `writer_gate`).
-    async fn writer_turn(&self) -> Option<writer_gate::ForegroundTurn> {
+    /// On SQLite, waits for this handle's turn at the one writer, to be held until the
+    /// write is committed: a request's goes before the background loops' (see
+    /// `writer_gate`). `None` on PostgreSQL (many writers).
+    pub(crate) async fn writer_turn(&self) -> Option<writer_gate::WriterTurn> {
         if self.backend != Backend::Sqlite {
             return None;
         }
-        if self.background {
-            self.gate.background().await;
-            None
+        let priority = if self.background {
+            writer_gate::Priority::Background
         } else {
-            Some(self.gate.foreground())
-        }
+            writer_gate::Priority::Request
+        };
+        Some(self.gate.turn(priority).await)
     }
 
     /// Starts a transaction whose commit must survive an OS crash or power loss, for the
@@ -380,16 +380,21 @@ impl Store {
         }
     }
 
-    /// A raw write transaction. On SQLite it takes the write lock up front (`BEGIN
-    /// IMMEDIATE`): a deferred transaction that reads and then writes can fail at once
-    /// with "database is locked" when another connection (a second process on the same
-    /// file) wrote in between, instead of waiting out the busy timeout. It takes its turn
-    /// at the writer like [`Store::begin`]; a request's turn covers only the wait for the
-    /// writer here (the raw transactions are the background loops' claims and settles,
-    /// and TOTP enrolment).
-    pub(crate) async fn begin_raw(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        let _turn = self.writer_turn().await;
-        self.begin_ungated().await
+    /// A raw write transaction, with this handle's turn at the SQLite writer: keep the
+    /// turn until the transaction ends (`let (mut tx, _turn) = ...`). On SQLite it takes
+    /// the write lock up front (`BEGIN IMMEDIATE`): a deferred transaction that reads and
+    /// then writes can fail at once with "database is locked" when another connection (a
+    /// second process on the same file) wrote in between, instead of waiting out the busy
+    /// timeout. (The raw transactions are the background loops' claims and settles, and
+    /// TOTP enrolment.)
+    pub(crate) async fn begin_raw(
+        &self,
+    ) -> Result<(
+        sqlx::Transaction<'static, sqlx::Any>,
+        Option<writer_gate::WriterTurn>,
+    )> {
+        let turn = self.writer_turn().await;
+        Ok((self.begin_ungated().await?, turn))
     }
 
     async fn begin_ungated(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {

@@ -130,7 +130,7 @@ impl Store {
     ) -> Result<()> {
         let mut sorted: Vec<&(String, Settlement)> = outcomes.iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut tx = self.begin_raw().await?;
+        let (mut tx, _turn) = self.begin_raw().await?;
         for chunk in sorted.chunks(MAX_SETTLE_CHUNK) {
             self.settle_chunk(&mut tx, owner, chunk, now).await?;
         }

@@ -226,7 +226,7 @@ impl Store {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<TimerRow>> {
-        let mut tx = self.begin_raw().await?;
+        let (mut tx, _turn) = self.begin_raw().await?;
         let select = match self.backend() {
             Backend::Postgres => {
                 "select id, incident_id, kind, due_at_ms from timers \

@@ -18,7 +18,7 @@ pub struct Sealed {
 impl Store {
     /// Stores (or replaces) `user`'s sealed secret.
     pub async fn put_totp(&self, user: &str, sealed: &Sealed, now: DateTime<Utc>) -> Result<()> {
-        let mut tx = self.begin_raw().await?;
+        let (mut tx, _turn) = self.begin_raw().await?;
         sqlx::query("delete from totp_secrets where user_id = $1")
             .bind(user)
             .execute(&mut *tx)

@@ -28,8 +28,8 @@ pub struct StoreTx {
     /// An incident allocated in this transaction: it has no timeline and no timers yet,
     /// so the first append and the first timer sync skip reading them (the declare path).
     pub(super) fresh: Fresh,
-    /// A request's turn at the SQLite writer, held until commit or rollback.
-    _turn: Option<super::writer_gate::ForegroundTurn>,
+    /// The turn at the SQLite writer, held until commit or rollback.
+    _turn: Option<super::writer_gate::WriterTurn>,
 }
 
 /// What is known to be empty for incidents created in this transaction: they have no
@@ -104,8 +104,8 @@ impl StoreTx {
         }
     }
 
-    /// This transaction holds `turn` (a request's at the SQLite writer) until it ends.
-    pub(super) fn holding(mut self, turn: Option<super::writer_gate::ForegroundTurn>) -> Self {
+    /// This transaction holds `turn` (at the SQLite writer) until it ends.
+    pub(super) fn holding(mut self, turn: Option<super::writer_gate::WriterTurn>) -> Self {
         self._turn = turn;
         self
     }
