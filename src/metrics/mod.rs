@@ -31,11 +31,6 @@ pub struct ProcessMetrics {
     pub slack_rate_limited: IntCounterVec,
     /// HTTP request latency by route, method and status.
     pub http_latency: HistogramVec,
-    /// SQLite: how long a transaction waited for its turn at the one writer, by
-    /// priority (`request`, `background`).
-    pub writer_wait: HistogramVec,
-    /// SQLite: how long a turn at the one writer was held (one transaction), by priority.
-    pub writer_hold: HistogramVec,
     /// Status reminders posted (timers that fired).
     pub reminders_sent: IntCounter,
     /// PagerDuty events accepted, by action (`trigger`, `resolve`).
@@ -66,28 +61,14 @@ static PROCESS: LazyLock<ProcessMetrics> = LazyLock::new(|| {
     registry
         .register(Box::new(http_latency.clone()))
         .expect("registered once");
-    let writer_histogram = |name: &str, help: &str| {
-        let h = HistogramVec::new(
-            HistogramOpts::new(name, help).buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-            ]),
-            &["priority"],
-        )
-        .expect("valid metric");
+    // The SQLite writer's turns are timed where they are handed out (the store).
+    let writer = crate::store::writer_times();
+    for h in [&writer.wait, &writer.hold] {
         registry
             .register(Box::new(h.clone()))
             .expect("registered once");
-        h
-    };
+    }
     ProcessMetrics {
-        writer_wait: writer_histogram(
-            "klaxon_sqlite_writer_wait_seconds",
-            "SQLite: time a transaction waited for the one writer, by priority.",
-        ),
-        writer_hold: writer_histogram(
-            "klaxon_sqlite_writer_hold_seconds",
-            "SQLite: time one transaction held the one writer, by priority.",
-        ),
         slack_calls: counter(
             &registry,
             "klaxon_slack_api_calls_total",

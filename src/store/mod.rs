@@ -44,6 +44,7 @@ pub use runs::{Approval, ApprovalWrite, Closed, NewRun, RunRow, RunUpdate, trigg
 pub use timers::TimerRow;
 pub use totp::Sealed;
 pub use tx::{Committed, MAX_ROWS_PER_INSERT, OUTBOX_CHANNEL, StoreTx, TIMERS_CHANNEL};
+pub use writer_gate::{WriterTimes, writer_times};
 
 /// Which database is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,7 +16,7 @@
 //! (the previous gate only held them back *before* they queued).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -64,6 +64,42 @@ impl Priority {
     }
 }
 
+/// How long turns at the writer waited and were held, process-wide, by priority
+/// (`request`, `background`). Kept here, not in `metrics` (which reads the store): the
+/// `/metrics` page registers these two.
+pub struct WriterTimes {
+    /// From asking for the writer to getting it.
+    pub wait: prometheus::HistogramVec,
+    /// From getting the writer to letting it go (one transaction).
+    pub hold: prometheus::HistogramVec,
+}
+
+/// The process's [`WriterTimes`].
+pub fn writer_times() -> &'static WriterTimes {
+    static TIMES: LazyLock<WriterTimes> = LazyLock::new(|| {
+        let histogram = |name: &str, help: &str| {
+            prometheus::HistogramVec::new(
+                prometheus::HistogramOpts::new(name, help).buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                ]),
+                &["priority"],
+            )
+            .expect("valid metric")
+        };
+        WriterTimes {
+            wait: histogram(
+                "klaxon_sqlite_writer_wait_seconds",
+                "SQLite: time a transaction waited for the one writer, by priority.",
+            ),
+            hold: histogram(
+                "klaxon_sqlite_writer_hold_seconds",
+                "SQLite: time one transaction held the one writer, by priority.",
+            ),
+        }
+    });
+    &TIMES
+}
+
 /// The writer, held until dropped (at the end of the transaction that holds it).
 #[derive(Debug)]
 pub struct WriterTurn {
@@ -76,8 +112,8 @@ pub struct WriterTurn {
 impl WriterTurn {
     fn new(gate: Arc<WriterGate>, priority: Priority, asked: std::time::Instant) -> Self {
         let since = std::time::Instant::now();
-        crate::metrics::process()
-            .writer_wait
+        writer_times()
+            .wait
             .with_label_values(&[priority.label()])
             .observe((since - asked).as_secs_f64());
         WriterTurn {
@@ -161,8 +197,8 @@ impl WriterGate {
 
 impl Drop for WriterTurn {
     fn drop(&mut self) {
-        crate::metrics::process()
-            .writer_hold
+        writer_times()
+            .hold
             .with_label_values(&[self.priority.label()])
             .observe(self.since.elapsed().as_secs_f64());
         self.gate.release();
