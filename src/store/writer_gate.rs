@@ -7,8 +7,9 @@
 //! has Slack's 3 s. So the writer is handed out here, one holder at a time, held from
 //! `BEGIN` to `COMMIT`: a request's transaction waiting goes before every background one
 //! waiting, and only waits for the one transaction running. A background transaction
-//! that has waited [`MAX_YIELD`] goes next regardless, so under a sustained burst the
-//! deliveries still get a turn at least that often, and catch up fully once it passes.
+//! that has waited [`MAX_YIELD`] goes next regardless, one per [`MAX_YIELD`], so under a
+//! sustained burst the deliveries still get a turn at least that often (and every gap
+//! between requests), and catch up fully once it passes.
 //! PostgreSQL has many writers and no gate.
 //!
 //! Measured in the load bench (`declare`, SQLite, `--quick`): the handler's p50 was about
@@ -47,6 +48,10 @@ struct GateState {
     held: bool,
     requests: VecDeque<Waiter>,
     background: VecDeque<Waiter>,
+    /// When a background transaction last went ahead of waiting requests. At most one
+    /// does per [`MAX_YIELD`]: under a backlog every background waiter is overdue, and
+    /// letting each one go first would hand the writer to the backlog and starve the acks.
+    last_forced: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -170,7 +175,9 @@ impl WriterGate {
                 .background
                 .front()
                 .is_some_and(|w| w.since.elapsed() >= MAX_YIELD);
-            let next = if overdue {
+            let forced_lately = state.last_forced.is_some_and(|at| at.elapsed() < MAX_YIELD);
+            let next = if overdue && !forced_lately && !state.requests.is_empty() {
+                state.last_forced = Some(Instant::now());
                 state.background.pop_front()
             } else {
                 state
@@ -298,6 +305,46 @@ mod tests {
         let at = order.iter().position(|n| *n == "b").unwrap();
         // Requests went first for MAX_YIELD (50 ms: five of 10 ms), then the background.
         assert_eq!(at, 5, "{order:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backlog_goes_ahead_of_requests_once_per_max_yield_not_every_time() {
+        let gate = Arc::new(WriterGate::default());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let held = gate.turn(Priority::Request).await;
+        let mut tasks = Vec::new();
+        for name in ["b1", "b2"] {
+            tasks.push(waiter(
+                &gate,
+                Priority::Background,
+                Duration::ZERO,
+                &order,
+                name,
+            ));
+            tokio::task::yield_now().await;
+        }
+        let names = [
+            "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12",
+        ];
+        for name in names {
+            tasks.push(waiter(
+                &gate,
+                Priority::Request,
+                Duration::from_millis(10),
+                &order,
+                name,
+            ));
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let order = order.lock().unwrap();
+        let at = |name| order.iter().position(|n| *n == name).unwrap();
+        // b2 was overdue as soon as b1 went (both waited from the start), but went ahead
+        // of the requests only one MAX_YIELD later.
+        assert_eq!((at("b1"), at("b2")), (5, 11), "{order:?}");
     }
 
     #[tokio::test(start_paused = true)]
