@@ -254,6 +254,21 @@ mod tests {
         })
     }
 
+    /// Queues one request per name, in order, each holding the writer 10 ms.
+    async fn queue_requests(
+        gate: &Arc<WriterGate>,
+        order: &Arc<Mutex<Vec<&'static str>>>,
+        names: &[&'static str],
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for name in names {
+            let hold = Duration::from_millis(10);
+            tasks.push(waiter(gate, Priority::Request, hold, order, name));
+            tokio::task::yield_now().await;
+        }
+        tasks
+    }
+
     #[tokio::test(start_paused = true)]
     async fn requests_go_before_background_transactions_waiting() {
         let gate = Arc::new(WriterGate::default());
@@ -287,17 +302,8 @@ mod tests {
         let background = waiter(&gate, Priority::Background, Duration::ZERO, &order, "b");
         tokio::task::yield_now().await;
         // Requests keep coming, each holding the writer 10 ms.
-        let mut requests = Vec::new();
-        for name in ["r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8"] {
-            requests.push(waiter(
-                &gate,
-                Priority::Request,
-                Duration::from_millis(10),
-                &order,
-                name,
-            ));
-            tokio::task::yield_now().await;
-        }
+        let names = ["r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8"];
+        let requests = queue_requests(&gate, &order, &names).await;
         drop(held);
         background.await.unwrap();
         for r in requests {
@@ -328,16 +334,7 @@ mod tests {
         let names = [
             "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12",
         ];
-        for name in names {
-            tasks.push(waiter(
-                &gate,
-                Priority::Request,
-                Duration::from_millis(10),
-                &order,
-                name,
-            ));
-            tokio::task::yield_now().await;
-        }
+        tasks.extend(queue_requests(&gate, &order, &names).await);
         drop(held);
         for t in tasks {
             t.await.unwrap();
