@@ -147,10 +147,11 @@ fn writer_engine(engine: &Engine) -> Engine {
 
 /// How many batches are in hand at once, at each step. PostgreSQL commits concurrent
 /// transactions in parallel (and a commit waits for its WAL flush), so a few, each taking
-/// what is waiting when it is free. SQLite has one writer: two acknowledgement batches, so
-/// the next one is already waiting for the writer (in the requests' queue, ahead of the
-/// background loops: see `store::writer_gate`) while the current one commits, and one
-/// write-out.
+/// what is waiting when it is free. SQLite has one writer: four acknowledgement batches,
+/// so the next ones are already waiting for the writer (in the requests' queue, ahead of
+/// the background loops: see `store::writer_gate`) while the current one commits (load
+/// bench, `declare`: p50 about 3.3x the floor with two, 1.7x-2.7x with four, in noisy
+/// runs), and one write-out.
 fn committers(backend: Backend, step: Step) -> usize {
     match (backend, step) {
         (Backend::Sqlite, Step::Acknowledge) => 4,

@@ -344,7 +344,7 @@ impl Store {
     /// On SQLite, waits for this handle's turn at the one writer, to be held until the
     /// write is committed: a request's goes before the background loops' (see
     /// `writer_gate`). `None` on PostgreSQL (many writers).
-    pub(crate) async fn writer_turn(&self) -> Option<writer_gate::WriterTurn> {
+    async fn writer_turn(&self) -> Option<writer_gate::WriterTurn> {
         if self.backend != Backend::Sqlite {
             return None;
         }
