@@ -14,10 +14,8 @@ use crate::domain::outbound::LaneClass;
 use crate::store::OutboxRow;
 
 impl OutboxWorker {
-    /// The incidents of a claim's rows, in one query: each delivery looks at its
-    /// incident first, and one point read per row was the largest per-delivery statement
-    /// left on PostgreSQL (52,000 in one benchmark run). A failed read only costs the
-    /// saving: each delivery then reads its own.
+    /// The incidents of a claim's rows, in one query (see the module). A failed read
+    /// only costs the saving: each delivery then reads its own.
     pub(super) async fn prefetch(&self, rows: &[OutboxRow]) -> HashMap<IncidentId, Incident> {
         let mut ids: Vec<_> = rows
             .iter()

@@ -172,6 +172,38 @@ pub(crate) fn actor_from_str(s: &str) -> Actor {
     }
 }
 
+/// Loads the incidents of `ids` (at most [`MAX_ROWS_PER_INSERT`]) into `found`, in
+/// ascending id; with `lock`, `for update` on PostgreSQL (the lock order). Incidents still
+/// being declared are left out. For [`Store::incidents`] and [`StoreTx::lock_incidents`].
+pub(crate) async fn incidents_in<'e, E>(
+    backend: Backend,
+    executor: E,
+    ids: &[IncidentId],
+    lock: bool,
+    found: &mut std::collections::HashMap<IncidentId, Incident>,
+) -> Result<()>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let lock = match backend {
+        Backend::Postgres if lock => " for update",
+        _ => "",
+    };
+    let sql = format!(
+        "select id, state from incidents where status <> 'declaring' and id in ({}) order by id{lock}",
+        Placeholders::new(backend).list(ids.len())
+    );
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id.0);
+    }
+    let rows: Vec<(i64, String)> = query.fetch_all(executor).await?;
+    for (id, state) in rows {
+        found.insert(IncidentId(id), decode("incident", &state)?);
+    }
+    Ok(())
+}
+
 /// The database handle: the pools plus which backend it is.
 ///
 /// - `pool` takes every write transaction. On SQLite it is ONE connection: SQLite has a
@@ -423,18 +455,7 @@ impl Store {
     ) -> Result<std::collections::HashMap<IncidentId, Incident>> {
         let mut found = std::collections::HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_ROWS_PER_INSERT) {
-            let sql = format!(
-                "select id, state from incidents where status <> 'declaring' and id in ({})",
-                Placeholders::new(self.backend()).list(chunk.len())
-            );
-            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(id.0);
-            }
-            let rows: Vec<(i64, String)> = query.fetch_all(&self.read).await?;
-            for (id, state) in rows {
-                found.insert(IncidentId(id), decode("incident", &state)?);
-            }
+            incidents_in(self.backend, &self.read, chunk, false, &mut found).await?;
         }
         Ok(found)
     }

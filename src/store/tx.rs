@@ -390,23 +390,7 @@ impl StoreTx {
         ids.dedup();
         let mut found = std::collections::HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_ROWS_PER_INSERT) {
-            let mut p = super::Placeholders::new(self.backend);
-            let lock = match self.backend {
-                Backend::Postgres => " for update",
-                Backend::Sqlite => "",
-            };
-            let sql = format!(
-                "select id, state from incidents where status <> 'declaring' and id in ({}) order by id{lock}",
-                p.list(chunk.len())
-            );
-            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(id.0);
-            }
-            let rows: Vec<(i64, String)> = query.fetch_all(&mut *self.tx).await?;
-            for (id, state) in rows {
-                found.insert(IncidentId(id), decode("incident", &state)?);
-            }
+            super::incidents_in(self.backend, &mut *self.tx, chunk, true, &mut found).await?;
         }
         Ok(found)
     }
