@@ -30,6 +30,7 @@ both_backends!(
     a_503_storm_loses_nothing_and_fails_nothing,
     a_429_storm_is_never_a_failed_attempt,
     a_hung_call_times_out_while_other_lanes_deliver,
+    a_lane_that_just_posted_waits_for_its_channel_instead_of_being_claimed,
     a_channel_that_cannot_be_opened_fails_its_lane_fast_and_says_so,
     pages_go_out_while_slack_is_down,
     forms_open_from_the_request_and_say_so_when_they_cannot,
@@ -307,6 +308,46 @@ async fn a_hung_call_times_out_while_other_lanes_deliver(db: Db) {
     app.deliver().await;
     let counts = app.store.outbox_counts().await.unwrap();
     assert_eq!((counts.pending, counts.failed), (0, 0));
+}
+
+/// Two updates in one channel: the second cannot go until the channel's second has
+/// passed, so its lane comes due then. Claiming it at once would only have pacing hand
+/// it back (a claim and a settle for nothing; half of a burst's claims, measured).
+async fn a_lane_that_just_posted_waits_for_its_channel_instead_of_being_claimed(db: Db) {
+    // Slack's own interval (the tests' default is 5 ms, slept through inline).
+    let app = TestApp::start_configured(db, |c| {
+        c.delivery.pacing.post_interval = Duration::from_secs(1);
+    })
+    .await;
+    let channel = app.declare("UALICE", "sev2 Search is slow").await;
+    app.clock.advance(TimeDelta::seconds(5));
+    app.command("UALICE", &channel, "update reindexing").await;
+    app.command("UALICE", &channel, "update reindexed half")
+        .await;
+    let first = app.deliver().await;
+    assert_eq!(
+        (first.delivered, first.retried),
+        (1, 0),
+        "the second update was not claimed: {first:?}"
+    );
+    let due = app
+        .store
+        .next_lane_due(LaneClass::Slack)
+        .await
+        .unwrap()
+        .expect("the lane is due again");
+    assert!(
+        due >= app.clock.now() + TimeDelta::milliseconds(900),
+        "the lane is due when its channel takes the next post: {due} vs {}",
+        app.clock.now()
+    );
+    app.clock.advance(TimeDelta::seconds(1));
+    assert_eq!(app.deliver().await.delivered, 1);
+    let messages = app.messages_in(&channel);
+    assert!(
+        messages.iter().any(|m| m.contains("reindexed half")),
+        "{messages:?}"
+    );
 }
 
 async fn a_channel_that_cannot_be_opened_fails_its_lane_fast_and_says_so(db: Db) {

@@ -169,6 +169,7 @@ async fn a_claim_stamps_its_rows_and_only_a_clean_retry_clears_the_stamp(db: Db)
     };
     let delivered = Settlement::Delivered {
         row_id: fourth.id,
+        not_before: None,
         posted: Some(posted.clone()),
     };
     store

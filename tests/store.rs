@@ -232,6 +232,7 @@ async fn outbox_hands_out_one_row_per_key_in_order(db: Db) {
         &claimed[0],
         Settlement::Delivered {
             row_id,
+            not_before: None,
             posted: None,
         },
     )
@@ -408,6 +409,7 @@ async fn settling_checks_the_lease_owner(db: Db) {
         &stale,
         Settlement::Delivered {
             row_id: stale.id,
+            not_before: None,
             posted: None,
         },
     )
@@ -433,6 +435,7 @@ async fn settling_checks_the_lease_owner(db: Db) {
         &taken,
         Settlement::Delivered {
             row_id: taken.id,
+            not_before: None,
             posted: None,
         },
     )
@@ -484,6 +487,7 @@ async fn enqueues_racing_settlements_are_never_stranded(db: Db) {
                             row,
                             Settlement::Delivered {
                                 row_id: row.id,
+                                not_before: None,
                                 posted: None,
                             },
                         )
@@ -551,6 +555,7 @@ async fn retention_prunes_finished_work_and_keeps_the_record(db: Db) {
         &rows[0],
         Settlement::Delivered {
             row_id: rows[0].id,
+            not_before: None,
             posted: None,
         },
     )

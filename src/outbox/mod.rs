@@ -285,9 +285,20 @@ impl OutboxWorker {
             let settlement = match result {
                 Ok(()) => {
                     report.delivered += 1;
+                    let posted = trace.posted();
                     Settlement::Delivered {
                         row_id: row.id,
-                        posted: trace.posted(),
+                        // Its lane's next row, likely a post in the same channel, is not
+                        // claimed before the channel takes one, when that is further off
+                        // than a delivery sleeps through (see `Settlement`).
+                        not_before: posted
+                            .as_ref()
+                            .and_then(|p| self.pacer.next_post_at(&p.channel))
+                            .filter(|at| {
+                                (*at - now).to_std().unwrap_or_default()
+                                    > self.settings.pacing.inline_wait
+                            }),
+                        posted,
                     }
                 }
                 Err(e) => {

@@ -238,6 +238,15 @@ impl Pacer {
         *reserved = (*reserved).max(next);
     }
 
+    /// When `channel` may take its next post, if that is paced at all: a lane that has
+    /// just posted there is not worth claiming before.
+    pub fn next_post_at(&self, channel: &str) -> Option<Instant> {
+        let state = self.state.lock().expect("pacer lock");
+        let reserved = state.channels.get(channel).copied();
+        let answered = state.answered.get(channel).copied();
+        reserved.into_iter().chain(answered).max()
+    }
+
     /// Slack did not take a post to `channel` that went at `slot` (it answered 503: down,
     /// nothing done): the slot is given back unless a later post reserved after it, so
     /// when Slack returns the channel's next post goes at once instead of waiting out the
@@ -346,6 +355,19 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_next_post_time_is_the_later_of_the_reserved_slot_and_the_answer() {
+        let p = pacer(1000, true);
+        let t = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        assert_eq!(p.next_post_at("C1"), None, "no post yet: not paced");
+        p.acquire("chat.postMessage", Some("C1"), 1, t);
+        assert_eq!(p.next_post_at("C1"), Some(at(t, 1000)));
+        p.answered("chat.postMessage", Some("C1"), at(t, 600));
+        assert_eq!(p.next_post_at("C1"), Some(at(t, 1600)));
+        // Other methods do not pace the channel's posts.
+        p.acquire("conversations.setTopic", Some("C2"), 2, t);
+        assert_eq!(p.next_post_at("C2"), None);
+    }
     #[test]
     fn tier_two_allows_a_minute_of_burst_then_spreads_calls_out() {
         let p = pacer(1000, true);

@@ -62,6 +62,10 @@ pub enum Settlement {
         row_id: i64,
         /// The message it posted, if it posted one.
         posted: Option<Posted>,
+        /// The lane's next row is not tried before this (the channel it posted in takes
+        /// its next post then): a row claimed sooner would only be handed back by pacing,
+        /// one claim and one settle spent for nothing.
+        not_before: Option<DateTime<Utc>>,
     },
     /// Try the same row again at `at`. `counted` says whether this was a failed attempt
     /// (a 429 or pacing is not).
@@ -182,7 +186,7 @@ impl Store {
         let delivered: Vec<(i64, Option<&Posted>)> = outcomes
             .iter()
             .filter_map(|(_, o)| match o {
-                Settlement::Delivered { row_id, posted } => Some((*row_id, posted.as_ref())),
+                Settlement::Delivered { row_id, posted, .. } => Some((*row_id, posted.as_ref())),
                 _ => None,
             })
             .collect();
@@ -219,10 +223,15 @@ impl Store {
             query.execute(&mut **tx).await?;
         }
         let mut due: BTreeMap<&str, Option<i64>> = BTreeMap::new();
+        let mut not_before: BTreeMap<&str, i64> = BTreeMap::new();
         let mut retries = Vec::new();
         for (key, outcome) in outcomes {
             match outcome {
-                Settlement::Delivered { .. } => {}
+                Settlement::Delivered { not_before: at, .. } => {
+                    if let Some(at) = at {
+                        not_before.insert(key.as_str(), ms(*at));
+                    }
+                }
                 Settlement::Failed { row_id, error } => {
                     sqlx::query(
                         "update outbox set state = 'failed', lease_until_ms = null, last_error = $1, finished_at_ms = $2 \
@@ -304,7 +313,9 @@ impl Store {
             let next: Vec<(String, i64)> = query.fetch_all(&mut **tx).await?;
             let next: BTreeMap<String, i64> = next.into_iter().collect();
             for key in moved_on {
-                due.insert(key, next.get(key).copied());
+                let at = next.get(key).copied();
+                let held_back = not_before.get(key).copied();
+                due.insert(key, at.map(|at| at.max(held_back.unwrap_or(at))));
             }
         }
         if due.is_empty() {
