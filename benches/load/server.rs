@@ -411,16 +411,19 @@ impl Db {
             .expect("bench read connection")
     }
 
-    /// Store size in bytes (SQLite: file + WAL; PostgreSQL: every relation of the schema,
+    /// Store size in bytes (SQLite: the database's pages as the bench's connection sees
+    /// them, WAL content included, so neither the file before a checkpoint nor a WAL
+    /// file grown by a write burst is counted; PostgreSQL: every relation of the schema,
     /// indexes and TOAST included).
     pub async fn size_bytes(&self, reads: &AnyPool) -> u64 {
-        if let Some(file) = &self.file {
-            let wal = PathBuf::from(format!("{}-wal", file.display()));
-            return [file.clone(), wal]
-                .iter()
-                .filter_map(|p| std::fs::metadata(p).ok())
-                .map(|m| m.len())
-                .sum();
+        if self.file.is_some() {
+            let (size,): (i64,) = sqlx::query_as(
+                "select p.page_count * s.page_size from pragma_page_count() p, pragma_page_size() s",
+            )
+            .fetch_one(reads)
+            .await
+            .expect("database size");
+            return size as u64;
         }
         let schema = self.schema.as_ref().map(|(_, s)| s.as_str()).unwrap_or("");
         let (size,): (i64,) = sqlx::query_as(

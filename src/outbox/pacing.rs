@@ -368,6 +368,7 @@ mod tests {
         p.acquire("conversations.setTopic", Some("C2"), 2, t);
         assert_eq!(p.next_post_at("C2"), None);
     }
+
     #[test]
     fn tier_two_allows_a_minute_of_burst_then_spreads_calls_out() {
         let p = pacer(1000, true);

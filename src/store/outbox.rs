@@ -293,7 +293,7 @@ impl Store {
         }
 
         // 3. Each held lane's next due time: a retry's time, else its next pending row's
-        //    (none: the lane goes idle).
+        //    but not before the delivery's `not_before` (none: the lane goes idle).
         let moved_on: Vec<&str> = keys
             .iter()
             .copied()
@@ -313,9 +313,9 @@ impl Store {
             let next: Vec<(String, i64)> = query.fetch_all(&mut **tx).await?;
             let next: BTreeMap<String, i64> = next.into_iter().collect();
             for key in moved_on {
-                let at = next.get(key).copied();
                 let held_back = not_before.get(key).copied();
-                due.insert(key, at.map(|at| at.max(held_back.unwrap_or(at))));
+                let at = next.get(key).map(|&at| held_back.map_or(at, |h| at.max(h)));
+                due.insert(key, at);
             }
         }
         if due.is_empty() {
