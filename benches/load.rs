@@ -300,29 +300,29 @@ async fn scenario_declare(ctx: &Ctx) {
         (
             "handler time",
             "klaxon_http_request_duration_seconds",
-            "route=\"/slack/commands\"",
+            ("route", "/slack/commands"),
         ),
         (
             "SQLite writer wait, requests",
             "klaxon_sqlite_writer_wait_seconds",
-            "priority=\"request\"",
+            ("priority", "request"),
         ),
         (
             "SQLite writer hold, requests",
             "klaxon_sqlite_writer_hold_seconds",
-            "priority=\"request\"",
+            ("priority", "request"),
         ),
         (
             "SQLite writer hold, background",
             "klaxon_sqlite_writer_hold_seconds",
-            "priority=\"background\"",
+            ("priority", "background"),
         ),
     ] {
-        let shares = handler_shares(
+        // None: nothing observed (PostgreSQL has no SQLite writer to wait for).
+        if let Some(shares) = histogram_shares(
             &loadgen::histogram(&metrics_before, metric, label),
             &loadgen::histogram(&metrics_after, metric, label),
-        );
-        if shares != "n/a" {
+        ) {
             println!("   server {what} over the open loop: {shares}");
         }
     }
@@ -427,15 +427,16 @@ async fn scenario_declare(ctx: &Ctx) {
 
 /// The share of observations within each bound of one of the server's histograms
 /// between two scrapes (cumulative): where the time of a slow ack is spent (inside the
-/// handler or before it; waiting for the SQLite writer or holding it).
-fn handler_shares(before: &[(f64, u64)], after: &[(f64, u64)]) -> String {
+/// handler or before it; waiting for the SQLite writer or holding it). `None` when
+/// nothing was observed between the scrapes.
+fn histogram_shares(before: &[(f64, u64)], after: &[(f64, u64)]) -> Option<String> {
     let count_at =
         |h: &[(f64, u64)], le: f64| h.iter().find(|(b, _)| *b == le).map_or(0, |(_, c)| *c);
     let total = count_at(after, f64::INFINITY).saturating_sub(count_at(before, f64::INFINITY));
     if total == 0 {
-        return "n/a".into();
+        return None;
     }
-    after
+    let shares = after
         .iter()
         .filter(|(le, _)| le.is_finite() && *le <= 0.1)
         .map(|(le, c)| {
@@ -447,8 +448,8 @@ fn handler_shares(before: &[(f64, u64)], after: &[(f64, u64)]) -> String {
             )
         })
         .collect::<Vec<_>>()
-        .join(", ")
-        + &format!(" (of {total})")
+        .join(", ");
+    Some(format!("{shares} (of {total})"))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -20,29 +20,25 @@ pub const SECRET: &str = "load-bench-signing-secret";
 /// What Klaxon answers when the engine failed: a 200 that is really an error.
 const INTERNAL_ERROR_MARK: &[u8] = b"Something went wrong inside Klaxon";
 
-/// The cumulative buckets of histogram `metric` in a `/metrics` page, over the series
-/// carrying `label` (`name="value"`), summed: `(upper bound in seconds, count)`.
-pub fn histogram(page: &str, metric: &str, label: &str) -> Vec<(f64, u64)> {
-    let prefix = format!("{metric}_bucket{{");
+/// The cumulative buckets of histogram `metric` in a `/metrics` page (parsed with
+/// prometheus-parse), summed over the series whose label `label.0` is `label.1`:
+/// `(upper bound in seconds, count)`, ascending.
+pub fn histogram(page: &str, metric: &str, label: (&str, &str)) -> Vec<(f64, u64)> {
+    let scrape = prometheus_parse::Scrape::parse(page.lines().map(|l| Ok(l.to_string())))
+        .expect("the server's /metrics is Prometheus text");
     let mut buckets: std::collections::BTreeMap<u64, (f64, u64)> = Default::default();
-    for line in page
-        .lines()
-        .filter(|l| l.starts_with(&prefix) && l.contains(label))
+    for sample in scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && s.labels.get(label.0) == Some(label.1))
     {
-        let le = line
-            .split("le=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .map(|v| {
-                if v == "+Inf" {
-                    f64::INFINITY
-                } else {
-                    v.parse().unwrap_or(f64::NAN)
-                }
-            });
-        let count = line.rsplit(' ').next().and_then(|c| c.parse::<u64>().ok());
-        if let (Some(le), Some(count)) = (le, count) {
-            buckets.entry(le.to_bits()).or_insert((le, 0)).1 += count;
+        if let prometheus_parse::Value::Histogram(counts) = &sample.value {
+            for c in counts {
+                buckets
+                    .entry(c.less_than.to_bits())
+                    .or_insert((c.less_than, 0))
+                    .1 += c.count as u64;
+            }
         }
     }
     let mut v: Vec<(f64, u64)> = buckets.into_values().collect();
@@ -256,19 +252,21 @@ impl SlashClient {
         }
     }
 
-    /// The server's `/metrics` page (empty if it cannot be read).
+    /// The server's `/metrics` page; panics if it cannot be read (the figures printed
+    /// from it would be missing without a word).
     pub async fn metrics(&self) -> String {
         let url = self.url.replace("/slack/commands", "/metrics");
         let request = Request::get(&url)
             .body(Full::new(Bytes::new()))
             .expect("request builds");
-        match self.http.request(request).await {
-            Ok(r) => match r.into_body().collect().await {
-                Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
-                Err(_) => String::new(),
-            },
-            Err(_) => String::new(),
-        }
+        let response = self.http.request(request).await.expect("GET /metrics");
+        assert!(
+            response.status().is_success(),
+            "GET /metrics: {}",
+            response.status()
+        );
+        let body = response.into_body().collect().await.expect("/metrics body");
+        String::from_utf8_lossy(&body.to_bytes()).into_owned()
     }
 
     /// Sends one command and panics unless it is answered 2xx; returns the body.

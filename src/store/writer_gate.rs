@@ -362,11 +362,10 @@ mod tests {
         cancelled.abort();
         let _ = cancelled.await;
         // Granted, then dropped before it was polled again: the turn passes on.
-        let granted_then_dropped = {
+        let mut granted_then_dropped = {
             let gate = gate.clone();
             Box::pin(async move { gate.turn(Priority::Request).await })
         };
-        let mut granted_then_dropped = granted_then_dropped;
         assert!(
             futures_util::poll!(&mut granted_then_dropped).is_pending(),
             "queued behind the holder"
