@@ -26,6 +26,7 @@ both_backends!(
     an_escalation_notifies_its_targets_slack_channels_and_groups,
     a_commit_wakes_the_schedulers_with_its_earliest_timer,
     reminders_of_many_incidents_fire_together_each_once,
+    a_timer_that_fails_to_fire_is_tried_again_a_lease_later_not_in_a_loop,
 );
 
 fn minutes(m: i64) -> DateTime<Utc> {
@@ -675,4 +676,40 @@ async fn reminders_of_many_incidents_fire_together_each_once(db: Db) {
 async fn page_prefix(app: &TestApp) -> String {
     let install = app.store.install_id().await.unwrap();
     format!("klaxon-{}-", &install[..8])
+}
+
+/// On SQLite the scheduler reads due timers without leasing them: one that fails to fire
+/// must still be held back, or the pass would pick it up again forever.
+async fn a_timer_that_fails_to_fire_is_tried_again_a_lease_later_not_in_a_loop(db: Db) {
+    let app = TestApp::start_with(fresh_store(db).await, "UTC", start()).await;
+    let ch = app.declare("UALICE", "sev1 Database is down").await;
+    assert!(!ch.is_empty());
+    // The incident's stored state no longer decodes: every firing fails.
+    let broken = app
+        .store
+        .execute_raw("update incidents set state = 'x' || state where id = 1")
+        .await
+        .unwrap();
+    assert_eq!(broken, 1);
+    app.clock.set(minutes(31));
+    let failed = app.fire().await;
+    assert_eq!(
+        failed,
+        Default::default(),
+        "nothing fired, and the pass ended"
+    );
+    // Mended; a few seconds later the failed timers are still held.
+    app.store
+        .execute_raw("update incidents set state = substr(state, 2) where id = 1")
+        .await
+        .unwrap();
+    app.clock
+        .set(minutes(31) + klaxon::scheduler::LEASE - TimeDelta::seconds(1));
+    assert_eq!(app.fire().await.fired, 0, "held until the lease runs out");
+    app.clock.set(minutes(31) + klaxon::scheduler::LEASE);
+    let report = app.fire().await;
+    // The team escalation (minute 15) and the first reminder (minute 30).
+    assert_eq!(report.fired, 2, "{report:?}");
+    let got = timer_events(&app, IncidentId(1)).await;
+    assert_eq!(got, events(&[(31, "page team"), (31, "reminder")]));
 }

@@ -14,7 +14,13 @@ use super::{ConfigError, duration, err};
 /// How the worker delivers.
 #[derive(Clone, Copy, Debug)]
 pub struct DeliverySettings {
-    /// Slack lanes in flight at once.
+    /// Slack lanes in flight at once. 256 by default: a lane's slot frees when its call
+    /// returns, but the lane comes back only after the outcome is committed and a claim
+    /// hands out more, so with few slots deliveries wait on the store's round trips, not
+    /// on Slack. In the load bench (10,000 SEV1 reminders due within two seconds, a Slack
+    /// stand-in answering at once) the reminders' p99 from firing to Slack was 2.2-2.8 s
+    /// with 64 and 0.2-0.5 s with 256. Each channel still gets at most one post per
+    /// second (pacing), whatever the slots.
     pub slack_slots: usize,
     /// PagerDuty lanes in flight at once.
     pub page_slots: usize,
@@ -38,7 +44,7 @@ pub struct DeliverySettings {
 impl Default for DeliverySettings {
     fn default() -> Self {
         Self {
-            slack_slots: 64,
+            slack_slots: 256,
             page_slots: 16,
             run_slots: 8,
             stakeholder_slots: 8,

@@ -75,7 +75,9 @@ impl Engine {
                 dedupe: None,
             })
             .collect();
+        let started = std::time::Instant::now();
         let mut tx = self.store.begin().await?;
+        let gate = started.elapsed();
         // The incidents first, as every change locks them (ascending: see `fire_timer`),
         // then the timers: one statement each for the whole group.
         let ids: Vec<_> = group.iter().map(|&i| timers[i].incident_id).collect();
@@ -86,6 +88,7 @@ impl Engine {
             .await?
             .into_iter()
             .collect();
+        let read = started.elapsed();
         let mut outcomes = Vec::with_capacity(group.len());
         let mut decisions: Vec<(usize, Decision)> = Vec::new();
         for (k, &i) in group.iter().enumerate() {
@@ -112,14 +115,25 @@ impl Engine {
                 }
             }
         }
-        if decisions.is_empty() {
-            let committed = tx.commit().await?;
-            self.woke(committed);
-        } else {
+        let decided = started.elapsed();
+        if !decisions.is_empty() {
             let pairs: Vec<(&RequestMeta, &Decision)> =
                 decisions.iter().map(|(k, d)| (&metas[*k], d)).collect();
-            self.commit_many(tx, &pairs, now).await?;
+            self.write_decisions(&mut tx, &pairs, now).await?;
         }
+        let written = started.elapsed();
+        let committed = tx.commit().await?;
+        self.woke(committed);
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        tracing::trace!(
+            timers = group.len(),
+            gate_ms = ms(gate),
+            read_ms = ms(read - gate),
+            decide_ms = ms(decided - read),
+            write_ms = ms(written - decided),
+            commit_ms = ms(started.elapsed() - written),
+            "fired a group"
+        );
         Ok(outcomes)
     }
 }

@@ -1,27 +1,28 @@
 //! The scheduler: fires durable timers (rows in `timers`) when they come due.
 //!
 //! It sleeps until the earliest due time, or until the engine says a nearer timer was
-//! written, claims due rows with a lease (`for update skip locked` on PostgreSQL, so any
-//! number of replicas share the work), and feeds each into the engine, which marks it
+//! written, takes due rows (on PostgreSQL claimed with a lease and `for update skip
+//! locked`, so any number of replicas share the work; on SQLite, which one process owns,
+//! just read), and feeds each into the engine, which marks it
 //! fired and writes its events and outbox rows in one transaction. After downtime, every
 //! overdue timer fires once, saying how late it is; one whose purpose is gone is cancelled.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineError, TimerOutcome};
-use crate::store::TimerWake;
+use crate::store::{Backend, TimerRow, TimerWake};
 
 pub mod declarations;
 pub mod retention;
 
-/// How long a claimed timer is reserved for one firing. A batch fires in well under a
-/// second; a scheduler that dies leaves its timers to the others this much later (on
-/// SQLite, a restart takes them back at once).
+/// How long a claimed timer is reserved for one firing (PostgreSQL), and how long one that
+/// failed to fire waits before it is tried again (both). A batch fires in well under a
+/// second; a scheduler that dies leaves its timers to the others this much later.
 pub const LEASE: TimeDelta = TimeDelta::seconds(15);
 /// The longest the scheduler sleeps without looking at the timers.
 const IDLE_LOOK: Duration = Duration::from_secs(60);
@@ -68,11 +69,7 @@ impl Scheduler {
         loop {
             let now = self.clock.now();
             let started = std::time::Instant::now();
-            let due = self
-                .engine
-                .store()
-                .claim_timers(now, now + LEASE, BATCH)
-                .await?;
+            let due = self.take_due(now).await?;
             if due.is_empty() {
                 return Ok(report);
             }
@@ -84,6 +81,7 @@ impl Scheduler {
                 fire_ms = (started.elapsed() - claimed).as_secs_f64() * 1e3,
                 "fired a batch"
             );
+            let mut failed = Vec::new();
             for (timer, outcome) in due.iter().zip(outcomes) {
                 match outcome {
                     Ok(TimerOutcome::Fired) => {
@@ -94,18 +92,38 @@ impl Scheduler {
                     }
                     Ok(TimerOutcome::Cancelled) => report.cancelled += 1,
                     Ok(TimerOutcome::AlreadyHandled) => report.skipped += 1,
-                    // The lease runs out and the timer is tried again.
+                    // Tried again when its lease runs out.
                     Err(e) => {
-                        tracing::error!(timer_id = timer.id, incident = %timer.incident_id, error = %e, "timer failed to fire")
+                        tracing::error!(timer_id = timer.id, incident = %timer.incident_id, error = %e, "timer failed to fire");
+                        failed.push(timer.id);
                     }
                 }
+            }
+            if !failed.is_empty() && self.engine.store().backend() == Backend::Sqlite {
+                // Unclaimed (see `take_due`): hold them for a lease's time, or the next
+                // round would pick them up again at once.
+                self.engine
+                    .store()
+                    .hold_timers(&failed, now + LEASE)
+                    .await?;
             }
         }
     }
 
+    /// The next batch of due timers. PostgreSQL: claimed under a lease, as replicas share
+    /// the timers. SQLite: read, not claimed, since this is the only scheduler on the
+    /// file (see `Store::due_timers`).
+    async fn take_due(&self, now: DateTime<Utc>) -> Result<Vec<TimerRow>, EngineError> {
+        let store = self.engine.store();
+        Ok(match store.backend() {
+            Backend::Sqlite => store.due_timers(now, BATCH).await?,
+            Backend::Postgres => store.claim_timers(now, now + LEASE, BATCH).await?,
+        })
+    }
+
     /// Runs until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        if self.engine.store().backend() == crate::store::Backend::Sqlite {
+        if self.engine.store().backend() == Backend::Sqlite {
             // One process owns the file: any lease is from this process's previous life.
             match self.engine.store().release_timer_leases().await {
                 Ok(0) => {}

@@ -150,6 +150,21 @@ impl Placeholders {
     }
 }
 
+/// `state = 'pending'` for a statement that picks its rows by a list of ids
+/// (`... where {still_pending} and id in (...)`).
+///
+/// On SQLite it is written `+state`, which no index can serve, so the ids are looked up by
+/// primary key. Without statistics SQLite guesses that an index on `state` narrows to a
+/// handful of rows and prefers it over a list of three ids or more, and so walks every
+/// pending row: marking a group of 100 fired timers took 17 ms with 10,000 reminders
+/// pending, and a settle walked every undelivered outbox row.
+pub(crate) fn still_pending(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "+state = 'pending'",
+        Backend::Postgres => "state = 'pending'",
+    }
+}
+
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }

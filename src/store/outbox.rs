@@ -207,7 +207,8 @@ impl Store {
             let stamps = case("slack_ts");
             let sql = format!(
                 "update outbox set state = 'done', lease_until_ms = null, finished_at_ms = {now_at}, last_error = null, \
-                 slack_channel = {channels}, slack_ts = {stamps} where state = 'pending' and id in ({})",
+                 slack_channel = {channels}, slack_ts = {stamps} where {} and id in ({})",
+                super::still_pending(self.backend()),
                 p.list(delivered.len())
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ms(now));
@@ -270,7 +271,8 @@ impl Store {
                 "update outbox set next_attempt_at_ms = {next_attempt}, last_error = {last_error}, \
                  attempts = attempts + {counted}, \
                  attempt_started_at_ms = case when {unsent} = 1 then null else attempt_started_at_ms end \
-                 where state = 'pending' and id in ({})",
+                 where {} and id in ({})",
+                super::still_pending(self.backend()),
                 p.list(retries.len())
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
