@@ -708,8 +708,12 @@ async fn a_timer_that_fails_to_fire_is_tried_again_a_lease_later_not_in_a_loop(d
     assert_eq!(app.fire().await.fired, 0, "held until the lease runs out");
     app.clock.set(minutes(31) + klaxon::scheduler::LEASE);
     let report = app.fire().await;
-    // The team escalation (minute 15) and the first reminder (minute 30).
-    assert_eq!(report.fired, 2, "{report:?}");
+    // The team page (minute 15), the management page and the first reminder (minute
+    // 30), each once.
+    assert_eq!(report.fired, 3, "{report:?}");
     let got = timer_events(&app, IncidentId(1)).await;
-    assert_eq!(got, events(&[(31, "page team"), (31, "reminder")]));
+    assert_eq!(
+        got,
+        events(&[(31, "page management"), (31, "page team"), (31, "reminder")])
+    );
 }
