@@ -26,7 +26,7 @@ pub mod retention;
 pub const LEASE: TimeDelta = TimeDelta::seconds(15);
 /// The longest the scheduler sleeps without looking at the timers.
 const IDLE_LOOK: Duration = Duration::from_secs(60);
-/// Timers claimed per round trip.
+/// Timers taken (and fired together) per round.
 const BATCH: i64 = 100;
 
 /// What one pass did.
@@ -73,12 +73,12 @@ impl Scheduler {
             if due.is_empty() {
                 return Ok(report);
             }
-            let claimed = started.elapsed();
+            let taken = started.elapsed();
             let outcomes = self.engine.fire_timers(&due).await;
             tracing::trace!(
                 timers = due.len(),
-                claim_ms = claimed.as_secs_f64() * 1e3,
-                fire_ms = (started.elapsed() - claimed).as_secs_f64() * 1e3,
+                take_ms = taken.as_secs_f64() * 1e3,
+                fire_ms = (started.elapsed() - taken).as_secs_f64() * 1e3,
                 "fired a batch"
             );
             let mut failed = Vec::new();
