@@ -1,5 +1,6 @@
-//! The `timers` table: reconcile an incident's pending timers with its plan, claim due
-//! timers with a lease, and mark them fired or cancelled.
+//! The `timers` table: reconcile an incident's pending timers with its plan, take due
+//! timers (claimed with a lease on PostgreSQL, read on SQLite), and mark them fired or
+//! cancelled.
 
 use chrono::{DateTime, Utc};
 
