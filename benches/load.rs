@@ -370,6 +370,17 @@ async fn scenario_declare(ctx: &Ctx) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let written_out = written_from.elapsed();
+    let still_declaring = server::count(
+        &reads,
+        "select count(*) from incidents where status = 'declaring'",
+    )
+    .await;
+    if still_declaring > 0 {
+        println!(
+            "   WARNING: {still_declaring} declarations still not written out after {:.0} s: the store size below undercounts them",
+            secs(written_out)
+        );
+    }
     let size1 = db.size_bytes(&reads).await;
     let backlog = server::pending(&reads).await;
     let incidents = server::count(&reads, "select count(*) from incidents").await;
