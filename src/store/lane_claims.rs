@@ -4,6 +4,9 @@
 
 use chrono::{DateTime, Utc};
 
+use sqlx::any::AnyArguments;
+
+use super::rows::{bind, fetch_rows};
 use super::{Backend, OutboxRow, Placeholders, Result, Store, ms};
 use crate::domain::outbound::LaneClass;
 
@@ -25,33 +28,57 @@ impl Store {
                 .await;
         }
         let (mut tx, _turn) = self.begin_raw().await?;
-        let sql = "update outbox_lanes set lease_owner = $1, due_at_ms = $2 where ordering_key in \
-             (select ordering_key from outbox_lanes where class = $3 and due_at_ms is not null and due_at_ms <= $4 \
-              order by due_at_ms limit $5) \
-             returning ordering_key";
-        let keys: Vec<(String,)> = sqlx::query_as(sql)
-            .bind(owner)
-            .bind(ms(lease_until))
-            .bind(class.as_str())
-            .bind(ms(now))
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
+        // The due lanes, then their lease and their heads: every read one row back
+        // (`store::rows`), as SQLite's RETURNING cannot be folded into one.
+        let mut args = AnyArguments::default();
+        bind(&mut args, class.as_str());
+        bind(&mut args, ms(now));
+        bind(&mut args, limit);
+        let keys: Vec<(String,)> = fetch_rows(
+            self.backend(),
+            &mut *tx,
+            "select ordering_key from outbox_lanes where class = ? and due_at_ms is not null \
+             and due_at_ms <= ? order by due_at_ms limit ?",
+            "ordering_key",
+            args,
+        )
+        .await?;
         if keys.is_empty() {
             tx.commit().await?;
             return Ok(Vec::new());
         }
+        let mut p = Placeholders::new(self.backend());
+        let sql = format!(
+            "update outbox_lanes set lease_owner = {}, due_at_ms = {} where ordering_key in ({})",
+            p.one(),
+            p.one(),
+            p.list(keys.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(owner)
+            .bind(ms(lease_until));
+        for (key,) in &keys {
+            query = query.bind(key);
+        }
+        query.execute(&mut *tx).await?;
         let sql = format!(
             "select id, ordering_key, incident_id, payload, attempts, created_at_ms, attempt_started_at_ms from outbox where id in \
              (select min(id) from outbox where state = 'pending' and ordering_key in ({}) group by ordering_key) \
              order by id",
             Placeholders::new(self.backend()).list(keys.len())
         );
-        let mut query = sqlx::query_as::<_, OutboxRow>(sqlx::AssertSqlSafe(sql));
+        let mut args = AnyArguments::default();
         for (key,) in &keys {
-            query = query.bind(key);
+            bind(&mut args, key.as_str());
         }
-        let heads = query.fetch_all(&mut *tx).await?;
+        let heads: Vec<OutboxRow> = fetch_rows(
+            self.backend(),
+            &mut *tx,
+            &sql,
+            "id, ordering_key, incident_id, payload, attempts, created_at_ms, attempt_started_at_ms",
+            args,
+        )
+        .await?;
         // From here on a crash may leave a post behind: the next claim of these rows
         // looks for it before posting (src/outbox/once.rs). One statement per claim.
         let fresh: Vec<i64> = heads

@@ -17,6 +17,7 @@ mod outbox;
 mod pagerduty;
 mod postmortems;
 mod retention;
+mod rows;
 mod runs;
 mod stakeholders;
 mod timers;
@@ -88,7 +89,6 @@ pub enum StoreError {
 /// Result alias for the store.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Milliseconds since the epoch, how the schema keeps times.
 /// The VALUES list of a multi-row INSERT: `rows` tuples of `width` placeholders, bound
 /// row by row, column by column.
 ///
@@ -165,6 +165,7 @@ pub(crate) fn still_pending(backend: Backend) -> &'static str {
     }
 }
 
+/// Milliseconds since the epoch, how the schema keeps times.
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -208,11 +209,12 @@ where
         "select id, state from incidents where status <> 'declaring' and id in ({}) order by id{lock}",
         Placeholders::new(backend).list(ids.len())
     );
-    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+    let mut args = sqlx::any::AnyArguments::default();
     for id in ids {
-        query = query.bind(id.0);
+        rows::bind(&mut args, id.0);
     }
-    let rows: Vec<(i64, String)> = query.fetch_all(executor).await?;
+    let rows: Vec<(i64, String)> =
+        rows::fetch_rows(backend, executor, &sql, "id, state", args).await?;
     for (id, state) in rows {
         found.insert(IncidentId(id), decode("incident", &state)?);
     }

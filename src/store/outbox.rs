@@ -19,11 +19,15 @@ use chrono::{DateTime, Utc};
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use sqlx::any::AnyArguments;
+
+use super::rows::{bind, fetch_rows};
 use super::{Backend, Placeholders, Result, Store, from_ms, ms};
 use crate::domain::outbound::LaneClass;
 
-/// The head of a claimed lane.
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+/// The head of a claimed lane. (Deserialize: on SQLite the heads are read as one JSON
+/// row, each head an array of these fields in order; see `store::rows`.)
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct OutboxRow {
     /// Row id.
     pub id: i64,
@@ -142,6 +146,67 @@ impl Store {
         Ok(())
     }
 
+    /// Releases the leases `owner` still holds among `keys` (locking the lanes first, in
+    /// key order, on PostgreSQL) and returns those it held. On SQLite the held lanes are
+    /// read first, as one JSON row (`store::rows`), then released: RETURNING's rows come
+    /// back one by one; the writer's transaction makes the two one step.
+    async fn release_held_lanes(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        owner: &str,
+        keys: &[&str],
+        now: DateTime<Utc>,
+    ) -> Result<BTreeSet<String>> {
+        let mut p = Placeholders::new(self.backend());
+        let held: Vec<(String,)> = match self.backend() {
+            Backend::Postgres => {
+                let sql = format!(
+                    "update outbox_lanes set lease_owner = null, updated_at_ms = {} where ordering_key in \
+                     (select ordering_key from outbox_lanes where lease_owner = {} and ordering_key in ({}) \
+                     order by ordering_key for update) \
+                     returning ordering_key",
+                    p.one(),
+                    p.one(),
+                    p.list(keys.len())
+                );
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(ms(now))
+                    .bind(owner);
+                for key in keys {
+                    query = query.bind(*key);
+                }
+                query.fetch_all(&mut **tx).await?
+            }
+            Backend::Sqlite => {
+                let sql = format!(
+                    "select ordering_key from outbox_lanes where lease_owner = {} and ordering_key in ({})",
+                    p.one(),
+                    p.list(keys.len())
+                );
+                let mut args = AnyArguments::default();
+                bind(&mut args, owner);
+                for key in keys {
+                    bind(&mut args, *key);
+                }
+                let held: Vec<(String,)> =
+                    fetch_rows(self.backend(), &mut **tx, &sql, "ordering_key", args).await?;
+                if !held.is_empty() {
+                    let sql = format!(
+                        "update outbox_lanes set lease_owner = null, updated_at_ms = ? where ordering_key in ({})",
+                        Placeholders::new(self.backend()).list(held.len())
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ms(now));
+                    for (key,) in &held {
+                        query = query.bind(key);
+                    }
+                    query.execute(&mut **tx).await?;
+                }
+                held
+            }
+        };
+        Ok(held.into_iter().map(|(k,)| k).collect())
+    }
+
     /// [`Store::settle_outbox`] for at most [`MAX_SETTLE_CHUNK`] outcomes, sorted by lane.
     async fn settle_chunk(
         &self,
@@ -154,27 +219,7 @@ impl Store {
         //    order: an enqueue that commits meanwhile then either is seen below or finds
         //    the lane idle and schedules it itself).
         let keys: Vec<&str> = outcomes.iter().map(|(k, _)| k.as_str()).collect();
-        let lock = match self.backend() {
-            Backend::Postgres => "order by ordering_key for update",
-            Backend::Sqlite => "",
-        };
-        let mut p = Placeholders::new(self.backend());
-        let sql = format!(
-            "update outbox_lanes set lease_owner = null, updated_at_ms = {} where ordering_key in \
-             (select ordering_key from outbox_lanes where lease_owner = {} and ordering_key in ({}) {lock}) \
-             returning ordering_key",
-            p.one(),
-            p.one(),
-            p.list(keys.len())
-        );
-        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(ms(now))
-            .bind(owner);
-        for key in &keys {
-            query = query.bind(*key);
-        }
-        let held: Vec<(String,)> = query.fetch_all(&mut **tx).await?;
-        let held: BTreeSet<String> = held.into_iter().map(|(k,)| k).collect();
+        let held = self.release_held_lanes(tx, owner, &keys, now).await?;
         for key in &keys {
             if !held.contains(*key) {
                 tracing::warn!(lane = %key, "outbox lease lost before settling; the lane is left to its new holder");
@@ -308,11 +353,18 @@ impl Store {
                  (select min(id) from outbox where state = 'pending' and ordering_key in ({}) group by ordering_key)",
                 p.list(moved_on.len())
             );
-            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            let mut args = AnyArguments::default();
             for key in &moved_on {
-                query = query.bind(*key);
+                bind(&mut args, *key);
             }
-            let next: Vec<(String, i64)> = query.fetch_all(&mut **tx).await?;
+            let next: Vec<(String, i64)> = fetch_rows(
+                self.backend(),
+                &mut **tx,
+                &sql,
+                "ordering_key, next_attempt_at_ms",
+                args,
+            )
+            .await?;
             let next: BTreeMap<String, i64> = next.into_iter().collect();
             for key in moved_on {
                 let held_back = not_before.get(key).copied();

@@ -52,13 +52,8 @@ fn pending_timers_of(backend: Backend, n: usize) -> String {
                 ids.join(", ")
             )
         }
-        // ONE row, a JSON array of `[incident_id, id, kind, due_at_ms]`: the SQLite driver
-        // hands rows from its thread to the caller's task 50 at a time, each hand-over a
-        // wake-up of a task that, under load, waits its turn on the runtime. Eight pending
-        // timers for each of 100 incidents were 16 of them: 2.5 to 20 ms per group of
-        // fired timers, with the writer held. One row is one hand-over.
         Backend::Sqlite => format!(
-            "select json_group_array(json_array(incident_id, id, kind, due_at_ms)) from timers \
+            "select incident_id, id, kind, due_at_ms from timers \
              where state = 'pending' and incident_id in ({})",
             p.list(n)
         ),
@@ -66,30 +61,27 @@ fn pending_timers_of(backend: Backend, n: usize) -> String {
 }
 
 /// `(incident_id, id, kind, due_at_ms)` of every pending timer of `ids` (at most
-/// [`super::tx::MAX_ROWS_PER_INSERT`]), through [`pending_timers_of`].
+/// [`super::tx::MAX_ROWS_PER_INSERT`]), through [`pending_timers_of`]. On SQLite in one
+/// row (`store::rows`): eight pending timers for each of 100 incidents were 16 hand-overs
+/// of 50 rows, 2.5 to 20 ms per group of fired timers with the writer held.
 async fn pending_timers_in(
     backend: Backend,
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     ids: &[IncidentId],
 ) -> Result<Vec<(i64, i64, String, i64)>> {
     let sql = pending_timers_of(backend, ids.len());
-    match backend {
-        Backend::Postgres => {
-            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-            for id in ids {
-                query = query.bind(id.0);
-            }
-            Ok(query.fetch_all(&mut **tx).await?)
-        }
-        Backend::Sqlite => {
-            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-            for id in ids {
-                query = query.bind(id.0);
-            }
-            let (json,): (String,) = query.fetch_one(&mut **tx).await?;
-            super::decode("pending timers", &json)
-        }
+    let mut args = sqlx::any::AnyArguments::default();
+    for id in ids {
+        super::rows::bind(&mut args, id.0);
     }
+    super::rows::fetch_rows(
+        backend,
+        &mut **tx,
+        &sql,
+        "incident_id, id, kind, due_at_ms",
+        args,
+    )
+    .await
 }
 
 impl StoreTx {
