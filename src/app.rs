@@ -203,7 +203,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             rustix::system::uname().nodename().to_string_lossy(),
             config.listen.port()
         );
-        let (worker, scheduler) = (services.worker.for_instance(&instance), services.scheduler);
+        // The store threads are started from here, not from the background runtime, whose
+        // lower priority a new thread would inherit.
+        let worker = services.worker.for_instance(&instance).with_store_thread(
+            crate::background::StoreThread::start("klaxon-outbox-store")
+                .context("starting the outbox's store thread")?,
+        );
+        let scheduler = services.scheduler;
         let declarations = crate::scheduler::declarations::run(
             services.state.engine.clone(),
             Arc::new(SystemClock),
@@ -215,6 +221,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             Arc::new(SystemClock),
             config.intake.home_refresh,
         );
+        let scheduler = crate::background::spawn_on_own_thread(
+            "klaxon-scheduler",
+            scheduler.run(stop_rx.clone()),
+        )
+        .context("starting the scheduler")?;
         crate::background::spawn(2, async move {
             let notifications = {
                 let (store, stop) = (store.clone(), stop_rx.clone());
@@ -233,11 +244,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             ));
             let home = tokio::spawn(home.run(stop_rx.clone()));
             let declarations = tokio::spawn(declarations);
-            let worker = tokio::spawn(worker.run(stop_rx.clone()));
-            let scheduler = tokio::spawn(scheduler.run(stop_rx));
+            let worker = tokio::spawn(worker.run(stop_rx));
             worker.await.context("outbox worker")?;
             home.await.context("App Home refresher")?;
-            scheduler.await.context("scheduler")?;
+            tokio::task::spawn_blocking(move || scheduler.join())
+                .await
+                .context("scheduler")?
+                .map_err(|_| anyhow::anyhow!("the scheduler thread panicked"))?;
             notifications.await.context("LISTEN task")?;
             retention.await.context("retention")?;
             declarations.await.context("declarations")?;

@@ -58,6 +58,67 @@ where
         })
 }
 
+/// Runs `task` on a new thread of its own, in a single-threaded runtime at normal
+/// priority; the returned handle yields its output.
+///
+/// For a loop whose time is mostly transactions on the SQLite writer (the scheduler). Each
+/// statement is a hand-over to the driver's thread and a wake-up back; on the busy
+/// background runtime that wake-up waits its turn behind hundreds of deliveries, and the
+/// writer stays held meanwhile, holding up everyone else's transactions. Here the thread
+/// only waits for the database, so it resumes as soon as a statement is done. Normal
+/// priority: a thread that holds the writer must not be preempted by the handlers that
+/// wait for it.
+pub fn spawn_on_own_thread<F>(
+    name: &str,
+    task: F,
+) -> std::io::Result<std::thread::JoinHandle<F::Output>>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || runtime.block_on(task))
+}
+
+/// A thread of its own for a loop's store transactions, started with
+/// [`StoreThread::start`]: the outbox worker's claims and settles run there (see
+/// [`spawn_on_own_thread`] for why). It stops when the last handle is dropped.
+#[derive(Debug)]
+pub struct StoreThread {
+    handle: tokio::runtime::Handle,
+    /// Dropping it ends the thread's runtime.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl StoreThread {
+    /// Starts the thread (at the calling thread's priority: start it from outside the
+    /// background runtime).
+    pub fn start(name: &str) -> std::io::Result<Self> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (sender, handle) = std::sync::mpsc::channel();
+        spawn_on_own_thread(name, async move {
+            let _ = sender.send(tokio::runtime::Handle::current());
+            let _ = stopped.await;
+        })?;
+        let handle = handle
+            .recv()
+            .map_err(|_| std::io::Error::other("the store thread did not start"))?;
+        Ok(Self {
+            handle,
+            _stop: stop,
+        })
+    }
+
+    /// Where to spawn the store work.
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -169,6 +169,9 @@ pub struct OutboxWorker {
     /// The incident of the row this clone delivers, read with the rest of its claim;
     /// taken by the delivery's first look at it (see [`OutboxWorker::prefetch`]).
     prefetched: Arc<std::sync::Mutex<Option<crate::domain::incident::Incident>>>,
+    /// Where claims and settles run, when set (`serve` sets it; see
+    /// [`crate::background::StoreThread`]); otherwise on the worker's own runtime.
+    store_thread: Option<Arc<crate::background::StoreThread>>,
 }
 
 /// One finished delivery, waiting to be settled.
@@ -202,6 +205,7 @@ impl OutboxWorker {
             trace: Arc::default(),
             install: Arc::new(OnceCell::new()),
             prefetched: Arc::default(),
+            store_thread: None,
         }
     }
 
@@ -211,16 +215,39 @@ impl OutboxWorker {
             return Ok(Vec::new());
         }
         let now = self.clock.now();
-        self.engine
-            .store()
-            .claim_lanes(
-                class,
-                &self.owner,
-                now,
-                now + self.settings.lease,
-                limit as i64,
-            )
-            .await
+        let (store, owner, lease) = (
+            self.engine.store().clone(),
+            self.owner.clone(),
+            self.settings.lease,
+        );
+        self.on_store_thread(async move {
+            store
+                .claim_lanes(class, &owner, now, now + lease, limit as i64)
+                .await
+        })
+        .await
+    }
+
+    /// Runs claims and settles on the store thread (see
+    /// [`crate::background::StoreThread`]) when this worker has one.
+    pub fn with_store_thread(mut self, thread: crate::background::StoreThread) -> Self {
+        self.store_thread = Some(Arc::new(thread));
+        self
+    }
+
+    /// `work` on the store thread if there is one, else here.
+    async fn on_store_thread<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        match &self.store_thread {
+            // The thread lives as long as this worker, so the task is never cancelled.
+            Some(thread) => match thread.handle().spawn(work).await {
+                Ok(out) => out,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            },
+            None => work.await,
+        }
     }
 
     /// Delivers one row under its class's time bound.
@@ -517,7 +544,7 @@ impl OutboxWorker {
                 }
             }
             let worker = self.clone();
-            settling.spawn(async move {
+            let settle = async move {
                 let mut classes: Vec<LaneClass> = batch
                     .iter()
                     .map(|a| LaneClass::of(&a.row.ordering_key))
@@ -535,7 +562,11 @@ impl OutboxWorker {
                     "outbox settle"
                 );
                 classes
-            });
+            };
+            match &self.store_thread {
+                Some(thread) => settling.spawn_on(settle, thread.handle()),
+                None => settling.spawn(settle),
+            };
         }
         // Shutting down: let what is in flight finish (bounded by its timeouts) and record
         // it, so a clean stop repeats nothing.

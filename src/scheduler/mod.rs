@@ -26,8 +26,18 @@ pub mod retention;
 pub const LEASE: TimeDelta = TimeDelta::seconds(15);
 /// The longest the scheduler sleeps without looking at the timers.
 const IDLE_LOOK: Duration = Duration::from_secs(60);
-/// Timers taken (and fired together) per round.
-const BATCH: i64 = 100;
+/// Timers fired together, in one transaction.
+const BATCH: usize = 100;
+/// Batches fired at once. A batch's transaction waits its turn at the store (on SQLite
+/// the one writer, held meanwhile by the outbox's claims and settles), and that wait was
+/// half of a batch's time in a burst while the writer itself was idle half the time; a
+/// second batch waits while the first writes. Measured (load bench, `reminders`, SQLite,
+/// 10,000 SEV1 reminders coming due within 1.4 s):
+/// with one batch at a time the first round fired at about 4,500/s and reached Slack
+/// 1.0-1.9 s late at p99.
+const BATCHES_IN_FLIGHT: usize = 1;
+/// Timers taken per round: the batches fired at once.
+const TAKEN: i64 = (BATCH * BATCHES_IN_FLIGHT) as i64;
 
 /// What one pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,6 +56,20 @@ pub struct Scheduler {
     engine: Engine,
     clock: Arc<dyn Clock>,
     wake: Arc<TimerWake>,
+}
+
+/// `due` split into at most [`BATCHES_IN_FLIGHT`] batches fired at once, every incident's
+/// timers in one batch: within a batch they fire in due order (see `Engine::fire_timers`),
+/// while two batches would race for the incident.
+fn batches(due: &[TimerRow]) -> Vec<Vec<TimerRow>> {
+    let count = due.len().div_ceil(BATCH).clamp(1, BATCHES_IN_FLIGHT);
+    let mut batches = vec![Vec::new(); count];
+    for timer in due {
+        let at = timer.incident_id.0.unsigned_abs() as usize % count;
+        batches[at].push(timer.clone());
+    }
+    batches.retain(|batch| !batch.is_empty());
+    batches
 }
 
 impl Scheduler {
@@ -74,7 +98,11 @@ impl Scheduler {
                 return Ok(report);
             }
             let taken = started.elapsed();
-            let outcomes = self.engine.fire_timers(&due).await;
+            let batches = batches(&due);
+            let fired = futures_util::future::join_all(
+                batches.iter().map(|batch| self.engine.fire_timers(batch)),
+            )
+            .await;
             tracing::trace!(
                 timers = due.len(),
                 take_ms = taken.as_secs_f64() * 1e3,
@@ -82,7 +110,8 @@ impl Scheduler {
                 "fired a batch"
             );
             let mut failed = Vec::new();
-            for (timer, outcome) in due.iter().zip(outcomes) {
+            let outcomes = batches.iter().flatten().zip(fired.into_iter().flatten());
+            for (timer, outcome) in outcomes {
                 match outcome {
                     Ok(TimerOutcome::Fired) => {
                         report.fired += 1;
@@ -116,8 +145,8 @@ impl Scheduler {
     async fn take_due(&self, now: DateTime<Utc>) -> Result<Vec<TimerRow>, EngineError> {
         let store = self.engine.store();
         Ok(match store.backend() {
-            Backend::Sqlite => store.due_timers(now, BATCH).await?,
-            Backend::Postgres => store.claim_timers(now, now + LEASE, BATCH).await?,
+            Backend::Sqlite => store.due_timers(now, TAKEN).await?,
+            Backend::Postgres => store.claim_timers(now, now + LEASE, TAKEN).await?,
         })
     }
 
