@@ -1,5 +1,7 @@
-//! The background loops (outbox worker, scheduler, retention, LISTEN) run on their own
-//! runtime, on threads the OS schedules after the HTTP handlers'.
+//! The background loops (outbox worker, retention, LISTEN) run on their own runtime, on
+//! threads the OS schedules after the HTTP handlers'. The scheduler, and the outbox's
+//! claims and settles, run on threads of their own at normal priority (see
+//! [`spawn_on_own_thread`]).
 //!
 //! Why: an acknowledgement has a deadline and a delivery does not. Slack shows the user
 //! an error if a slash command is not answered within 3 seconds, and people then type

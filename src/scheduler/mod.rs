@@ -26,18 +26,12 @@ pub mod retention;
 pub const LEASE: TimeDelta = TimeDelta::seconds(15);
 /// The longest the scheduler sleeps without looking at the timers.
 const IDLE_LOOK: Duration = Duration::from_secs(60);
-/// Timers fired together, in one transaction.
-const BATCH: usize = 100;
-/// Batches fired at once. A batch's transaction waits its turn at the store (on SQLite
-/// the one writer, held meanwhile by the outbox's claims and settles), and that wait was
-/// half of a batch's time in a burst while the writer itself was idle half the time; a
-/// second batch waits while the first writes. Measured (load bench, `reminders`, SQLite,
-/// 10,000 SEV1 reminders coming due within 1.4 s):
-/// with one batch at a time the first round fired at about 4,500/s and reached Slack
-/// 1.0-1.9 s late at p99.
-const BATCHES_IN_FLIGHT: usize = 1;
-/// Timers taken per round: the batches fired at once.
-const TAKEN: i64 = (BATCH * BATCHES_IN_FLIGHT) as i64;
+/// Timers taken (and fired together) per round. One batch at a time: two at once (the
+/// second waiting for the writer while the first writes) fired a burst of 10,000 SEV1
+/// reminders faster on SQLite (lateness p99 0.6-0.7 s instead of 1.0-1.8 s, load bench
+/// `reminders`), but took the writer from the outbox, and the posts reached Slack later
+/// (steady round p50 0.44-0.67 s instead of 0.04-0.14 s).
+const BATCH: i64 = 100;
 
 /// What one pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,20 +50,6 @@ pub struct Scheduler {
     engine: Engine,
     clock: Arc<dyn Clock>,
     wake: Arc<TimerWake>,
-}
-
-/// `due` split into at most [`BATCHES_IN_FLIGHT`] batches fired at once, every incident's
-/// timers in one batch: within a batch they fire in due order (see `Engine::fire_timers`),
-/// while two batches would race for the incident.
-fn batches(due: &[TimerRow]) -> Vec<Vec<TimerRow>> {
-    let count = due.len().div_ceil(BATCH).clamp(1, BATCHES_IN_FLIGHT);
-    let mut batches = vec![Vec::new(); count];
-    for timer in due {
-        let at = timer.incident_id.0.unsigned_abs() as usize % count;
-        batches[at].push(timer.clone());
-    }
-    batches.retain(|batch| !batch.is_empty());
-    batches
 }
 
 impl Scheduler {
@@ -98,11 +78,7 @@ impl Scheduler {
                 return Ok(report);
             }
             let taken = started.elapsed();
-            let batches = batches(&due);
-            let fired = futures_util::future::join_all(
-                batches.iter().map(|batch| self.engine.fire_timers(batch)),
-            )
-            .await;
+            let outcomes = self.engine.fire_timers(&due).await;
             tracing::trace!(
                 timers = due.len(),
                 take_ms = taken.as_secs_f64() * 1e3,
@@ -110,8 +86,7 @@ impl Scheduler {
                 "fired a batch"
             );
             let mut failed = Vec::new();
-            let outcomes = batches.iter().flatten().zip(fired.into_iter().flatten());
-            for (timer, outcome) in outcomes {
+            for (timer, outcome) in due.iter().zip(outcomes) {
                 match outcome {
                     Ok(TimerOutcome::Fired) => {
                         report.fired += 1;
@@ -145,8 +120,8 @@ impl Scheduler {
     async fn take_due(&self, now: DateTime<Utc>) -> Result<Vec<TimerRow>, EngineError> {
         let store = self.engine.store();
         Ok(match store.backend() {
-            Backend::Sqlite => store.due_timers(now, TAKEN).await?,
-            Backend::Postgres => store.claim_timers(now, now + LEASE, TAKEN).await?,
+            Backend::Sqlite => store.due_timers(now, BATCH).await?,
+            Backend::Postgres => store.claim_timers(now, now + LEASE, BATCH).await?,
         })
     }
 

@@ -57,3 +57,69 @@ where
 {
     sqlx::Arguments::add(args, value).expect("the Any driver encodes plain values");
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::any::{AnyArguments, AnyPoolOptions};
+
+    use super::{Backend, bind, fetch_rows};
+
+    type Row = (i64, Option<i64>, String, Option<String>);
+
+    /// What SQLite's JSON row decodes to is exactly what its rows decode to: nulls,
+    /// integers beyond 2^53, and text that needs escaping in JSON (quotes, backslashes,
+    /// control characters, JSON documents, non-ASCII).
+    #[tokio::test]
+    async fn sqlite_rows_read_as_one_json_row_are_the_rows_themselves() {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .expect("in-memory SQLite");
+        sqlx::query("create table t (id integer primary key, n integer, s text not null, o text)")
+            .execute(&pool)
+            .await
+            .expect("table");
+        let texts = [
+            r#"{"kind":"post","text":"a \"quoted\" word"}"#,
+            "back\\slash, tab\t, newline\n, bell\u{7}",
+            "ünïcödé — 🚨 SEV1",
+            "",
+        ];
+        for (i, text) in texts.iter().enumerate() {
+            sqlx::query("insert into t (id, n, s, o) values ($1, $2, $3, $4)")
+                .bind(i as i64 + 1)
+                .bind(if i % 2 == 0 {
+                    Some(i64::MAX - i as i64)
+                } else {
+                    None
+                })
+                .bind(*text)
+                .bind(if i % 2 == 1 { Some(*text) } else { None })
+                .execute(&pool)
+                .await
+                .expect("row");
+        }
+        let select = "select id, n, s, o from t where id >= $1 order by id desc";
+        let plain: Vec<Row> = sqlx::query_as(select)
+            .bind(2_i64)
+            .fetch_all(&pool)
+            .await
+            .expect("plain rows");
+        let mut args = AnyArguments::default();
+        bind(&mut args, 2_i64);
+        let folded: Vec<Row> = fetch_rows(Backend::Sqlite, &pool, select, "id, n, s, o", args)
+            .await
+            .expect("one JSON row");
+        assert_eq!(plain.len(), 3);
+        assert_eq!(folded, plain);
+
+        let mut args = AnyArguments::default();
+        bind(&mut args, 99_i64);
+        let none: Vec<Row> = fetch_rows(Backend::Sqlite, &pool, select, "id, n, s, o", args)
+            .await
+            .expect("no rows");
+        assert!(none.is_empty());
+    }
+}
