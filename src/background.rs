@@ -150,4 +150,25 @@ mod tests {
             "the driving thread"
         );
     }
+
+    #[test]
+    fn store_work_runs_on_the_store_thread_at_the_starting_threads_priority() {
+        let thread = StoreThread::start("klaxon-test-store").expect("store thread");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let (name, priority) = runtime
+            .block_on(thread.handle().spawn(async {
+                (
+                    std::thread::current().name().map(str::to_string),
+                    rustix::process::getpriority_process(Some(rustix::thread::gettid())),
+                )
+            }))
+            .expect("the work ran");
+        assert_eq!(name.as_deref(), Some("klaxon-test-store"));
+        assert_eq!(
+            priority.expect("priority"),
+            rustix::process::getpriority_process(None).expect("priority")
+        );
+    }
 }

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 both_backends!(
     the_real_loops_deliver_a_declare_on_the_manual_clock,
+    the_loops_deliver_with_their_store_work_on_threads_of_their_own,
     a_lease_is_renewed_while_a_slow_call_is_in_flight,
     a_restart_resumes_what_a_dead_process_was_delivering,
     a_503_storm_loses_nothing_and_fails_nothing,
@@ -118,6 +119,40 @@ async fn the_real_loops_deliver_a_declare_on_the_manual_clock(db: Db) {
     app.clock.advance(TimeDelta::minutes(30));
     app.slack.wait_for_calls("chat.postMessage", 3).await;
     stop_loops(stop, loops).await;
+}
+
+/// As `serve` runs them: the worker's claims and settles on a store thread, the
+/// scheduler on a thread of its own (each its own runtime, beside the test's).
+async fn the_loops_deliver_with_their_store_work_on_threads_of_their_own(db: Db) {
+    let app = TestApp::start(db).await;
+    let (stop, rx) = watch::channel(false);
+    let worker = app.worker.clone().with_store_thread(
+        klaxon::background::StoreThread::start("test-outbox-store").expect("store thread"),
+    );
+    let worker = tokio::spawn(worker.run(rx.clone()));
+    let scheduler =
+        klaxon::background::spawn_on_own_thread("test-scheduler", app.scheduler.clone().run(rx))
+            .expect("scheduler thread");
+    app.command("UALICE", "CGENERAL01", "declare sev1 Database is down")
+        .await;
+    let posts = app.slack.wait_for_calls("chat.postMessage", 2).await;
+    assert!(posts.iter().any(|p| p["channel"] == ANNOUNCE));
+    eventually("the outbox to drain", async || {
+        pending(&app.store).await == 0
+    })
+    .await;
+    app.clock.advance(TimeDelta::minutes(30));
+    app.slack.wait_for_calls("chat.postMessage", 3).await;
+    stop.send(true).unwrap();
+    worker.await.unwrap();
+    tokio::task::spawn_blocking(move || scheduler.join())
+        .await
+        .unwrap()
+        .expect("the scheduler thread ends at shutdown");
+    eventually("the outbox to stay drained", async || {
+        pending(&app.store).await == 0
+    })
+    .await;
 }
 
 /// A call that outlives the lease keeps its lane: the heartbeat renews the lease on the
