@@ -106,19 +106,24 @@ async fn pending(store: &Store) -> i64 {
 async fn the_real_loops_deliver_a_declare_on_the_manual_clock(db: Db) {
     let app = TestApp::start(db).await;
     let (stop, loops) = run_loops(&app);
+    declare_and_get_reminded(&app).await;
+    stop_loops(stop, loops).await;
+}
+
+/// With the loops running: a SEV1 declared is announced and drained without a clock move
+/// or a deliver() call (the engine wakes the worker), and its status reminder goes out
+/// when the clock reaches it, through the real scheduler.
+async fn declare_and_get_reminded(app: &TestApp) {
     app.command("UALICE", "CGENERAL01", "declare sev1 Database is down")
         .await;
-    // Woken by the engine: no clock move, no deliver() call.
     let posts = app.slack.wait_for_calls("chat.postMessage", 2).await;
     assert!(posts.iter().any(|p| p["channel"] == ANNOUNCE));
     eventually("the outbox to drain", async || {
         pending(&app.store).await == 0
     })
     .await;
-    // The status reminder fires when the clock reaches it, through the real scheduler.
     app.clock.advance(TimeDelta::minutes(30));
     app.slack.wait_for_calls("chat.postMessage", 3).await;
-    stop_loops(stop, loops).await;
 }
 
 /// As `serve` runs them: the worker's claims and settles on a store thread, the
@@ -133,26 +138,13 @@ async fn the_loops_deliver_with_their_store_work_on_threads_of_their_own(db: Db)
     let scheduler =
         klaxon::background::spawn_on_own_thread("test-scheduler", app.scheduler.clone().run(rx))
             .expect("scheduler thread");
-    app.command("UALICE", "CGENERAL01", "declare sev1 Database is down")
-        .await;
-    let posts = app.slack.wait_for_calls("chat.postMessage", 2).await;
-    assert!(posts.iter().any(|p| p["channel"] == ANNOUNCE));
-    eventually("the outbox to drain", async || {
-        pending(&app.store).await == 0
-    })
-    .await;
-    app.clock.advance(TimeDelta::minutes(30));
-    app.slack.wait_for_calls("chat.postMessage", 3).await;
+    declare_and_get_reminded(&app).await;
     stop.send(true).unwrap();
     worker.await.unwrap();
     tokio::task::spawn_blocking(move || scheduler.join())
         .await
         .unwrap()
         .expect("the scheduler thread ends at shutdown");
-    eventually("the outbox to stay drained", async || {
-        pending(&app.store).await == 0
-    })
-    .await;
 }
 
 /// A call that outlives the lease keeps its lane: the heartbeat renews the lease on the
