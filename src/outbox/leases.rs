@@ -1,14 +1,60 @@
-//! The worker's leases: taking back an earlier life's at start-up, naming this instance
-//! in them, and renewing what is in flight (the heartbeat).
+//! The worker's leases: claiming lanes (on the store thread when there is one), taking
+//! back an earlier life's at start-up, naming this instance in them, and renewing what
+//! is in flight (the heartbeat).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::OutboxWorker;
 use crate::domain::outbound::LaneClass;
-use crate::store::StoreError;
+use crate::store::{OutboxRow, StoreError};
 
 impl OutboxWorker {
+    /// Claims up to `limit` due lanes of `class`.
+    pub(super) async fn claim(
+        &self,
+        class: LaneClass,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = self.clock.now();
+        let (store, owner, lease) = (
+            self.engine.store().clone(),
+            self.owner.clone(),
+            self.settings.lease,
+        );
+        self.on_store_thread(async move {
+            store
+                .claim_lanes(class, &owner, now, now + lease, limit as i64)
+                .await
+        })
+        .await
+    }
+
+    /// Runs claims and settles on the store thread (see
+    /// [`crate::background::StoreThread`]) when this worker has one.
+    pub fn with_store_thread(mut self, thread: crate::background::StoreThread) -> Self {
+        self.store_thread = Some(Arc::new(thread));
+        self
+    }
+
+    /// `work` on the store thread if there is one, else here.
+    async fn on_store_thread<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        match &self.store_thread {
+            // The thread lives as long as this worker, so the task is never cancelled.
+            Some(thread) => match thread.handle().spawn(work).await {
+                Ok(out) => out,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            },
+            None => work.await,
+        }
+    }
+
     /// At start-up on SQLite, takes back the leases a previous life of this process held
     /// (one process owns the file), so what it was delivering resumes at once.
     pub(super) async fn start_up(&self) -> Result<(), StoreError> {

@@ -21,7 +21,9 @@ use super::{Backend, Result, decode};
 
 /// The rows of `select`, whose result columns are `columns` (names, comma-separated,
 /// in the order of `T`'s fields), with `args` bound in the order of its placeholders.
-/// On SQLite in one row (see the module); the order is `select`'s own.
+/// On SQLite in one row (see the module), in `select`'s order: SQLite does not flatten
+/// an ordered subquery into an aggregate, so it feeds it the rows in order (the test
+/// below checks it).
 pub(crate) async fn fetch_rows<'e, E, T>(
     backend: Backend,
     executor: E,
