@@ -40,18 +40,25 @@ impl OutboxWorker {
         self
     }
 
-    /// `work` on the store thread if there is one, else here.
+    /// Where claims and settles run: the store thread if there is one, else this
+    /// worker's own runtime.
+    pub(super) fn store_runtime(&self) -> tokio::runtime::Handle {
+        match &self.store_thread {
+            Some(thread) => thread.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// `work` on [`OutboxWorker::store_runtime`].
     async fn on_store_thread<T: Send + 'static>(
         &self,
         work: impl std::future::Future<Output = T> + Send + 'static,
     ) -> T {
-        match &self.store_thread {
-            // The thread lives as long as this worker, so the task is never cancelled.
-            Some(thread) => match thread.handle().spawn(work).await {
-                Ok(out) => out,
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            },
-            None => work.await,
+        // The runtime outlives this worker (the store thread lives as long as any of its
+        // clones), so the task is never cancelled; a panic is passed on, not hidden.
+        match self.store_runtime().spawn(work).await {
+            Ok(out) => out,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
 

@@ -522,10 +522,7 @@ impl OutboxWorker {
                 );
                 classes
             };
-            match &self.store_thread {
-                Some(thread) => settling.spawn_on(settle, thread.handle()),
-                None => settling.spawn(settle),
-            };
+            settling.spawn_on(settle, &self.store_runtime());
         }
         // Shutting down: let what is in flight finish (bounded by its timeouts) and record
         // it, so a clean stop repeats nothing.

@@ -280,14 +280,19 @@ impl Store {
     /// write transaction per batch (40 % of the scheduler's time when 10,000 reminders
     /// came due together) and protect against nobody.
     pub async fn due_timers(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<TimerRow>> {
-        let rows: Vec<RawTimer> = sqlx::query_as(
+        let mut args = sqlx::any::AnyArguments::default();
+        super::rows::bind(&mut args, ms(now));
+        super::rows::bind(&mut args, limit);
+        // Up to `limit` rows: one JSON row on SQLite (`store::rows`).
+        let rows: Vec<RawTimer> = super::rows::fetch_rows(
+            self.backend(),
+            self.read_pool(),
             "select id, incident_id, kind, due_at_ms from timers \
              where state = 'pending' and due_at_ms <= $1 and (lease_until_ms is null or lease_until_ms <= $1) \
              order by due_at_ms, id limit $2",
+            "id, incident_id, kind, due_at_ms",
+            args,
         )
-        .bind(ms(now))
-        .bind(limit)
-        .fetch_all(self.read_pool())
         .await?;
         self.known_timers(rows, now).await
     }
