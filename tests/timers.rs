@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use klaxon::domain::incident::{Actor, EventKind, IncidentId};
 use klaxon::domain::severity::Severity;
 use klaxon::engine::RequestMeta;
-use klaxon::store::Store;
+use klaxon::store::{NextDue, Store};
 use support::{Db, TestApp, fresh_store, fresh_store_with_url, routing_key, start};
 
 both_backends!(
@@ -576,7 +576,7 @@ async fn a_commit_wakes_the_schedulers_with_its_earliest_timer(db: Db) {
         tokio::time::timeout(Duration::from_secs(30), other.notify().notified())
             .await
             .expect("the listener connects");
-        assert!(other.earlier_than(Some(i64::MAX)));
+        assert_eq!(other.next_due(Some(i64::MAX)), NextDue::Look);
     }
     let meta = RequestMeta::user("UALICE", "req-wake");
     replica
@@ -590,15 +590,24 @@ async fn a_commit_wakes_the_schedulers_with_its_earliest_timer(db: Db) {
     let soon = start().timestamp_millis() + 1_000;
     let later = (start() + TimeDelta::hours(1)).timestamp_millis();
     let wake = &replica.wakers.scheduler;
-    assert!(!wake.earlier_than(Some(soon)), "timers minutes away");
-    assert!(!wake.earlier_than(Some(later)), "the hint was taken");
+    assert_eq!(
+        wake.next_due(Some(soon)),
+        NextDue::Unchanged,
+        "timers minutes away"
+    );
+    assert_eq!(
+        wake.next_due(Some(later)),
+        NextDue::Unchanged,
+        "the hint was taken"
+    );
     if db == Db::Postgres {
         tokio::time::timeout(Duration::from_secs(30), other.notify().notified())
             .await
             .expect("the other replica hears the commit");
         // A due time, not "look": the NOTIFY carried it.
-        assert!(
-            !other.earlier_than(Some(soon)),
+        assert_eq!(
+            other.next_due(Some(soon)),
+            NextDue::Unchanged,
             "the NOTIFY carries the due time"
         );
     }
@@ -608,12 +617,15 @@ async fn a_commit_wakes_the_schedulers_with_its_earliest_timer(db: Db) {
         .declare(&meta, Severity::Sev1, "Payments are down")
         .await
         .unwrap();
-    assert!(wake.earlier_than(Some(later)), "a timer before the hour");
+    assert!(
+        matches!(wake.next_due(Some(later)), NextDue::At(at) if at > soon && at < later),
+        "a timer before the hour, and when"
+    );
     if db == Db::Postgres {
         tokio::time::timeout(Duration::from_secs(30), other.notify().notified())
             .await
             .expect("the other replica hears the commit");
-        assert!(other.earlier_than(Some(later)));
+        assert!(matches!(other.next_due(Some(later)), NextDue::At(at) if at > soon && at < later));
     } else {
         // SQLite has one process: there is nobody to tell.
         listener.await.unwrap();

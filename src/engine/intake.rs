@@ -45,10 +45,18 @@ pub use stats::IntakeStats;
 const MAX_ACK_BATCH: usize = 128;
 // An ack batch is one INSERT statement (see `acknowledge`).
 const _: () = assert!(MAX_ACK_BATCH <= crate::store::MAX_ROWS_PER_INSERT);
-/// Most declarations written out in one transaction. Smaller than the ack batch: on
-/// SQLite an ack that arrives while a write-out holds the writer waits for it, so a
-/// write-out is kept to about a millisecond.
-const MAX_WRITE_BATCH: usize = 4;
+/// Most declarations written out in one transaction. On SQLite, smaller than the ack
+/// batch: an ack that arrives while a write-out holds the writer waits for it, so a
+/// write-out is kept to about a millisecond. PostgreSQL writes beside the acks, and
+/// there every transaction costs its claim, a statement per kind and a commit whatever
+/// its size: under a burst, batches of four made a write-out transaction per two
+/// declarations' worth of acks (load bench, `declare`), so it takes more at once.
+fn max_write_batch(backend: Backend) -> usize {
+    match backend {
+        Backend::Sqlite => 4,
+        Backend::Postgres => 32,
+    }
+}
 /// Most stale declarations completed per pass of [`complete_pending`].
 const MAX_PENDING_PASS: i64 = 200;
 
@@ -147,7 +155,7 @@ fn writer_engine(engine: &Engine) -> Engine {
 
 /// How many batches are in hand at once, at each step. PostgreSQL commits concurrent
 /// transactions in parallel (and a commit waits for its WAL flush), so a few, each taking
-/// what is waiting when it is free. SQLite has one writer: four acknowledgement batches,
+/// what is waiting when it is free (two write-outs, whose batches are larger). SQLite has one writer: four acknowledgement batches,
 /// so the next ones are already waiting for the writer (in the requests' queue, ahead of
 /// the background loops: see `store::writer_gate`) while the current one commits (load
 /// bench, `declare`: p50 about 3.3x the floor with two, 1.7x-2.7x with four, in noisy
@@ -156,7 +164,8 @@ fn committers(backend: Backend, step: Step) -> usize {
     match (backend, step) {
         (Backend::Sqlite, Step::Acknowledge) => 4,
         (Backend::Sqlite, Step::WriteOut) => 1,
-        (Backend::Postgres, _) => 4,
+        (Backend::Postgres, Step::Acknowledge) => 4,
+        (Backend::Postgres, Step::WriteOut) => 2,
     }
 }
 
@@ -344,7 +353,7 @@ async fn pass_on(
             }
             Wait::Written => Some(job.answer),
         };
-        stats.queued_for_write(1);
+        stats.queued_for_write(at);
         let write = WriteJob {
             meta: job.meta,
             decision,
@@ -354,7 +363,7 @@ async fn pass_on(
         if let Err(mpsc::error::SendError(write)) = writes.send(write) {
             // Shutting down: the row stays `declaring` and is completed at the next
             // start.
-            stats.write_attempted(1);
+            stats.write_attempted([write.at]);
             if let Some(answer) = write.answer {
                 let _ = answer.send(Err(EngineError::Unavailable));
             }
@@ -409,21 +418,16 @@ async fn write_loop(
     jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<WriteJob>>>,
     stats: Arc<IntakeStats>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_WRITE_BATCH);
+    let most = max_write_batch(engine.store.backend());
+    let mut batch = Vec::with_capacity(most);
     loop {
-        if jobs
-            .lock()
-            .await
-            .recv_many(&mut batch, MAX_WRITE_BATCH)
-            .await
-            == 0
-        {
+        if jobs.lock().await.recv_many(&mut batch, most).await == 0 {
             return;
         }
         let taken = std::mem::take(&mut batch);
-        let count = taken.len();
+        let ats: Vec<DateTime<Utc>> = taken.iter().map(|job| job.at).collect();
         write_out_answering(&engine, &stats, taken).await;
-        stats.write_attempted(count);
+        stats.write_attempted(ats);
     }
 }
 
@@ -559,7 +563,8 @@ pub(super) async fn complete_pending(
             }
         }
         while !jobs.is_empty() {
-            let chunk: Vec<WriteJob> = jobs.drain(..jobs.len().min(MAX_WRITE_BATCH)).collect();
+            let most = max_write_batch(engine.store.backend());
+            let chunk: Vec<WriteJob> = jobs.drain(..jobs.len().min(most)).collect();
             write_out(engine, &stats, chunk).await.map_err(|(_, e)| e)?;
         }
         if pending.len() < MAX_PENDING_PASS as usize {

@@ -363,6 +363,13 @@ impl Engine {
         intake::complete_pending(self, before).await
     }
 
+    /// When the oldest declaration this process acknowledged and has not yet been
+    /// through its write-out was acknowledged (`None`: none in hand). The periodic
+    /// completion pass leaves those to this process's own write-out.
+    pub fn oldest_declaration_in_hand(&self) -> Option<DateTime<Utc>> {
+        self.intake.stats().oldest_in_hand()
+    }
+
     /// Applies `change` to incident `id`.
     pub async fn change(
         &self,

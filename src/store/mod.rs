@@ -36,7 +36,7 @@ use crate::domain::timeline::TimelineEntry;
 
 pub use declarations::{Declaration, PendingDeclaration};
 pub use home::AwaitingRun;
-pub use listen::{OutboxWake, TimerWake};
+pub use listen::{NextDue, OutboxWake, TimerWake};
 pub use outbox::{OutboxCounts, OutboxRow, Posted, Settlement};
 pub use pagerduty::PagerDutyLink;
 pub use postmortems::{LaneDepth, PostmortemRow};
