@@ -347,7 +347,7 @@ impl Store {
             .filter(|k| held.contains(*k) && !due.contains_key(k))
             .collect();
         if !moved_on.is_empty() {
-            let next = next_heads_due(self.backend(), &mut **tx, &moved_on).await?;
+            let next = next_heads_due(self.backend(), tx, &moved_on).await?;
             for key in moved_on {
                 let held_back = not_before.get(key).copied();
                 let at = next.get(key).map(|&at| held_back.map_or(at, |h| at.max(h)));
