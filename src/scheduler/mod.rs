@@ -36,6 +36,11 @@ const BATCH: i64 = 100;
 /// transaction's fixed costs (its wait for the SQLite writer, which the outbox's claims
 /// and settles hold meanwhile; its statements and commit) are then shared by more
 /// timers, where a second batch in flight (above) competed with the outbox instead.
+/// Measured (load bench `reminders`, 10,000 SEV1s due within 0.8 s, SQLite): firing
+/// lateness p99 57-220 ms instead of 705 ms, due -> Slack p99 in round 1 702-973 ms
+/// instead of 1.05-1.3 s. The outbox is then the bound: the steady round's p50 rose from
+/// 0.13 s to 0.46-0.73 s (its p99 0.55-0.80 s), as the posts now come due as fast as
+/// they were declared.
 const BACKLOG_BATCH: i64 = 400;
 
 /// What one pass did.
