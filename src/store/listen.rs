@@ -118,8 +118,8 @@ impl TimerWake {
     /// concurrently and out of order, so under a burst most commits carried a timer
     /// earlier than the last one seen, and reading the next due time back after each
     /// (two statements whose plans go wrong on a table that grew since its last
-    /// `ANALYZE`: a sort of every pending timer) was a third of PostgreSQL's time in
-    /// the declare benchmark.
+    /// `ANALYZE`: a sort of every pending timer) took about 12 s of PostgreSQL's
+    /// statement time in one run of the declare benchmark (1,100 reads, 11 ms each).
     pub fn next_due(&self, next_ms: Option<i64>) -> NextDue {
         match self.earliest_ms.swap(NONE, Ordering::SeqCst) {
             UNKNOWN => NextDue::Look,
