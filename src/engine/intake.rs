@@ -14,8 +14,7 @@
 //!    their state, timeline, outbox rows, timers and lanes with one multi-row statement
 //!    per kind, in ONE transaction that first *claims* the rows (`declaring` ->
 //!    written). Callers that change the incident next (`Engine::declare`) are answered
-//!    after this commit. On PostgreSQL the other write-outs wait while acks are being
-//!    committed, for at most 15 s (see `defer_to_acks`).
+//!    after this commit.
 //!
 //! The ack is as cheap as the one INSERT any handler must do, and it no longer waits for
 //! the write-out of the declarations ahead of it. Nothing is lost in between: a process
@@ -114,19 +113,6 @@ impl Intake {
             let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
             let write_jobs = Arc::new(tokio::sync::Mutex::new(write_jobs));
             let backend = engine.store.backend();
-            // PostgreSQL: the write-outs somebody waits for go through a queue of their
-            // own, whose write-out never defers to the acks (see `defer_to_acks`).
-            let urgent = (backend == Backend::Postgres).then(|| {
-                let (urgent, urgent_jobs) = mpsc::unbounded_channel();
-                tokio::spawn(write_loop(
-                    writer_engine(engine),
-                    Arc::new(tokio::sync::Mutex::new(urgent_jobs)),
-                    self.stats.clone(),
-                    false,
-                ));
-                urgent
-            });
-            let writes = Writes { writes, urgent };
             for _ in 0..committers(backend, Step::Acknowledge) {
                 tokio::spawn(acknowledge_loop(
                     engine.detached(),
@@ -140,16 +126,11 @@ impl Intake {
                     writer_engine(engine),
                     write_jobs.clone(),
                     self.stats.clone(),
-                    backend == Backend::Postgres,
                 ));
             }
             queue
         });
-        self.stats.ack_queued();
-        queue.send(job).map_err(|_| {
-            self.stats.acks_done(1);
-            Closed
-        })
+        queue.send(job).map_err(|_| Closed)
     }
 
     /// What the intake committed so far.
@@ -190,25 +171,6 @@ fn committers(backend: Backend, step: Step) -> usize {
     }
 }
 
-/// Where acknowledged declarations go to be written out.
-#[derive(Clone)]
-struct Writes {
-    writes: mpsc::UnboundedSender<WriteJob>,
-    /// PostgreSQL: those whose caller waits for the write-out (forms, PagerDuty).
-    urgent: Option<mpsc::UnboundedSender<WriteJob>>,
-}
-
-impl Writes {
-    /// Queues `job`; hands it back if the write-outs are gone (shutting down).
-    fn send(&self, job: WriteJob) -> Option<WriteJob> {
-        let sent = match &self.urgent {
-            Some(urgent) if job.answer.is_some() => urgent.send(job),
-            _ => self.writes.send(job),
-        };
-        sent.err().map(|mpsc::error::SendError(job)| job)
-    }
-}
-
 /// The intake's two steps.
 #[derive(Clone, Copy)]
 enum Step {
@@ -221,7 +183,7 @@ enum Step {
 async fn acknowledge_loop(
     engine: Engine,
     jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<DeclareJob>>>,
-    writes: Writes,
+    writes: mpsc::UnboundedSender<WriteJob>,
     stats: Arc<IntakeStats>,
 ) {
     let mut batch = Vec::with_capacity(MAX_ACK_BATCH);
@@ -230,8 +192,7 @@ async fn acknowledge_loop(
             return;
         }
         let taken = std::mem::take(&mut batch);
-        let count = taken.len();
-        let alone = count == 1;
+        let alone = taken.len() == 1;
         match acknowledge(&engine, taken).await {
             Ok(acked) => pass_on(&engine, &stats, acked, &writes).await,
             Err((jobs, e)) if alone => answer_one(jobs, e),
@@ -246,7 +207,6 @@ async fn acknowledge_loop(
                 }
             }
         }
-        stats.acks_done(count);
     }
 }
 
@@ -352,7 +312,7 @@ async fn pass_on(
     engine: &Engine,
     stats: &IntakeStats,
     acked: Vec<(DeclareJob, Acked)>,
-    writes: &Writes,
+    writes: &mpsc::UnboundedSender<WriteJob>,
 ) {
     let declared = acked
         .iter()
@@ -402,7 +362,7 @@ async fn pass_on(
             at,
             answer,
         };
-        if let Some(write) = writes.send(write) {
+        if let Err(mpsc::error::SendError(write)) = writes.send(write) {
             // Shutting down: the row stays `declaring` and is completed at the next
             // start.
             stats.write_attempted([write.at]);
@@ -454,12 +414,11 @@ async fn drop_refused(engine: &Engine, id: IncidentId) {
 }
 
 /// Step 2, until the acknowledgers are gone: takes what is waiting (when no other writer
-/// holds the queue) and writes it out, after the acks if `defer` (see `defer_to_acks`).
+/// holds the queue) and writes it out.
 async fn write_loop(
     engine: Engine,
     jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<WriteJob>>>,
     stats: Arc<IntakeStats>,
-    defer: bool,
 ) {
     let most = max_write_batch(engine.store.backend());
     let mut batch = Vec::with_capacity(most);
@@ -467,46 +426,12 @@ async fn write_loop(
         if jobs.lock().await.recv_many(&mut batch, most).await == 0 {
             return;
         }
-        if defer && let Some(oldest) = batch.iter().map(|job| job.at).min() {
-            defer_to_acks(&engine, &stats, oldest).await;
-        }
         let taken = std::mem::take(&mut batch);
         let ats: Vec<DateTime<Utc>> = taken.iter().map(|job| job.at).collect();
         write_out_answering(&engine, &stats, taken).await;
         stats.write_attempted(ats);
     }
 }
-
-/// PostgreSQL, before a write-out nobody waits for: waits while declarations are being
-/// acknowledged (queued or committing, or the last ack less than [`ACKS_QUIET`] ago),
-/// unless the oldest of the batch was acknowledged [`MAX_DEFER`] ago.
-///
-/// Why: PostgreSQL's backends take the CPU for whoever they work for, and a write-out
-/// (then the deliveries its rows make) is several times an ack's work. Under a burst they
-/// saturated the two cores and the acks queued for them (load bench `declare`,
-/// PostgreSQL, 2,000 req/s for 10 s: p50 2.8x-3.7x the floor's; with this wait, at most
-/// 15 s: p50 1.04x, p99 1.03x; at most 10 s, which the burst outlasts: p50 1.35x, p99
-/// 6.0x, as the write-outs resumed during its last second). An ack has
-/// Slack's 3 s; the declaration it acknowledges is durable, and its channel and posts
-/// come at most [`MAX_DEFER`] later (Slack paces channel creation to tens a minute
-/// anyway). Past that the write-outs keep pace, so under a sustained storm they lag by
-/// about [`MAX_DEFER`] and the queue does not grow. Callers that wait for the write-out
-/// (forms, PagerDuty) never wait here: theirs go through a queue of their own.
-async fn defer_to_acks(engine: &Engine, stats: &IntakeStats, oldest: DateTime<Utc>) {
-    loop {
-        let quiet = stats.acks_quiet_for().is_some_and(|q| q >= ACKS_QUIET);
-        let overdue = engine.clock.now() - oldest >= MAX_DEFER;
-        if quiet || overdue {
-            return;
-        }
-        tokio::time::sleep(ACKS_QUIET).await;
-    }
-}
-
-/// How long no declaration must have been acknowledged for a deferred write-out to go.
-const ACKS_QUIET: std::time::Duration = std::time::Duration::from_millis(10);
-/// The longest a write-out is deferred to the acks (from its oldest declaration's ack).
-const MAX_DEFER: chrono::TimeDelta = chrono::TimeDelta::seconds(15);
 
 /// Writes `jobs` out (one transaction, or one by one if that fails) and answers their
 /// callers. A declaration that cannot be written stays `declaring`, for

@@ -26,10 +26,6 @@ pub struct IntakeStats {
     in_hand: Mutex<BTreeMap<i64, usize>>,
     /// Signalled when `unwritten` drops to zero.
     drained: Notify,
-    /// Declarations queued for their ack or being acknowledged.
-    acking: AtomicUsize,
-    /// When the last ack batch was done.
-    last_ack: Mutex<Option<std::time::Instant>>,
 }
 
 impl IntakeStats {
@@ -84,24 +80,6 @@ impl IntakeStats {
         }
     }
 
-    pub(super) fn ack_queued(&self) {
-        self.acking.fetch_add(1, Ordering::SeqCst);
-    }
-
-    pub(super) fn acks_done(&self, n: usize) {
-        *self.last_ack.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
-        self.acking.fetch_sub(n, Ordering::SeqCst);
-    }
-
-    /// How long no declaration has waited for or been in an ack (`None`: one is now).
-    pub(super) fn acks_quiet_for(&self) -> Option<std::time::Duration> {
-        if self.acking.load(Ordering::SeqCst) > 0 {
-            return None;
-        }
-        let last = *self.last_ack.lock().unwrap_or_else(|e| e.into_inner());
-        Some(last.map_or(std::time::Duration::MAX, |at| at.elapsed()))
-    }
-
     /// When the oldest declaration this process acknowledged and has not yet been
     /// through its write-out was acknowledged.
     pub(in crate::engine) fn oldest_in_hand(&self) -> Option<DateTime<Utc>> {
@@ -131,24 +109,6 @@ mod tests {
 
     fn at(ms: i64) -> DateTime<Utc> {
         DateTime::from_timestamp_millis(ms).unwrap()
-    }
-
-    #[test]
-    fn acks_are_quiet_only_when_none_waits_and_since_the_last_was_done() {
-        let stats = IntakeStats::default();
-        assert_eq!(
-            stats.acks_quiet_for(),
-            Some(std::time::Duration::MAX),
-            "never acked"
-        );
-        stats.ack_queued();
-        stats.ack_queued();
-        assert_eq!(stats.acks_quiet_for(), None, "two waiting");
-        stats.acks_done(1);
-        assert_eq!(stats.acks_quiet_for(), None, "one still waiting");
-        stats.acks_done(1);
-        let quiet = stats.acks_quiet_for().expect("none waiting");
-        assert!(quiet < std::time::Duration::from_secs(60), "{quiet:?}");
     }
 
     #[test]
