@@ -460,17 +460,13 @@ async fn next_heads_due(
     tx: &mut sqlx::AnyConnection,
     keys: &[&str],
 ) -> Result<BTreeMap<String, i64>> {
-    let mut p = Placeholders::new(backend);
     let next: Vec<(String, Option<i64>)> = match backend {
         Backend::Postgres => {
             let sql = format!(
                 "select lane.column1, (select next_attempt_at_ms from outbox \
                    where state = 'pending' and ordering_key = lane.column1 order by id limit 1) \
                  from (values {}) as lane",
-                (0..keys.len())
-                    .map(|_| format!("({})", p.one()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                super::values_list(backend, keys.len(), 1)
             );
             let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
             for key in keys {
@@ -482,7 +478,7 @@ async fn next_heads_due(
             let sql = format!(
                 "select ordering_key, next_attempt_at_ms from outbox where id in \
                  (select min(id) from outbox where state = 'pending' and ordering_key in ({}) group by ordering_key)",
-                p.list(keys.len())
+                Placeholders::new(backend).list(keys.len())
             );
             let mut args = AnyArguments::default();
             for key in keys {

@@ -359,24 +359,21 @@ impl StoreTx {
     ) -> Result<std::collections::HashMap<IncidentId, (i64, String)>> {
         let mut heads = std::collections::HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_ROWS_PER_INSERT) {
-            let mut p = super::Placeholders::new(self.backend);
             let sql = match self.backend {
                 // One probe of the primary key per incident, whatever the statistics say
                 // (as a `max(seq) ... group by` join, 35 pages read per incident while a
                 // burst outgrew them: the third largest cost in the declare benchmark).
                 Backend::Postgres => format!(
-                    "select w.column1, t.seq, t.hash from (values {}) as w cross join lateral \
-                     (select seq, hash from timeline where incident_id = w.column1 order by seq desc limit 1) t",
-                    (0..chunk.len())
-                        .map(|_| format!("({}::bigint)", p.one()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    "select w.column1::bigint, t.seq, t.hash from (values {}) as w cross join lateral \
+                     (select seq, hash from timeline where incident_id = w.column1::bigint \
+                      order by seq desc limit 1) t",
+                    super::values_list(self.backend, chunk.len(), 1)
                 ),
                 Backend::Sqlite => format!(
                     "select t.incident_id, t.seq, t.hash from timeline t join \
                      (select incident_id, max(seq) as seq from timeline where incident_id in ({}) group by incident_id) m \
                      on t.incident_id = m.incident_id and t.seq = m.seq",
-                    p.list(chunk.len())
+                    super::Placeholders::new(self.backend).list(chunk.len())
                 ),
             };
             let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
